@@ -1,0 +1,1 @@
+"""The HTTP API: lead intake, lead reads and edits, status."""

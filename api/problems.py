@@ -1,0 +1,113 @@
+"""RFC 9457 problem details for every error the API answers with."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+
+from leads.errors import (
+    FieldError,
+    LeadConflict,
+    LeadNotFound,
+    LeadRejected,
+    field_errors,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "urn:orchestrator:problem:"
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem-details response; `errors` names each field and its reason."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + slug if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = [error.as_dict() for error in errors]
+    return JSONResponse(
+        body, status_code=status, headers=headers, media_type="application/problem+json"
+    )
+
+
+def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = field_errors(list(exc.errors()), skip=1)
+    return _rejected(errors)
+
+
+def _rejected(errors: list[FieldError]) -> JSONResponse:
+    fields = ", ".join(dict.fromkeys(e.field for e in errors))
+    return problem(
+        422, f"invalid value in: {fields}", slug="invalid-request", errors=errors
+    )
+
+
+def _lead_rejected(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LeadRejected)
+    return _rejected(exc.errors)
+
+
+def _not_found(_: Request, exc: Exception) -> JSONResponse:
+    return problem(404, str(exc), slug="lead-not-found")
+
+
+def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LeadConflict)
+    error = FieldError(
+        exc.field, f"duplicate_{exc.field}", f"lead {exc.other_id} already has it"
+    )
+    return problem(409, str(exc), slug="lead-conflict", errors=[error])
+
+
+def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    detail = (
+        exc.detail
+        if isinstance(exc.detail, str)
+        else HTTPStatus(exc.status_code).phrase
+    )
+    return problem(exc.status_code, detail, headers=exc.headers)
+
+
+def _store_down(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("lead store unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return problem(
+        503,
+        "the lead store cannot be reached; nothing was written, try again",
+        slug="store-unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return problem(500, "an unexpected error occurred; nothing was written")
+
+
+def install(app: FastAPI) -> None:
+    """Registers the problem-details handlers on the app."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(LeadRejected, _lead_rejected)
+    app.add_exception_handler(LeadNotFound, _not_found)
+    app.add_exception_handler(LeadConflict, _conflict)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(OperationalError, _store_down)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,298 @@
+"""Leads: intake one at a time or in batches, reads, edits and the timeline."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from api.deps import ContextDep, SettingsDep, StoreDep
+from leads import edits
+from leads.errors import FieldError, LeadNotFound, LeadRejected
+from leads.intake import IntakeResult, submit, submit_batch
+from leads.models import (
+    LeadInput,
+    LeadResult,
+    LeadStatus,
+    LeadView,
+    TimelineEventView,
+)
+from leads.normalise import email_key
+from leads.store import leads as lead_queries
+from leads.store import timeline
+from leads.store.tables import Lead
+
+router = APIRouter(prefix="/api/leads", tags=["leads"])
+
+CHANNEL = "api"
+LeadId = Annotated[str, Path(description="The lead's id.", max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=500, description="Most items on one page.")]
+Cursor = Annotated[
+    str | None, Query(max_length=512, description="`next_cursor` of the last page.")
+]
+
+
+class LeadPage(BaseModel):
+    data: list[LeadView]
+    next_cursor: str | None
+
+
+class TimelinePage(BaseModel):
+    data: list[TimelineEventView]
+    next_cursor: str | None
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    outcome: str = Field(description="`created`, `updated` or `rejected`.")
+    lead_id: str | None
+    errors: list[dict[str, str]]
+
+
+class BatchResult(BaseModel):
+    results: list[BatchItemResult]
+
+
+def _result(result: IntakeResult) -> LeadResult:
+    view = LeadView.model_validate(result.lead)
+    return LeadResult(**view.model_dump(), outcome=result.outcome)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=LeadResult,
+    responses={
+        200: {"description": "An existing lead with the same e-mail was updated."},
+        201: {"description": "The lead was created; `Location` names it."},
+        413: {"description": "The body is over `ORCH_MAX_BODY_BYTES`."},
+        422: {"description": "Invalid; every error names its field; nothing written."},
+    },
+)
+def create_lead(
+    lead: LeadInput,
+    response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    context: ContextDep,
+) -> LeadResult:
+    """Takes in one lead; the same e-mail again updates the stored lead."""
+    result = submit(
+        store,
+        context.tenant_id,
+        lead,
+        channel=CHANNEL,
+        region=settings.default_region,
+    )
+    if result.outcome == "created":
+        response.headers["Location"] = f"/api/leads/{result.lead.id}"
+    else:
+        response.status_code = 200
+    return _result(result)
+
+
+_BATCH_SCHEMA = {
+    "oneOf": [
+        {"type": "array", "items": {"$ref": "#/components/schemas/LeadInput"}},
+        {
+            "type": "object",
+            "properties": {
+                "leads": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/LeadInput"},
+                }
+            },
+            "required": ["leads"],
+        },
+    ]
+}
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResult,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BATCH_SCHEMA}},
+        }
+    },
+    responses={413: {"description": "More leads than `ORCH_MAX_BATCH_LEADS`."}},
+)
+async def create_leads(
+    request: Request, store: StoreDep, settings: SettingsDep, context: ContextDep
+) -> BatchResult:
+    """Takes in many leads; each item stands alone, answered in input order."""
+    items = _batch_items(await request.body(), settings.max_batch_leads)
+    results = await run_in_threadpool(
+        submit_batch,
+        store,
+        context.tenant_id,
+        items,
+        channel=CHANNEL,
+        region=settings.default_region,
+    )
+    return BatchResult(
+        results=[
+            BatchItemResult(
+                index=r.index,
+                outcome=r.outcome,
+                lead_id=r.lead_id,
+                errors=[e.as_dict() for e in r.errors],
+            )
+            for r in results
+        ]
+    )
+
+
+def _batch_items(raw: bytes, most: int) -> list[Any]:
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LeadRejected(
+            [FieldError("body", "invalid_json", f"the body is not JSON: {exc}")]
+        ) from exc
+    items = payload.get("leads") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise LeadRejected(
+            [
+                FieldError(
+                    "leads",
+                    "not_a_list",
+                    'send a JSON list of leads, or {"leads": [...]}',
+                )
+            ]
+        )
+    if len(items) > most:
+        raise HTTPException(
+            413, f"{len(items):,} leads sent; a batch holds at most {most:,}"
+        )
+    return items
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@router.get("", response_model=LeadPage)
+def list_leads(
+    store: StoreDep,
+    context: ContextDep,
+    email: Annotated[
+        str | None, Query(max_length=320, description="Any spelling of the address.")
+    ] = None,
+    status: LeadStatus | None = None,
+    created_after: Annotated[
+        datetime | None, Query(description="ISO 8601; without a zone, UTC.")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="ISO 8601; without a zone, UTC.")
+    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> LeadPage:
+    """Lists leads newest first, filtered, one page at a time."""
+    if email is not None:
+        key = email_key(email)
+        if key is None:
+            raise LeadRejected(
+                [FieldError("email", "invalid_email", "not a valid e-mail address")]
+            )
+        email = key
+    filters = lead_queries.LeadFilter(
+        email=email,
+        status=status.value if status else None,
+        created_after=_as_utc(created_after),
+        created_before=_as_utc(created_before),
+    )
+    with store.read(context.tenant_id) as scope:
+        found = lead_queries.page(scope, filters, limit, cursor)
+        return LeadPage(
+            data=[LeadView.model_validate(row) for row in found.rows],
+            next_cursor=found.next_cursor,
+        )
+
+
+@router.get("/{lead_id}", response_model=LeadView, responses={404: {}})
+def get_lead(lead_id: LeadId, store: StoreDep, context: ContextDep) -> LeadView:
+    """Reads one lead."""
+    with store.read(context.tenant_id) as scope:
+        lead = scope.get(Lead, lead_id)
+        if lead is None:
+            raise LeadNotFound(lead_id)
+        return LeadView.model_validate(lead)
+
+
+@router.put(
+    "/{lead_id}", response_model=LeadView, responses={404: {}, 409: {}, 422: {}}
+)
+def replace_lead(
+    lead_id: LeadId,
+    body: Annotated[dict[str, Any], Body(description="A whole lead (LeadInput).")],
+    store: StoreDep,
+    settings: SettingsDep,
+    context: ContextDep,
+) -> LeadView:
+    """Replaces a lead's editable fields; a field left out is cleared."""
+    with store.write(context.tenant_id) as scope:
+        lead = edits.replace(
+            scope, lead_id, body, channel=CHANNEL, region=settings.default_region
+        )
+        return LeadView.model_validate(lead)
+
+
+@router.patch(
+    "/{lead_id}",
+    response_model=LeadView,
+    responses={404: {}, 409: {}, 422: {}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/merge-patch+json": {
+                    "schema": {"$ref": "#/components/schemas/LeadInput"}
+                }
+            }
+        }
+    },
+)
+def patch_lead(
+    lead_id: LeadId,
+    body: Annotated[
+        dict[str, Any], Body(description="Fields to change (merge patch).")
+    ],
+    store: StoreDep,
+    settings: SettingsDep,
+    context: ContextDep,
+) -> LeadView:
+    """Changes the fields sent (JSON merge patch); null clears a field."""
+    with store.write(context.tenant_id) as scope:
+        lead = edits.patch(
+            scope, lead_id, body, channel=CHANNEL, region=settings.default_region
+        )
+        return LeadView.model_validate(lead)
+
+
+@router.get("/{lead_id}/timeline", response_model=TimelinePage, responses={404: {}})
+def lead_timeline(
+    lead_id: LeadId,
+    store: StoreDep,
+    context: ContextDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> TimelinePage:
+    """What happened to the lead, oldest first."""
+    with store.read(context.tenant_id) as scope:
+        if scope.get(Lead, lead_id) is None:
+            raise LeadNotFound(lead_id)
+        rows, next_cursor = timeline.page(scope, lead_id, limit, cursor)
+        return TimelinePage(
+            data=[TimelineEventView.model_validate(row) for row in rows],
+            next_cursor=next_cursor,
+        )

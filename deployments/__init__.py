@@ -1,0 +1,1 @@
+"""Running the product: the command line and, later, the local supervisor."""

@@ -1,0 +1,1 @@
+"""One module per automation (issue #3 onwards)."""

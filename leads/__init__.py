@@ -1,0 +1,1 @@
+"""The lead domain: models, intake, the lead store and settings; no Prefect, no web."""

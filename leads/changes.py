@@ -1,0 +1,123 @@
+"""Applying cleaned values to a stored lead, and what every write leaves behind.
+
+Every path that changes a lead (intake, replace, patch) ends in `commit_change`:
+the timeline event and the outbox rows go into the same transaction as the lead.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from leads.errors import FieldError, LeadConflict, LeadRejected
+from leads.models import LeadStatus
+from leads.store import outbox, timeline
+from leads.store.database import TenantScope
+from leads.store.leads import find_by_email
+from leads.store.tables import Lead
+
+# Warnings the store derives from the lead itself, recomputed on every write.
+DERIVED_WARNINGS = ("missing_email", "invalid_phone")
+WELCOME_SEQUENCE = "welcome_sequence"
+
+
+def jsonable(value: Any) -> Any:
+    """The value with datetimes as ISO text, ready for a JSON column."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def require_contact(
+    email: str | None, phone: str | None, phone_raw: str | None
+) -> None:
+    """A lead needs a valid e-mail or a valid phone.
+
+    Raises:
+        LeadRejected: neither is there; names both fields.
+    """
+    if email or phone:
+        return
+    if phone_raw:
+        phone_error = FieldError(
+            "phone", "invalid_phone", f"{phone_raw!r} is not a valid phone number"
+        )
+    else:
+        phone_error = FieldError(
+            "phone", "missing_contact", "a phone or an e-mail is needed"
+        )
+    raise LeadRejected(
+        [
+            FieldError("email", "missing_contact", "an e-mail or a phone is needed"),
+            phone_error,
+        ]
+    )
+
+
+def set_value(lead: Lead, name: str, value: Any, changes: dict[str, Any]) -> None:
+    """Sets one column, noting the change when the value differs."""
+    if name == "status" and value is None:
+        value = LeadStatus.NEW.value
+    elif isinstance(value, LeadStatus):
+        value = value.value
+    old = getattr(lead, name)
+    if old == value:
+        return
+    changes[name] = {"from": jsonable(old), "to": jsonable(value)}
+    setattr(lead, name, value)
+
+
+def check_email_free(scope: TenantScope, lead: Lead, email: str | None) -> None:
+    """Raises LeadConflict when another lead of the tenant holds `email`."""
+    if email is None or email == lead.email:
+        return
+    other = find_by_email(scope, email)
+    if other is not None and other.id != lead.id:
+        raise LeadConflict("email", other.id)
+
+
+def derive_warnings(lead: Lead) -> list[str]:
+    """The lead's warnings, with the derived ones recomputed from its fields."""
+    kept = [w for w in lead.warnings or [] if w not in DERIVED_WARNINGS]
+    if not lead.email:
+        kept.append("missing_email")
+    if lead.phone_raw and not lead.phone:
+        kept.append("invalid_phone")
+    return kept
+
+
+def commit_change(
+    scope: TenantScope,
+    lead: Lead,
+    kind: str,
+    *,
+    channel: str,
+    detail: dict[str, Any],
+    created: bool,
+) -> None:
+    """Records a create or a change on the timeline and owes the lead its follow-ups.
+
+    A new lead with an e-mail is enrolled in the welcome sequence; any new or
+    changed lead is owed a CRM sync (one row per lead, made due again).
+    """
+    warnings = derive_warnings(lead)
+    if warnings != lead.warnings:
+        lead.warnings = warnings
+    if not created:
+        lead.version += 1
+    scope.session.flush()
+    timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
+    outbox.enqueue(scope, outbox.CRM_SYNC, lead)
+    if created and lead.email:
+        outbox.enqueue(
+            scope,
+            outbox.SEQUENCE_ENROLMENT,
+            lead,
+            key=f"{lead.id}:{WELCOME_SEQUENCE}",
+            payload={"sequence": WELCOME_SEQUENCE},
+            requeue=False,
+        )

@@ -1,0 +1,119 @@
+"""Editing a stored lead by id: replacing it whole (PUT) or patching fields (PATCH)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from leads.changes import (
+    check_email_free,
+    commit_change,
+    jsonable,
+    require_contact,
+    set_value,
+)
+from leads.errors import LeadNotFound, LeadRejected
+from leads.intake import parse_input
+from leads.models import TEXT_FIELDS
+from leads.normalise import clean_fields
+from leads.store import TenantScope
+from leads.store.tables import Lead
+
+# Every column a caller may write, as `clean_fields` names them.
+_EDITABLE = [name for name in TEXT_FIELDS if name not in ("email", "phone")] + [
+    "email",
+    "email_display",
+    "phone",
+    "phone_raw",
+    "status",
+    "captured_at",
+]
+
+
+def replace(
+    scope: TenantScope,
+    lead_id: str,
+    submitted: Mapping[str, Any],
+    *,
+    channel: str,
+    region: str,
+) -> Lead:
+    """Replaces every editable field: a field left out or null is cleared.
+
+    Raises:
+        LeadNotFound: no such lead in this tenant.
+        LeadRejected: the new values are invalid.
+        LeadConflict: the new e-mail belongs to another lead.
+    """
+    given = parse_input(submitted).given()
+    full = {name: None for name in TEXT_FIELDS} | {"status": None, "captured_at": None}
+    full |= given
+    full["custom"] = given.get("custom") or {}
+    return _apply(scope, lead_id, full, channel=channel, region=region, merge=False)
+
+
+def patch(
+    scope: TenantScope,
+    lead_id: str,
+    submitted: Mapping[str, Any],
+    *,
+    channel: str,
+    region: str,
+) -> Lead:
+    """Changes only the fields sent (JSON merge patch): null clears a field.
+
+    In `custom`, each key sent replaces that key and a null removes it.
+
+    Raises:
+        LeadNotFound, LeadRejected, LeadConflict: as for `replace`.
+    """
+    given = parse_input(submitted).given()
+    return _apply(scope, lead_id, given, channel=channel, region=region, merge=True)
+
+
+def _apply(
+    scope: TenantScope,
+    lead_id: str,
+    given: dict[str, Any],
+    *,
+    channel: str,
+    region: str,
+    merge: bool,
+) -> Lead:
+    lead = scope.get(Lead, lead_id, lock=True)
+    if lead is None:
+        raise LeadNotFound(lead_id)
+    cleaned = clean_fields(given, region)
+    if cleaned.errors:
+        raise LeadRejected(cleaned.errors)
+    values = cleaned.values
+    if values.get("email") == lead.email and values.get("email_display") == lead.email:
+        # The key sent back (a fetched lead re-sent) is not a new typed form.
+        values.pop("email_display")
+
+    after = {name: values.get(name, getattr(lead, name)) for name in _EDITABLE}
+    require_contact(after["email"], after["phone"], after["phone_raw"])
+    check_email_free(scope, lead, after["email"])
+
+    changes: dict[str, Any] = {}
+    for name in _EDITABLE:
+        if name in values:
+            set_value(lead, name, values[name], changes)
+    if "custom" in values:
+        custom = dict(lead.custom or {}) if merge else {}
+        for key, value in (values["custom"] or {}).items():
+            if merge and value is None:
+                custom.pop(key, None)
+            else:
+                custom[key] = value
+        set_value(lead, "custom", custom, changes)
+    if changes:
+        commit_change(
+            scope,
+            lead,
+            "lead.edited",
+            channel=channel,
+            detail={"channel": channel, "changes": jsonable(changes)},
+            created=False,
+        )
+    return lead

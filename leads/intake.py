@@ -1,0 +1,234 @@
+"""Intake: the one way a submitted lead enters the store, whatever door it came in by.
+
+Every channel (the API, batches, webhooks and imports later) calls `take_in`.
+A lead whose e-mail key is already stored updates that lead: newer non-empty
+values win and a blank never erases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from leads.changes import commit_change, jsonable, require_contact, set_value
+from leads.errors import FieldError, LeadRejected, field_errors
+from leads.models import LeadInput, Outcome
+from leads.normalise import clean_fields
+from leads.store import Store, TenantScope
+from leads.store.leads import find_by_email
+from leads.store.tables import Lead
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    lead: Lead
+    outcome: Outcome
+    changed: tuple[str, ...] = ()
+
+
+def parse_input(submitted: Mapping[str, Any] | LeadInput) -> LeadInput:
+    """The submission as a LeadInput.
+
+    Raises:
+        LeadRejected: a field has the wrong type, length or value.
+    """
+    if isinstance(submitted, LeadInput):
+        return submitted
+    if not isinstance(submitted, Mapping):
+        raise LeadRejected(
+            [FieldError("body", "not_an_object", "a lead is a JSON object")]
+        )
+    try:
+        return LeadInput.model_validate(submitted)
+    except ValidationError as exc:
+        raise LeadRejected(field_errors(exc.errors())) from exc
+
+
+def prepare(submitted: Mapping[str, Any] | LeadInput, region: str) -> dict[str, Any]:
+    """The cleaned column values of a submission, checked; touches no store.
+
+    Raises:
+        LeadRejected: with every problem found, each naming its field.
+    """
+    cleaned = clean_fields(parse_input(submitted).given(), region)
+    if cleaned.errors:
+        raise LeadRejected(cleaned.errors)
+    values = cleaned.values
+    require_contact(values.get("email"), values.get("phone"), values.get("phone_raw"))
+    return values
+
+
+def take_in(
+    scope: TenantScope,
+    submitted: Mapping[str, Any] | LeadInput,
+    *,
+    channel: str,
+    region: str,
+    reference: str | None = None,
+) -> IntakeResult:
+    """Creates the lead, or updates the one with the same e-mail key.
+
+    Writes the lead, its timeline event and its outbox rows in the caller's
+    transaction.
+
+    Args:
+        scope: the tenant's open write transaction.
+        submitted: the lead as sent (a mapping or a parsed LeadInput).
+        channel: the door it came in by (`api`, `import`, `webhook:<source>`).
+        region: default region for phone numbers without a country prefix.
+        reference: the delivery, import row or request it came from, if any.
+
+    Raises:
+        LeadRejected: the lead is invalid; nothing was written.
+    """
+    values = prepare(submitted, region)
+    return store_prepared(scope, values, channel=channel, reference=reference)
+
+
+def store_prepared(
+    scope: TenantScope,
+    values: dict[str, Any],
+    *,
+    channel: str,
+    reference: str | None = None,
+) -> IntakeResult:
+    """Writes values `prepare` returned: a new lead, or an update by e-mail key."""
+    detail: dict[str, Any] = {"channel": channel, "received": jsonable(values)}
+    if reference:
+        detail["reference"] = reference
+
+    email = values.get("email")
+    existing = find_by_email(scope, email, lock=True) if email else None
+    if existing is None:
+        lead = Lead(score_reasons=[], warnings=[], flags=[], status="new", custom={})
+        for name, value in values.items():
+            setattr(lead, name, getattr(value, "value", value))
+        lead.source = lead.source or channel
+        lead.custom = lead.custom or {}
+        scope.add(lead)
+        commit_change(
+            scope, lead, "lead.created", channel=channel, detail=detail, created=True
+        )
+        return IntakeResult(lead, "created")
+
+    changes = _merge(existing, values)
+    detail["changes"] = changes
+    commit_change(
+        scope, existing, "lead.updated", channel=channel, detail=detail, created=False
+    )
+    return IntakeResult(existing, "updated", tuple(changes))
+
+
+def _merge(lead: Lead, values: dict[str, Any]) -> dict[str, Any]:
+    """Newer non-empty values win; a blank or null never erases what is stored."""
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "custom":
+            continue
+        if value is None or value == "":
+            continue
+        if name == "phone_raw" and lead.phone and not values.get("phone"):
+            # An unreadable newer phone does not displace a valid stored one;
+            # it stays visible on the timeline as received.
+            continue
+        set_value(lead, name, value, changes)
+    if values.get("phone"):
+        set_value(lead, "phone_raw", None, changes)
+    incoming = {
+        k: v for k, v in (values.get("custom") or {}).items() if v not in (None, "")
+    }
+    merged = {**(lead.custom or {}), **incoming}
+    if merged != lead.custom:
+        changes["custom"] = {"from": lead.custom, "to": merged}
+        lead.custom = merged
+    return changes
+
+
+def submit(
+    store: Store,
+    tenant_id: str,
+    submitted: Mapping[str, Any] | LeadInput,
+    *,
+    channel: str,
+    region: str,
+    reference: str | None = None,
+) -> IntakeResult:
+    """Takes one lead in its own transaction: all of it is written, or nothing.
+
+    Two requests creating the same new e-mail at once on PostgreSQL both see no
+    lead; the loser's unique-key violation is retried once and becomes an update.
+    """
+    for attempt in (1, 2):
+        try:
+            with store.write(tenant_id) as scope:
+                return take_in(
+                    scope,
+                    submitted,
+                    channel=channel,
+                    region=region,
+                    reference=reference,
+                )
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class ItemResult:
+    """The outcome of one item of a batch, in input order."""
+
+    index: int
+    outcome: Outcome | str
+    lead_id: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+
+def submit_batch(
+    store: Store,
+    tenant_id: str,
+    items: list[Any],
+    *,
+    channel: str,
+    region: str,
+) -> list[ItemResult]:
+    """Takes in many leads in one transaction, each item standing alone.
+
+    An invalid item is reported and skipped; the valid ones are all written.
+    Items are written in e-mail key order (input order among equal keys), so
+    concurrent batches lock rows in one global order and cannot deadlock on
+    PostgreSQL. Each item runs in a savepoint: a store conflict on one (a
+    unique-key race) undoes that item only, and it is tried once more.
+    """
+    results: dict[int, ItemResult] = {}
+    prepared: list[tuple[int, dict[str, Any]]] = []
+    for index, item in enumerate(items):
+        try:
+            prepared.append((index, prepare(item, region)))
+        except LeadRejected as exc:
+            results[index] = ItemResult(index, "rejected", errors=exc.errors)
+    prepared.sort(key=lambda pair: pair[1].get("email") or "")
+
+    with store.write(tenant_id) as scope:
+        for index, values in prepared:
+            results[index] = _store_item(scope, index, values, channel)
+    return [results[index] for index in range(len(items))]
+
+
+def _store_item(
+    scope: TenantScope, index: int, values: dict[str, Any], channel: str
+) -> ItemResult:
+    for attempt in (1, 2):
+        try:
+            with scope.session.begin_nested():
+                result = store_prepared(scope, values, channel=channel)
+                scope.session.flush()
+            return ItemResult(index, result.outcome, result.lead.id)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,132 @@
+"""Settings read from `ORCH_*` environment variables, one field per documented knob."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the API, the store and the command line read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        "development",
+        description=(
+            "`production` creates no API key by itself and refuses weak settings."
+        ),
+    )
+    data_dir: Path = Field(
+        Path("data"),
+        description=(
+            "Folder for SQLite files, the Prefect home, the e-mail outbox, uploaded "
+            "imports and the generated secret key. Relative paths are taken from the "
+            "working directory."
+        ),
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the lead store; unset means the SQLite file "
+            "`<data dir>/orchestrator.db`. PostgreSQL: `postgresql+psycopg://…`."
+        ),
+    )
+    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the API.")
+    prefect_port: int = Field(
+        4200, ge=1, le=65535, description="Port of the Prefect server and its UI."
+    )
+    sandbox_port: int = Field(
+        8100, ge=1, le=65535, description="Port of the bundled CRM sandbox."
+    )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description=(
+            "Address the outside world reaches the API at; used in unsubscribe "
+            "links and webhook signature checks."
+        ),
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Signs unsubscribe tokens; generated into the data dir on first start "
+            "when unset."
+        ),
+    )
+    crm: Literal["none", "sandbox", "hubspot", "salesforce"] = Field(
+        "none", description="Which CRM leads are synced to."
+    )
+    email_backend: Literal["file", "smtp"] = Field(
+        "file",
+        description="`file` writes .eml files to `<data dir>/outbox`; `smtp` sends.",
+    )
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="`smtp://user:pass@host:port?starttls=true` for the smtp backend.",
+    )
+    email_from: str = Field(
+        "Automation Orchestrator <noreply@localhost>",
+        description="From address of every message.",
+    )
+    default_region: str = Field(
+        "US",
+        min_length=2,
+        max_length=2,
+        description="ISO 3166-1 region used to read phone numbers without a prefix.",
+    )
+    default_timezone: str = Field(
+        "UTC", description="IANA zone for leads whose zone cannot be told otherwise."
+    )
+    max_body_bytes: int = Field(
+        1 * MIB,
+        ge=1024,
+        le=64 * MIB,
+        description="Largest JSON request body accepted; larger bodies get 413.",
+    )
+    max_batch_leads: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Most leads in one `POST /api/leads/batch`; more get 413.",
+    )
+    max_import_bytes: int = Field(
+        200 * MIB,
+        ge=MIB,
+        description="Largest CSV upload accepted by `POST /api/imports`.",
+    )
+    test_postgres_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        description=(
+            "PostgreSQL server the tests create and drop their own databases on; with "
+            "CI=true the tests fail, not skip, when it is unreachable."
+        ),
+    )
+    bench_data: Path = Field(
+        Path("../shared/data"),
+        description="Where benchmarks find the real data sets.",
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def store_url(self) -> str:
+        """The lead store's URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'orchestrator.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,113 @@
+"""Engines and tenant-scoped transactions on SQLite (WAL) or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, Select, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+
+# Seconds a SQLite writer waits for the lock before SQLITE_BUSY.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for the lead store, with SQLite set up for concurrent writers.
+
+    SQLite gets WAL journaling, a busy timeout, enforced foreign keys and
+    transactions that SQLAlchemy (not the sqlite3 module) begins, so savepoints
+    work and write transactions can take the write lock up front.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy: the sqlite3 module's own
+        # implicit BEGIN breaks SAVEPOINT and cannot begin IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A writer takes the lock when it begins; a deferred transaction that
+        # later upgrades from read to write fails with SQLITE_BUSY at once
+        # instead of waiting out the busy timeout.
+        immediate = connection.get_execution_options().get("sqlite_immediate")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@dataclass(frozen=True)
+class TenantScope:
+    """A session bound to one tenant: every query it builds is filtered by it."""
+
+    session: Session
+    tenant_id: str
+
+    def select(self, model: type[T]) -> Select[tuple[T]]:
+        """`SELECT model` restricted to this tenant's rows."""
+        return select(model).where(model.tenant_id == self.tenant_id)  # type: ignore[attr-defined]
+
+    def add(self, row: Any) -> None:
+        """Adds a new row, stamped with this tenant."""
+        row.tenant_id = self.tenant_id
+        self.session.add(row)
+
+    def get(self, model: type[T], row_id: Any, *, lock: bool = False) -> T | None:
+        """The row with this primary key, if it belongs to this tenant.
+
+        With `lock`, the row is locked for update until the transaction ends.
+        """
+        row = self.session.get(model, row_id, with_for_update=lock or None)
+        if row is None or row.tenant_id != self.tenant_id:  # type: ignore[attr-defined]
+            return None
+        return row
+
+
+class Store:
+    """The lead store: one engine and tenant-scoped transactions over it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_store_engine(url)
+        self.backend = self.engine.dialect.name
+        self._readers = sessionmaker(self.engine, expire_on_commit=False)
+        self._writers = sessionmaker(
+            self.engine.execution_options(sqlite_immediate=True),
+            expire_on_commit=False,
+        )
+
+    @contextmanager
+    def write(self, tenant_id: str) -> Iterator[TenantScope]:
+        """A write transaction for one tenant, committed when the block ends."""
+        with self._writers() as session, session.begin():
+            yield TenantScope(session, tenant_id)
+
+    @contextmanager
+    def read(self, tenant_id: str) -> Iterator[TenantScope]:
+        """A read-only transaction for one tenant."""
+        with self._readers() as session, session.begin():
+            yield TenantScope(session, tenant_id)
+
+    def dispose(self) -> None:
+        """Closes every pooled connection."""
+        self.engine.dispose()

@@ -1,0 +1,82 @@
+"""Reading leads: by id, by e-mail key, and filtered pages newest first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select
+
+from leads.store.database import TenantScope
+from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
+from leads.store.tables import Lead
+
+
+def find_by_email(scope: TenantScope, email: str, *, lock: bool = False) -> Lead | None:
+    """The lead whose normalised e-mail key is `email`.
+
+    With `lock`, the row stays locked until the transaction ends (FOR UPDATE on
+    PostgreSQL; SQLite's write transactions are serialised already), so two
+    concurrent updates of one lead merge instead of one overwriting the other.
+    """
+    query = scope.select(Lead).where(Lead.email == email)
+    if lock:
+        query = query.with_for_update()
+    return scope.session.scalars(query).one_or_none()
+
+
+@dataclass(frozen=True)
+class LeadFilter:
+    email: str | None = None
+    status: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Lead]
+    next_cursor: str | None
+
+
+def page(
+    scope: TenantScope, filters: LeadFilter, limit: int, cursor: str | None
+) -> Page:
+    """One page of leads, newest first, after the position `cursor` marks."""
+    query = scope.select(Lead)
+    if filters.email is not None:
+        query = query.where(Lead.email == filters.email)
+    if filters.status is not None:
+        query = query.where(Lead.status == filters.status)
+    if filters.created_after is not None:
+        query = query.where(Lead.created_at > filters.created_after)
+    if filters.created_before is not None:
+        query = query.where(Lead.created_at < filters.created_before)
+    if cursor is not None:
+        created_iso, last_id = decode_cursor(cursor, 2)
+        try:
+            created = datetime.fromisoformat(created_iso)
+        except (TypeError, ValueError) as exc:
+            raise invalid_cursor() from exc
+        query = query.where(
+            or_(
+                Lead.created_at < created,
+                and_(Lead.created_at == created, Lead.id < last_id),
+            )
+        )
+    query = query.order_by(Lead.created_at.desc(), Lead.id.desc()).limit(limit + 1)
+    rows = list(scope.session.scalars(query))
+    if len(rows) <= limit:
+        return Page(rows, None)
+    last = rows[limit - 1]
+    return Page(rows[:limit], encode_cursor([last.created_at.isoformat(), last.id]))
+
+
+def count_by_status(scope: TenantScope) -> dict[str, int]:
+    """How many leads the tenant has in each status."""
+    query = (
+        select(Lead.status, func.count())
+        .where(Lead.tenant_id == scope.tenant_id)
+        .group_by(Lead.status)
+    )
+    return {status: count for status, count in scope.session.execute(query)}

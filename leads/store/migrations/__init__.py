@@ -1,0 +1,1 @@
+"""The lead store's Alembic migrations, the same on SQLite and PostgreSQL."""

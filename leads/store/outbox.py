@@ -1,0 +1,60 @@
+"""The outbox: work owed to a lead, written in the same transaction as the lead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from leads.store.database import TenantScope
+from leads.store.tables import Lead, OutboxItem, utcnow
+
+CRM_SYNC = "crm_sync"
+SEQUENCE_ENROLMENT = "sequence_enrolment"
+TOPICS = (CRM_SYNC, SEQUENCE_ENROLMENT)
+
+
+def enqueue(
+    scope: TenantScope,
+    topic: str,
+    lead: Lead,
+    *,
+    key: str | None = None,
+    payload: dict[str, Any] | None = None,
+    requeue: bool = True,
+) -> OutboxItem:
+    """Owes `lead` one piece of `topic` work, at most one row per (topic, key).
+
+    With `requeue`, an existing row is made due again and its generation bumped
+    (a drain holding an older generation leaves it pending when it finishes);
+    without, an existing row is left as it is (enrol once, never twice).
+    """
+    key = key or lead.id
+    row = scope.session.scalars(
+        scope.select(OutboxItem).where(OutboxItem.topic == topic, OutboxItem.key == key)
+    ).one_or_none()
+    if row is None:
+        row = OutboxItem(topic=topic, key=key, lead_id=lead.id, payload=payload or {})
+        scope.add(row)
+        return row
+    if requeue:
+        row.generation += 1
+        if row.status != "claimed":
+            row.status = "pending"
+            row.attempts = 0
+            row.available_at = utcnow()
+            row.last_error = None
+    return row
+
+
+def count_by_status(scope: TenantScope) -> dict[str, dict[str, int]]:
+    """How many outbox rows each topic has in each status."""
+    query = (
+        select(OutboxItem.topic, OutboxItem.status, func.count())
+        .where(OutboxItem.tenant_id == scope.tenant_id)
+        .group_by(OutboxItem.topic, OutboxItem.status)
+    )
+    counts: dict[str, dict[str, int]] = {topic: {} for topic in TOPICS}
+    for topic, status, count in scope.session.execute(query):
+        counts.setdefault(topic, {})[status] = count
+    return counts

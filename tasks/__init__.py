@@ -1,0 +1,1 @@
+"""Prefect tasks wrapping domain and connector calls (issue #3 onwards)."""

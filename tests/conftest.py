@@ -1,0 +1,205 @@
+"""Shared fixtures: real stores on SQLite and PostgreSQL, and the API over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from api.app import create_app
+from leads.settings import Settings
+from leads.store import Store
+from leads.store.schema import upgrade
+from leads.store.tables import Lead, OutboxItem, TimelineEvent
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def _admin_url() -> str:
+    return Settings().test_postgres_url
+
+
+def _psycopg_dsn(url: str) -> str:
+    return (
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of the test PostgreSQL; skips (or fails under CI) when down."""
+    url = _admin_url()
+    try:
+        with psycopg.connect(_psycopg_dsn(url), connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at ORCH_TEST_POSTGRES_URL is unreachable: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+class PostgresDatabases:
+    """Creates throw-away databases on the test server and drops them after."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.names: list[str] = []
+
+    def create(self) -> str:
+        name = f"orch_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(_psycopg_dsn(self.admin_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return (
+            make_url(self.admin_url)
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
+
+    def drop_all(self) -> None:
+        with psycopg.connect(_psycopg_dsn(self.admin_url), autocommit=True) as conn:
+            for name in self.names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_databases(postgres_server: str) -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases(postgres_server)
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def new_store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+):
+    """Makes the URL of a new, empty database of the asked backend."""
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            folder = tmp_path_factory.mktemp("store")
+            return f"sqlite:///{folder / 'orchestrator.db'}"
+        databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+        return databases.create()
+
+    return make
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each store backend in turn."""
+    return request.param
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[Store]:
+    """One migrated store per backend for the whole session."""
+    store = Store(new_store_url(request.param))
+    upgrade(store.engine)
+    yield store
+    store.dispose()
+
+
+def wipe(store: Store) -> None:
+    with store.engine.begin() as connection:
+        for table in (OutboxItem, TimelineEvent, Lead):
+            connection.execute(delete(table))
+
+
+@pytest.fixture
+def store(migrated_store: Store) -> Store:
+    """The backend's store, emptied before the test."""
+    wipe(migrated_store)
+    return migrated_store
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """The API app under a real uvicorn server on a loopback port, in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def serve_api() -> Iterator[Callable[[Settings], LiveServer]]:
+    """Starts the API on given settings; every server started is stopped after."""
+    started: list[LiveServer] = []
+
+    def start(settings: Settings) -> LiveServer:
+        server = LiveServer(settings)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_api(
+    migrated_store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The API served over HTTP on the session's store of each backend."""
+    settings = Settings(
+        data_dir=Path(tmp_path_factory.mktemp("data")),
+        database_url=migrated_store.url,
+        max_body_bytes=64 * 1024,
+        max_batch_leads=1000,
+    )
+    server = LiveServer(settings)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(live_api: LiveServer, store: Store) -> Iterator[httpx.Client]:
+    """An HTTP client of the live API, on an emptied store."""
+    with httpx.Client(base_url=live_api.url, timeout=30) as http:
+        yield http
