@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from importlib import resources
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import make_url
 
 from api import problems
+from api.access_log import AccessLog
+from api.events import PendingSignal
 from api.limits import BodySizeLimit
-from api.routes import health, leads
+from api.routes import health, leads, workflows
 from api.routes.health import VERSION
 from leads.settings import Settings, get_settings
 from leads.store import Store
@@ -55,26 +62,54 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = open_store(settings)
         logger.info("lead store ready (%s)", app.state.store.backend)
+        emitter = asyncio.create_task(app.state.pending.run())
         try:
             yield
         finally:
+            emitter.cancel()
+            with suppress(asyncio.CancelledError):
+                await emitter
             app.state.store.dispose()
 
     app = FastAPI(
         title="Automation Orchestrator",
         version=VERSION,
         summary="Lead intake, quality, CRM sync and e-mail automations on Prefect.",
-        docs_url="/api/docs",
+        # Served below from packaged files: the default page loads them from a CDN.
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.pending = PendingSignal(f"{settings.prefect_url}/events")
     problems.install(app)
     app.include_router(health.router)
     app.include_router(leads.router)
+    app.include_router(workflows.router)
+    _serve_docs(app)
+    app.add_middleware(AccessLog)
     app.add_middleware(
         BodySizeLimit,  # type: ignore[arg-type]
         limit_for=lambda _path: settings.max_body_bytes,
     )
     return app
+
+
+DOCS_ASSETS = "/api/docs/assets"
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/docs from files installed with the package, no CDN."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/api/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from api.auth import RequestContext, request_context
+from api.events import PendingSignal
 from leads.settings import Settings
 from leads.store import Store
 
@@ -19,6 +20,29 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_pending(request: Request) -> PendingSignal:
+    return request.app.state.pending
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PendingDep = Annotated[PendingSignal, Depends(get_pending)]
 ContextDep = Annotated[RequestContext, Depends(request_context)]
+
+
+def require_json(request: Request) -> None:
+    """Refuses a body that is not declared as JSON, saying what to send."""
+    declared = request.headers.get("content-type", "")
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise HTTPException(
+        415,
+        f"the body must be JSON sent with Content-Type: application/json "
+        f"(got {declared or 'no Content-Type'})",
+    )
+
+
+JsonBody = Depends(require_json)

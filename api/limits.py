@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +54,7 @@ async def _send_413(send: Send, limit: int) -> None:
     body = json.dumps(
         {
             "type": "about:blank",
-            "title": "Content Too Large",
+            "title": HTTPStatus(413).phrase,
             "status": 413,
             "detail": _too_large(limit),
         }

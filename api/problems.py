@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from leads.errors import (
@@ -23,6 +24,8 @@ from leads.errors import (
 logger = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "urn:orchestrator:problem:"
+# FastAPI's words when the body cannot be decoded at all.
+_FASTAPI_PARSE_FAILURE = "There was an error parsing the body"
 
 
 def problem(
@@ -40,8 +43,8 @@ def problem(
         "status": status,
         "detail": detail,
     }
-    if errors is not None:
-        body["errors"] = [error.as_dict() for error in errors]
+    # Always present, so clients read one shape; empty when no field is at fault.
+    body["errors"] = [error.as_dict() for error in errors or []]
     return JSONResponse(
         body, status_code=status, headers=headers, media_type="application/problem+json"
     )
@@ -79,6 +82,11 @@ def _conflict(_: Request, exc: Exception) -> JSONResponse:
 
 def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_FAILURE:
+        # Invalid UTF-8, or JSON nested or sized past what the parser takes.
+        return _rejected(
+            [FieldError("body", "invalid_json", "the body is not valid UTF-8 JSON")]
+        )
     detail = (
         exc.detail
         if isinstance(exc.detail, str)
@@ -88,13 +96,29 @@ def _http(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _store_down(_: Request, exc: Exception) -> JSONResponse:
-    logger.error("lead store unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return problem(
-        503,
-        "the lead store cannot be reached; nothing was written, try again",
-        slug="store-unavailable",
-        headers={"Retry-After": "5"},
-    )
+    assert isinstance(exc, SQLAlchemyError)
+    text = str(getattr(exc, "orig", exc))
+    if isinstance(exc, PoolTimeout) or "database is locked" in text:
+        detail = "the lead store is busy; nothing was written, try again"
+    elif "no such table" in text:
+        detail = "the lead store is not migrated; run `orchestrator db upgrade`"
+    else:
+        detail = "the lead store cannot be reached; nothing was written, try again"
+    logger.error("lead store unavailable: %s", exc.__class__.__name__)
+    return problem(503, detail, slug="store-unavailable", headers={"Retry-After": "5"})
+
+
+def _programming(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL's "relation does not exist" (42P01) means an unmigrated store;
+    # any other programming error is ours, and a 500.
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) == "42P01":
+        return problem(
+            503,
+            "the lead store is not migrated; run `orchestrator db upgrade`",
+            slug="store-unavailable",
+            headers={"Retry-After": "5"},
+        )
+    return _unexpected(request, exc)
 
 
 def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -110,4 +134,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LeadConflict, _conflict)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(OperationalError, _store_down)
+    app.add_exception_handler(PoolTimeout, _store_down)
+    app.add_exception_handler(ProgrammingError, _programming)
     app.add_exception_handler(Exception, _unexpected)

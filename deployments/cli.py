@@ -5,13 +5,15 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from leads.settings import get_settings
+from leads.settings import Settings, get_settings
 from leads.store.database import create_store_engine
 from leads.store.schema import schema_state, upgrade
 
@@ -29,45 +31,94 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _ensure_port_free(host: str, port: int, setting: str) -> None:
+def _settings() -> Settings:
+    """The settings, or one line per bad variable and exit 1."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "ORCH_" + "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"error: {name}: {error['msg']}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _ensure_port_free(host: str, port: int, remedy: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                _fail(f"port {port} on {host} is in use; set {setting} to another port")
+                _fail(f"port {port} on {host} is in use; {remedy}")
             _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 @app.command()
 def api(
     host: Annotated[str | None, typer.Option(help="Default: ORCH_API_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: ORCH_API_PORT.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Default: ORCH_API_PORT.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serves the API (docs at /api/docs) until Ctrl-C."""
     from api.app import StoreNotReady, create_app, open_store
 
-    settings = get_settings()
-    host = host or settings.api_host
-    port = port or settings.api_port
+    settings = _settings()
+    host = host if host is not None else settings.api_host
+    remedy = (
+        "pass another --port"
+        if port is not None
+        else "set ORCH_API_PORT to another port"
+    )
+    port = port if port is not None else settings.api_port
     try:
         open_store(settings).dispose()
     except StoreNotReady as exc:
         _fail(str(exc))
-    _ensure_port_free(host, port, "ORCH_API_PORT")
+    _ensure_port_free(host, port, remedy)
     logging.basicConfig(
         level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     typer.echo(f"API on http://{host}:{port} (docs: http://{host}:{port}/api/docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    # Our AccessLog replaces uvicorn's, which would log query strings.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+@app.command()
+def up() -> None:
+    """Starts the whole stack: Prefect server, flow runner and API, until Ctrl-C."""
+    from deployments.supervisor import StackError, run_stack
+
+    settings = _settings()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    db_upgrade()
+    try:
+        run_stack(settings, typer.echo)
+    except StackError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def serve() -> None:
+    """Runs the flow runner: serves every deployment in prefect.yaml until stopped."""
+    from deployments.runner import serve_all
+
+    settings = _settings()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    serve_all(limit=settings.flow_runner_limit)
 
 
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Applies every migration the lead store has not had yet."""
-    settings = get_settings()
+    settings = _settings()
     engine = create_store_engine(settings.store_url)
     where = make_url(settings.store_url).render_as_string(hide_password=True)
     try:
@@ -90,13 +141,23 @@ def db_upgrade() -> None:
 @db.command("status")
 def db_status() -> None:
     """Says which migration the lead store is at; exits 1 when it is behind."""
-    settings = get_settings()
-    engine = create_store_engine(settings.store_url)
+    settings = _settings()
     where = make_url(settings.store_url).render_as_string(hide_password=True)
+    sqlite_file = make_url(settings.store_url).database
+    if settings.store_url.startswith("sqlite") and not Path(sqlite_file or "").exists():
+        typer.echo(f"{where}: no store yet; `orchestrator db upgrade` creates it")
+        raise typer.Exit(1)
+    engine = create_store_engine(settings.store_url)
     try:
         state = schema_state(engine)
     finally:
         engine.dispose()
-    typer.echo(f"{where}: {state.label} (at {state.revision}, head {state.head})")
+    if not state.reachable:
+        typer.echo(f"{where}: unreachable ({state.error})")
+    else:
+        typer.echo(
+            f"{where}: {state.label} (at {state.revision or 'no revision'}, "
+            f"code needs {state.head})"
+        )
     if not state.current:
         raise typer.Exit(1)

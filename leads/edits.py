@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from leads.changes import (
     check_email_free,
     commit_change,
@@ -12,11 +14,12 @@ from leads.changes import (
     require_contact,
     set_value,
 )
-from leads.errors import LeadNotFound, LeadRejected
+from leads.errors import LeadConflict, LeadRejected
+from leads.fields import TEXT_FIELDS
 from leads.intake import parse_input
-from leads.models import TEXT_FIELDS
 from leads.normalise import clean_fields
 from leads.store import TenantScope
+from leads.store.leads import find_by_email, get_lead
 from leads.store.tables import Lead
 
 # Every column a caller may write, as `clean_fields` names them.
@@ -40,13 +43,17 @@ def replace(
 ) -> Lead:
     """Replaces every editable field: a field left out or null is cleared.
 
+    `source` is the exception: left out, it keeps its value.
+
     Raises:
         LeadNotFound: no such lead in this tenant.
         LeadRejected: the new values are invalid.
         LeadConflict: the new e-mail belongs to another lead.
     """
     given = parse_input(submitted).given()
-    full = {name: None for name in TEXT_FIELDS} | {"status": None, "captured_at": None}
+    # `source` records where the lead came from: kept unless a new one is sent.
+    cleared = [name for name in TEXT_FIELDS if name != "source"]
+    full = {name: None for name in cleared} | {"status": None, "captured_at": None}
     full |= given
     full["custom"] = given.get("custom") or {}
     return _apply(scope, lead_id, full, channel=channel, region=region, merge=False)
@@ -80,9 +87,7 @@ def _apply(
     region: str,
     merge: bool,
 ) -> Lead:
-    lead = scope.get(Lead, lead_id, lock=True)
-    if lead is None:
-        raise LeadNotFound(lead_id)
+    lead = get_lead(scope, lead_id, lock=True)
     cleaned = clean_fields(given, region)
     if cleaned.errors:
         raise LeadRejected(cleaned.errors)
@@ -95,18 +100,18 @@ def _apply(
     require_contact(after["email"], after["phone"], after["phone_raw"])
     check_email_free(scope, lead, after["email"])
 
-    changes: dict[str, Any] = {}
-    for name in _EDITABLE:
-        if name in values:
-            set_value(lead, name, values[name], changes)
-    if "custom" in values:
-        custom = dict(lead.custom or {}) if merge else {}
-        for key, value in (values["custom"] or {}).items():
-            if merge and value is None:
-                custom.pop(key, None)
-            else:
-                custom[key] = value
-        set_value(lead, "custom", custom, changes)
+    # The changes go in under a savepoint: on PostgreSQL another transaction
+    # can take the new e-mail between our check and our write, and its unique
+    # key then refuses ours; we answer 409 naming the holder, not a 500.
+    email = after["email"]
+    try:
+        with scope.session.begin_nested():
+            changes = _set_fields(lead, values, merge=merge)
+            scope.session.flush()
+    except IntegrityError as exc:
+        with scope.session.no_autoflush:
+            other = find_by_email(scope, email) if email else None
+        raise LeadConflict("email", other.id if other else "unknown") from exc
     if changes:
         commit_change(
             scope,
@@ -117,3 +122,21 @@ def _apply(
             created=False,
         )
     return lead
+
+
+def _set_fields(lead: Lead, values: dict[str, Any], *, merge: bool) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in _EDITABLE:
+        if name in values:
+            set_value(lead, name, values[name], changes)
+    if "custom" in values:
+        # `"custom": null` clears it, as null clears any other field.
+        keep = merge and values["custom"] is not None
+        custom = dict(lead.custom or {}) if keep else {}
+        for key, value in (values["custom"] or {}).items():
+            if merge and value is None:
+                custom.pop(key, None)
+            else:
+                custom[key] = value
+        set_value(lead, "custom", custom, changes)
+    return changes

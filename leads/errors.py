@@ -76,6 +76,12 @@ def field_errors(errors: list[Any], skip: int = 0) -> list[FieldError]:
     for error in errors:
         path = [str(part) for part in error["loc"][skip:]]
         field = ".".join(path) or "body"
+        message = error["msg"]
+        if error["type"] == "json_invalid":
+            # Pydantic's location is the character offset, not a field.
+            field = "body"
+            detail = (error.get("ctx") or {}).get("error")
+            message = f"the body is not valid JSON: {detail or message}"
         reason = _REASONS.get(error["type"], error["type"])
-        result.append(FieldError(field, reason, error["msg"]))
+        result.append(FieldError(field, reason, message))
     return result

@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from leads.changes import commit_change, jsonable, require_contact, set_value
 from leads.errors import FieldError, LeadRejected, field_errors
 from leads.models import LeadInput, Outcome
-from leads.normalise import clean_fields
+from leads.normalise import clean_fields, clean_text
 from leads.store import Store, TenantScope
 from leads.store.leads import find_by_email
+from leads.store.schema import describe_error
+from leads.store.statistics import refresh_statistics
 from leads.store.tables import Lead
 
 
@@ -129,7 +131,7 @@ def _merge(lead: Lead, values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if name == "custom":
             continue
-        if value is None or value == "":
+        if _blank(value):
             continue
         if name == "phone_raw" and lead.phone and not values.get("phone"):
             # An unreadable newer phone does not displace a valid stored one;
@@ -138,14 +140,19 @@ def _merge(lead: Lead, values: dict[str, Any]) -> dict[str, Any]:
         set_value(lead, name, value, changes)
     if values.get("phone"):
         set_value(lead, "phone_raw", None, changes)
-    incoming = {
-        k: v for k, v in (values.get("custom") or {}).items() if v not in (None, "")
-    }
+    incoming = {k: v for k, v in (values.get("custom") or {}).items() if not _blank(v)}
     merged = {**(lead.custom or {}), **incoming}
     if merged != lead.custom:
         changes["custom"] = {"from": lead.custom, "to": merged}
         lead.custom = merged
     return changes
+
+
+def _blank(value: Any) -> bool:
+    """Null, white space only, or an empty list or object: nothing to merge."""
+    if isinstance(value, str):
+        return clean_text(value) is None
+    return value is None or value == {} or value == []
 
 
 def submit(
@@ -216,6 +223,7 @@ def submit_batch(
     with store.write(tenant_id) as scope:
         for index, values in prepared:
             results[index] = _store_item(scope, index, values, channel)
+    refresh_statistics(store)
     return [results[index] for index in range(len(items))]
 
 
@@ -231,4 +239,12 @@ def _store_item(
         except IntegrityError:
             if attempt == 2:
                 raise
+        except DataError as exc:
+            # A value the database refuses that our checks let through: this
+            # item is rejected, the rest of the batch stands.
+            return ItemResult(
+                index,
+                "rejected",
+                errors=[FieldError("body", "refused_by_store", describe_error(exc))],
+            )
     raise AssertionError("unreachable")

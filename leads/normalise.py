@@ -7,14 +7,17 @@ here; this is the minimal intake the lead store needs.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from leads.errors import FieldError
+from leads.fields import TEXT_FIELDS
 
 # Characters that surround pasted values but are not `str.isspace()`:
 # zero-width space, joiners, word joiner and the byte-order mark.
@@ -93,19 +96,92 @@ def clean_fields(given: dict[str, Any], region: str) -> Cleaned:
     """Cleans the fields a caller sent; a field sent as null stays None (a clear).
 
     `email` becomes `email` + `email_display`; `phone` becomes `phone` +
-    `phone_raw` (the raw value kept only when it is not a valid number).
+    `phone_raw` (the raw value kept only when it is not a valid number). Text
+    the store cannot keep faithfully (NUL, lone surrogates, non-finite numbers,
+    nesting past `MAX_DEPTH`) is an error naming the field, never a change.
     """
     result = Cleaned()
     for name, value in given.items():
+        before = len(result.errors)
+        check_value(name, value, result.errors)
+        if len(result.errors) > before:
+            continue
         if name == "email":
             _clean_email(value, result)
         elif name == "phone":
             _clean_phone(value, region, result)
         elif isinstance(value, str):
             result.values[name] = clean_text(value)
+        elif isinstance(value, datetime):
+            _clean_moment(name, value, result)
         else:
             result.values[name] = value
+        _check_length(name, result)
     return result
+
+
+# Deeper `custom` values are refused: nothing a form or CRM sends nests this far,
+# and unbounded nesting exhausts recursion in every JSON layer after ours.
+MAX_DEPTH = 16
+
+
+def check_value(
+    path: str, value: Any, errors: list[FieldError], depth: int = 0
+) -> None:
+    """Adds an error for each part of a JSON value the store cannot keep as given."""
+    if isinstance(value, str):
+        reason = _unstorable_text(value)
+        if reason:
+            errors.append(FieldError(path, reason[0], reason[1]))
+    elif isinstance(value, float) and not math.isfinite(value):
+        errors.append(
+            FieldError(path, "not_finite", "NaN and Infinity are not JSON numbers")
+        )
+    elif isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            errors.append(
+                FieldError(path, "too_deep", f"nested more than {MAX_DEPTH} levels")
+            )
+            return
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and _unstorable_text(key):
+                errors.append(
+                    FieldError(path, "invalid_key", f"key {key!r} cannot be stored")
+                )
+                continue
+            check_value(f"{path}.{key}", item, errors, depth + 1)
+
+
+def _unstorable_text(text: str) -> tuple[str, str] | None:
+    if "\x00" in text:
+        return "nul_character", "text may not contain the NUL character (U+0000)"
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        return "invalid_unicode", "text holds a lone surrogate, not a character"
+    return None
+
+
+def _clean_moment(name: str, value: datetime, result: Cleaned) -> None:
+    try:
+        # Stored in UTC; answering in UTC too keeps writes and reads alike.
+        result.values[name] = value.astimezone(UTC)
+    except OverflowError:
+        result.errors.append(
+            FieldError(name, "invalid_datetime", "out of range once converted to UTC")
+        )
+
+
+def _check_length(name: str, result: Cleaned) -> None:
+    # Checked again after cleaning: NFC can lengthen text (one character of
+    # some scripts composes from, or decomposes to, several).
+    limit = TEXT_FIELDS.get(name)
+    value = result.values.get(name)
+    if limit is None or not isinstance(value, str) or len(value) <= limit:
+        return
+    result.values.pop(name)
+    result.errors.append(
+        FieldError(name, "too_long", f"at most {limit} characters after normalising")
+    )
 
 
 def _clean_email(value: str | None, result: Cleaned) -> None:

@@ -43,8 +43,30 @@ class Settings(BaseSettings):
     prefect_port: int = Field(
         4200, ge=1, le=65535, description="Port of the Prefect server and its UI."
     )
+    prefect_api_url: str | None = Field(
+        None,
+        description=(
+            "Prefect server API the product talks to; unset means the one "
+            "`orchestrator up` starts, `http://127.0.0.1:<ORCH_PREFECT_PORT>/api`."
+        ),
+    )
+    flow_runner_limit: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Most flow runs the flow runner executes at once.",
+    )
+    flow_runner_poll_seconds: int = Field(
+        1,
+        ge=1,
+        le=60,
+        description="How often the flow runner asks the Prefect server for due runs.",
+    )
     sandbox_port: int = Field(
-        8100, ge=1, le=65535, description="Port of the bundled CRM sandbox."
+        8100,
+        ge=1,
+        le=65535,
+        description="Port of the bundled CRM sandbox (the CRM milestone).",
     )
     public_base_url: str = Field(
         "http://127.0.0.1:8000",
@@ -56,12 +78,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None,
         description=(
-            "Signs unsubscribe tokens; generated into the data dir on first start "
-            "when unset."
+            "Will sign unsubscribe tokens (the e-mail milestone); not used yet."
         ),
     )
     crm: Literal["none", "sandbox", "hubspot", "salesforce"] = Field(
-        "none", description="Which CRM leads are synced to."
+        "none", description="Which CRM leads are synced to (the CRM milestone)."
     )
     email_backend: Literal["file", "smtp"] = Field(
         "file",
@@ -99,7 +120,7 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         200 * MIB,
         ge=MIB,
-        description="Largest CSV upload accepted by `POST /api/imports`.",
+        description="Largest CSV upload `POST /api/imports` takes (not used yet).",
     )
     test_postgres_url: str = Field(
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
@@ -117,6 +138,21 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_region(cls, value: str) -> str:
         return value.upper()
+
+    @property
+    def prefect_url(self) -> str:
+        """The Prefect server's API address."""
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def prefect_home(self) -> Path:
+        """Prefect's own files (its SQLite database, logs) for the embedded server."""
+        return (self.data_dir / "prefect").resolve()
+
+    @property
+    def email_outbox_dir(self) -> Path:
+        """Where the file e-mail backend writes `.eml` messages."""
+        return (self.data_dir / "outbox").resolve()
 
     @property
     def store_url(self) -> str:

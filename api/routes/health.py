@@ -5,11 +5,12 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
+import httpx
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import make_url
 
-from api.deps import ContextDep, StoreDep
+from api.deps import ContextDep, SettingsDep, StoreDep
 from api.problems import problem
 from leads.store import leads as lead_queries
 from leads.store import outbox
@@ -20,20 +21,50 @@ router = APIRouter(tags=["health"])
 VERSION = version("automation-orchestrator")
 
 
-@router.get("/health", responses={503: {"description": "The store is unreachable."}})
+@router.get(
+    "/health",
+    responses={503: {"description": "The store is unreachable or not migrated."}},
+)
 def health(store: StoreDep) -> Any:
-    """Answers 200 while the API runs and its store answers, 503 otherwise."""
+    """Answers 200 while the API runs and its store answers at the code's schema."""
     state = schema_state(store.engine)
-    if not state.reachable:
+    if not state.current:
         return problem(
-            503, "the lead store cannot be reached", slug="store-unavailable"
+            503,
+            f"the lead store is {state.label.replace('_', ' ')}",
+            slug="store-unavailable",
+            headers={"Retry-After": "5"},
         )
     return {"status": "ok"}
 
 
+def prefect_state(prefect_url: str) -> dict[str, Any]:
+    """Whether the Prefect server answers, and each served deployment's readiness.
+
+    A deployment is READY while a flow runner polls for its runs.
+    """
+    state: dict[str, Any] = {"url": prefect_url, "reachable": False}
+    try:
+        with httpx.Client(base_url=prefect_url, timeout=2) as client:
+            client.get("/health").raise_for_status()
+            state["reachable"] = True
+            found = client.post("/deployments/filter", json={"limit": 200})
+            found.raise_for_status()
+    except httpx.HTTPError as exc:
+        state["error"] = exc.__class__.__name__
+        return state
+    deployments = {d["name"]: d.get("status") for d in found.json()}
+    state["ui_url"] = prefect_url.removesuffix("/api")
+    state["flow_runner"] = {
+        "state": "up" if "READY" in deployments.values() else "down",
+        "deployments": deployments,
+    }
+    return state
+
+
 @router.get("/api/status")
-def status(store: StoreDep, context: ContextDep) -> JSONResponse:
-    """Version, the store's state, and lead and outbox counts."""
+def status(store: StoreDep, settings: SettingsDep, context: ContextDep) -> JSONResponse:
+    """Version, the store's state, lead and outbox counts, Prefect and the runner."""
     state = schema_state(store.engine)
     body: dict[str, Any] = {
         "version": VERSION,
@@ -45,6 +76,7 @@ def status(store: StoreDep, context: ContextDep) -> JSONResponse:
             "head": state.head,
         },
     }
+    body["prefect"] = prefect_state(settings.prefect_url)
     if state.current:
         with store.read(context.tenant_id) as scope:
             by_status = lead_queries.count_by_status(scope)

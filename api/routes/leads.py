@@ -11,9 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from api.deps import ContextDep, SettingsDep, StoreDep
+from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from leads import edits
-from leads.errors import FieldError, LeadNotFound, LeadRejected
+from leads.errors import FieldError, LeadRejected
 from leads.intake import IntakeResult, submit, submit_batch
 from leads.models import (
     LeadInput,
@@ -25,12 +25,11 @@ from leads.models import (
 from leads.normalise import email_key
 from leads.store import leads as lead_queries
 from leads.store import timeline
-from leads.store.tables import Lead
 
 router = APIRouter(prefix="/api/leads", tags=["leads"])
 
 CHANNEL = "api"
-LeadId = Annotated[str, Path(description="The lead's id.", max_length=64)]
+LeadId = Annotated[str, Path(description="The lead's id.")]
 Limit = Annotated[int, Query(ge=1, le=500, description="Most items on one page.")]
 Cursor = Annotated[
     str | None, Query(max_length=512, description="`next_cursor` of the last page.")
@@ -65,6 +64,7 @@ def _result(result: IntakeResult) -> LeadResult:
 
 @router.post(
     "",
+    dependencies=[JsonBody],
     status_code=201,
     response_model=LeadResult,
     responses={
@@ -80,6 +80,7 @@ def create_lead(
     store: StoreDep,
     settings: SettingsDep,
     context: ContextDep,
+    pending: PendingDep,
 ) -> LeadResult:
     """Takes in one lead; the same e-mail again updates the stored lead."""
     result = submit(
@@ -89,6 +90,7 @@ def create_lead(
         channel=CHANNEL,
         region=settings.default_region,
     )
+    pending.notify()
     if result.outcome == "created":
         response.headers["Location"] = f"/api/leads/{result.lead.id}"
     else:
@@ -115,6 +117,7 @@ _BATCH_SCHEMA = {
 
 @router.post(
     "/batch",
+    dependencies=[JsonBody],
     response_model=BatchResult,
     openapi_extra={
         "requestBody": {
@@ -125,7 +128,11 @@ _BATCH_SCHEMA = {
     responses={413: {"description": "More leads than `ORCH_MAX_BATCH_LEADS`."}},
 )
 async def create_leads(
-    request: Request, store: StoreDep, settings: SettingsDep, context: ContextDep
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    context: ContextDep,
+    pending: PendingDep,
 ) -> BatchResult:
     """Takes in many leads; each item stands alone, answered in input order."""
     items = _batch_items(await request.body(), settings.max_batch_leads)
@@ -137,6 +144,7 @@ async def create_leads(
         channel=CHANNEL,
         region=settings.default_region,
     )
+    pending.notify(sum(r.lead_id is not None for r in results))
     return BatchResult(
         results=[
             BatchItemResult(
@@ -153,6 +161,10 @@ async def create_leads(
 def _batch_items(raw: bytes, most: int) -> list[Any]:
     try:
         payload = json.loads(raw)
+    except RecursionError as exc:
+        raise LeadRejected(
+            [FieldError("body", "invalid_json", "the JSON is nested too deeply")]
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise LeadRejected(
             [FieldError("body", "invalid_json", f"the body is not JSON: {exc}")]
@@ -175,10 +187,17 @@ def _batch_items(raw: bytes, most: int) -> list[Any]:
     return items
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+def _as_utc(name: str, moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise LeadRejected(
+            [FieldError(name, "invalid_datetime", "out of range once in UTC")]
+        ) from exc
 
 
 @router.get("", response_model=LeadPage)
@@ -209,8 +228,8 @@ def list_leads(
     filters = lead_queries.LeadFilter(
         email=email,
         status=status.value if status else None,
-        created_after=_as_utc(created_after),
-        created_before=_as_utc(created_before),
+        created_after=_as_utc("created_after", created_after),
+        created_before=_as_utc("created_before", created_before),
     )
     with store.read(context.tenant_id) as scope:
         found = lead_queries.page(scope, filters, limit, cursor)
@@ -224,14 +243,14 @@ def list_leads(
 def get_lead(lead_id: LeadId, store: StoreDep, context: ContextDep) -> LeadView:
     """Reads one lead."""
     with store.read(context.tenant_id) as scope:
-        lead = scope.get(Lead, lead_id)
-        if lead is None:
-            raise LeadNotFound(lead_id)
-        return LeadView.model_validate(lead)
+        return LeadView.model_validate(lead_queries.get_lead(scope, lead_id))
 
 
 @router.put(
-    "/{lead_id}", response_model=LeadView, responses={404: {}, 409: {}, 422: {}}
+    "/{lead_id}",
+    dependencies=[JsonBody],
+    response_model=LeadView,
+    responses={404: {}, 409: {}, 415: {}, 422: {}},
 )
 def replace_lead(
     lead_id: LeadId,
@@ -239,17 +258,21 @@ def replace_lead(
     store: StoreDep,
     settings: SettingsDep,
     context: ContextDep,
+    pending: PendingDep,
 ) -> LeadView:
     """Replaces a lead's editable fields; a field left out is cleared."""
     with store.write(context.tenant_id) as scope:
         lead = edits.replace(
             scope, lead_id, body, channel=CHANNEL, region=settings.default_region
         )
-        return LeadView.model_validate(lead)
+        view = LeadView.model_validate(lead)
+    pending.notify()
+    return view
 
 
 @router.patch(
     "/{lead_id}",
+    dependencies=[JsonBody],
     response_model=LeadView,
     responses={404: {}, 409: {}, 422: {}},
     openapi_extra={
@@ -270,13 +293,16 @@ def patch_lead(
     store: StoreDep,
     settings: SettingsDep,
     context: ContextDep,
+    pending: PendingDep,
 ) -> LeadView:
     """Changes the fields sent (JSON merge patch); null clears a field."""
     with store.write(context.tenant_id) as scope:
         lead = edits.patch(
             scope, lead_id, body, channel=CHANNEL, region=settings.default_region
         )
-        return LeadView.model_validate(lead)
+        view = LeadView.model_validate(lead)
+    pending.notify()
+    return view
 
 
 @router.get("/{lead_id}/timeline", response_model=TimelinePage, responses={404: {}})
@@ -289,8 +315,7 @@ def lead_timeline(
 ) -> TimelinePage:
     """What happened to the lead, oldest first."""
     with store.read(context.tenant_id) as scope:
-        if scope.get(Lead, lead_id) is None:
-            raise LeadNotFound(lead_id)
+        lead_queries.get_lead(scope, lead_id)
         rows, next_cursor = timeline.page(scope, lead_id, limit, cursor)
         return TimelinePage(
             data=[TimelineEventView.model_validate(row) for row in rows],

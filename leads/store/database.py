@@ -27,11 +27,22 @@ def create_store_engine(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            # As many connections as the API has request threads (40), so a
+            # burst queues in the pool briefly instead of timing out.
+            pool_size=10,
+            max_overflow=30,
+            # Statement parameters are lead data: never in logs or errors.
+            hide_parameters=True,
+        )
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -101,6 +112,16 @@ class Store:
         """A write transaction for one tenant, committed when the block ends."""
         with self._writers() as session, session.begin():
             yield TenantScope(session, tenant_id)
+
+    @contextmanager
+    def write_across_tenants(self) -> Iterator[Session]:
+        """A write transaction over every tenant's rows, committed when the block ends.
+
+        For system work that is not one tenant's, such as claiming outbox rows:
+        nothing here filters by tenant, so each statement must say what it takes.
+        """
+        with self._writers() as session, session.begin():
+            yield session
 
     @contextmanager
     def read(self, tenant_id: str) -> Iterator[TenantScope]:

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, or_, select
 
+from leads.errors import LeadNotFound
 from leads.store.database import TenantScope
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
 from leads.store.tables import Lead
+
+
+def is_lead_id(value: object) -> bool:
+    """Whether `value` has the shape of a lead id (a UUID in text)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def get_lead(scope: TenantScope, lead_id: str, *, lock: bool = False) -> Lead:
+    """The tenant's lead with this id.
+
+    Raises:
+        LeadNotFound: no such lead here (also for text that is no lead id at all).
+    """
+    lead = scope.get(Lead, lead_id, lock=lock) if is_lead_id(lead_id) else None
+    if lead is None:
+        raise LeadNotFound(lead_id)
+    return lead
 
 
 def find_by_email(scope: TenantScope, email: str, *, lock: bool = False) -> Lead | None:
@@ -55,9 +80,11 @@ def page(
     if cursor is not None:
         created_iso, last_id = decode_cursor(cursor, 2)
         try:
-            created = datetime.fromisoformat(created_iso)
-        except (TypeError, ValueError) as exc:
+            created = datetime.fromisoformat(created_iso).astimezone(UTC)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise invalid_cursor() from exc
+        if not is_lead_id(last_id):
+            raise invalid_cursor()
         query = query.where(
             or_(
                 Lead.created_at < created,

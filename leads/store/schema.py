@@ -7,9 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -57,11 +56,26 @@ class SchemaState:
 
 
 def schema_state(engine: Engine) -> SchemaState:
-    """Reads the store's migration revision without changing anything."""
+    """Reads the store's migration revision without changing anything.
+
+    Reads `alembic_version` directly: Alembic's migration context logs two INFO
+    lines per call, too many for a health probe.
+    """
     head = head_revision()
     try:
         with engine.connect() as connection:
-            revision = MigrationContext.configure(connection).get_current_revision()
+            if not inspect(connection).has_table("alembic_version"):
+                return SchemaState(True, None, head)
+            revision = connection.execute(
+                text("SELECT version_num FROM alembic_version")
+            ).scalar()
     except SQLAlchemyError as exc:
-        return SchemaState(False, None, head, error=type(exc).__name__)
+        return SchemaState(False, None, head, error=describe_error(exc))
     return SchemaState(True, revision, head)
+
+
+def describe_error(exc: SQLAlchemyError) -> str:
+    """The driver's own first line (`database "x" does not exist`), not a class name."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__

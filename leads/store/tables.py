@@ -1,4 +1,4 @@
-"""The lead store's tables: leads, their timeline, and the outbox the flows drain."""
+"""The lead store's tables: leads, their timeline, the outbox and sequence steps."""
 
 from __future__ import annotations
 
@@ -67,10 +67,13 @@ class Lead(Base):
 
     __tablename__ = "leads"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "email", name="uq_leads_tenant_email"),
+        # The selective column leads each index: PostgreSQL plans against
+        # estimates, and before its first ANALYZE a (tenant_id, …) index ties
+        # with every other one on cost, so it may scan a whole tenant.
+        UniqueConstraint("email", "tenant_id", name="uq_leads_email_tenant"),
         Index("ix_leads_tenant_created", "tenant_id", "created_at", "id"),
-        Index("ix_leads_tenant_status", "tenant_id", "status"),
-        Index("ix_leads_tenant_phone", "tenant_id", "phone"),
+        Index("ix_leads_status", "status", "tenant_id"),
+        Index("ix_leads_phone", "phone", "tenant_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -115,7 +118,7 @@ class TimelineEvent(Base):
     """Something that happened to a lead, in order, with where it came from."""
 
     __tablename__ = "lead_events"
-    __table_args__ = (Index("ix_lead_events_lead", "tenant_id", "lead_id", "id"),)
+    __table_args__ = (Index("ix_lead_events_lead", "lead_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -141,7 +144,7 @@ class OutboxItem(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "topic", "key", name="uq_outbox_topic_key"),
         Index("ix_outbox_claim", "topic", "status", "available_at"),
-        Index("ix_outbox_lead", "tenant_id", "lead_id"),
+        Index("ix_outbox_lead", "lead_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -159,6 +162,44 @@ class OutboxItem(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+
+class SequenceStep(Base):
+    """One step of a sequence owed to one lead, and how far its e-mail got.
+
+    `pending` → `sending` (just before the message is handed over) → `sent`; a
+    step a later run finds still `sending` lost its sender mid-send and becomes
+    `unknown`, never re-sent by itself. `skipped` and `failed` say why nothing
+    went out.
+    """
+
+    __tablename__ = "sequence_steps"
+    __table_args__ = (
+        # Led by lead_id so that the index also serves the foreign key: deleting
+        # a lead finds its steps without scanning the table.
+        UniqueConstraint(
+            "lead_id", "sequence", "step", "tenant_id", name="uq_sequence_steps_step"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    lead_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("leads.id", ondelete="CASCADE")
+    )
+    sequence: Mapped[str] = mapped_column(String(64))
+    # 1-based, in the order the sequence's configuration lists them.
+    step: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow

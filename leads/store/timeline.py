@@ -37,7 +37,8 @@ def page(
     query = scope.select(TimelineEvent).where(TimelineEvent.lead_id == lead_id)
     if cursor is not None:
         (after_id,) = decode_cursor(cursor, 1)
-        if not isinstance(after_id, int):
+        # bool is an int to Python; ids are 64-bit on PostgreSQL.
+        if type(after_id) is not int or not 0 <= after_id < 2**63:
             raise invalid_cursor()
         query = query.where(TimelineEvent.id > after_id)
     query = query.order_by(TimelineEvent.id).limit(limit + 1)

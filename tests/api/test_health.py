@@ -105,3 +105,11 @@ def test_health_is_503_when_the_store_is_unreachable(
     assert create.status_code == 503
     assert create.headers["content-type"] == "application/problem+json"
     assert create.headers["retry-after"]
+
+
+def test_docs_page_loads_its_assets_from_the_api_itself(client):
+    page = client.get("/api/docs").text
+
+    assert "cdn." not in page and "https://" not in page
+    assert client.get("/api/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200

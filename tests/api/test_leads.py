@@ -150,7 +150,34 @@ class TestCreate:
         )
 
         body = assert_problem(response, 422)
+        assert body["errors"][0]["field"] == "body"
         assert body["errors"][0]["reason"] == "invalid_json"
+        assert "not valid JSON" in body["errors"][0]["message"]
+
+    def test_a_body_not_sent_as_json_is_415_saying_what_to_send(self, client):
+        for path, method in [
+            ("/api/leads", "POST"),
+            ("/api/leads/batch", "POST"),
+            ("/api/leads/x", "PATCH"),
+        ]:
+            response = client.request(
+                method,
+                path,
+                content=b'{"email": "form@example.com"}',
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+
+            body = assert_problem(response, 415)
+            assert "Content-Type: application/json" in body["detail"]
+
+    def test_captured_at_is_answered_in_utc_as_it_is_read_back(self, client):
+        lead = client.post(
+            "/api/leads", json={**ADA, "captured_at": "2024-05-01T10:00:00+02:00"}
+        ).json()
+
+        fetched = client.get(f"/api/leads/{lead['id']}").json()
+        assert lead["captured_at"] == fetched["captured_at"]
+        assert fetched["captured_at"].startswith("2024-05-01T08:00:00")
 
     def test_a_json_list_is_not_a_lead(self, client):
         body = assert_problem(client.post("/api/leads", json=[ADA]), 422)
@@ -283,6 +310,7 @@ class TestRead:
         )
         body = assert_problem(client.get("/api/leads/no-such-id"), 404)
         assert "no-such-id" in body["detail"]
+        assert_problem(client.get(f"/api/leads/{'a' * 300}"), 404)
         assert_problem(client.get("/api/leads/no-such-id/timeline"), 404)
 
     def test_list_pages_newest_first_with_a_cursor(self, client):
@@ -349,6 +377,17 @@ class TestEdit:
         assert replaced["company"] is None
         assert replaced["phone"] is None
         assert replaced["custom"] == {"tier": "gold"}
+
+    def test_put_keeps_the_source_unless_one_is_sent(self, client):
+        lead = client.post("/api/leads", json={**ADA, "source": "webinar"}).json()
+
+        kept = client.put(f"/api/leads/{lead['id']}", json={"email": ADA["email"]})
+        changed = client.put(
+            f"/api/leads/{lead['id']}", json={"email": ADA["email"], "source": "fair"}
+        )
+
+        assert kept.json()["source"] == "webinar"
+        assert changed.json()["source"] == "fair"
 
     def test_put_of_a_fetched_lead_round_trips(self, client):
         lead = client.post("/api/leads", json=ADA).json()

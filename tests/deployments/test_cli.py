@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from leads.store.schema import head_revision
+
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
 
 
@@ -45,9 +47,9 @@ def test_db_upgrade_creates_the_sqlite_store_in_the_data_dir(env, tmp_path):
     status = run("db", "status", env=env)
 
     assert first.returncode == 0, first.stderr
-    assert "upgraded from empty to 0001" in first.stdout
+    assert f"upgraded from empty to {head_revision()}" in first.stdout
     assert (tmp_path / "data" / "orchestrator.db").exists()
-    assert "already at 0001" in second.stdout
+    assert f"already at {head_revision()}" in second.stdout
     assert status.returncode == 0 and ": ok" in status.stdout
 
 
@@ -60,11 +62,20 @@ def test_db_upgrade_on_postgresql(env, new_store_url, postgres_server):
     assert "postgresql+psycopg" in result.stdout
 
 
-def test_db_status_fails_before_upgrade(env):
+def test_db_status_before_upgrade_says_so_and_creates_nothing(env, tmp_path):
     result = run("db", "status", env=env)
 
     assert result.returncode == 1
-    assert "needs_upgrade" in result.stdout
+    assert "no store yet" in result.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(env):
+    result = run("db", "status", env=env | {"ORCH_API_PORT": "abc"})
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ORCH_API_PORT:")
+    assert result.stderr.strip().count("\n") == 0
 
 
 def test_api_refuses_an_unmigrated_store_in_one_line(env):
@@ -82,11 +93,13 @@ def test_api_names_the_port_in_use_and_the_setting(env):
         taken.listen()
         port = taken.getsockname()[1]
 
-        result = run("api", "--port", str(port), env=env)
+        by_setting = run("api", env=env | {"ORCH_API_PORT": str(port)})
+        by_option = run("api", "--port", str(port), env=env)
 
-    assert result.returncode == 1
-    assert f"port {port}" in result.stderr
-    assert "ORCH_API_PORT" in result.stderr
+    assert by_setting.returncode == by_option.returncode == 1
+    assert f"port {port}" in by_setting.stderr
+    assert "set ORCH_API_PORT to another port" in by_setting.stderr
+    assert "pass another --port" in by_option.stderr
 
 
 def test_unreachable_database_is_a_clear_error(env):
@@ -98,6 +111,7 @@ def test_unreachable_database_is_a_clear_error(env):
 
     assert result.returncode == 1
     assert "cannot be reached" in result.stderr
+    assert "connection" in result.stderr.lower(), "the driver's reason is shown"
     assert "Traceback" not in result.stderr
 
 

@@ -55,17 +55,17 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("tenant_id", "email", name="uq_leads_tenant_email"),
+        sa.UniqueConstraint("email", "tenant_id", name="uq_leads_email_tenant"),
     )
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.create_index(
             "ix_leads_tenant_created", ["tenant_id", "created_at", "id"], unique=False
         )
         batch_op.create_index(
-            "ix_leads_tenant_phone", ["tenant_id", "phone"], unique=False
+            "ix_leads_phone", ["phone", "tenant_id"], unique=False
         )
         batch_op.create_index(
-            "ix_leads_tenant_status", ["tenant_id", "status"], unique=False
+            "ix_leads_status", ["status", "tenant_id"], unique=False
         )
 
     op.create_table(
@@ -83,7 +83,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("lead_events", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_lead_events_lead", ["tenant_id", "lead_id", "id"], unique=False
+            "ix_lead_events_lead", ["lead_id", "id"], unique=False
         )
 
     op.create_table(
@@ -111,7 +111,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_outbox_claim", ["topic", "status", "available_at"], unique=False
         )
-        batch_op.create_index("ix_outbox_lead", ["tenant_id", "lead_id"], unique=False)
+        batch_op.create_index("ix_outbox_lead", ["lead_id"], unique=False)
 
 
 def downgrade() -> None:
@@ -125,8 +125,8 @@ def downgrade() -> None:
 
     op.drop_table("lead_events")
     with op.batch_alter_table("leads", schema=None) as batch_op:
-        batch_op.drop_index("ix_leads_tenant_status")
-        batch_op.drop_index("ix_leads_tenant_phone")
+        batch_op.drop_index("ix_leads_status")
+        batch_op.drop_index("ix_leads_phone")
         batch_op.drop_index("ix_leads_tenant_created")
 
     op.drop_table("leads")

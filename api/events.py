@@ -1,0 +1,73 @@
+"""The coalesced `leads.pending` signal: at most one Prefect event a second.
+
+Every write that leaves outbox work calls `notify()`; a background loop turns
+any number of notifications within a second into one event, which the drain
+deployments' triggers react to. Prefect being down costs nothing but latency:
+the drains' every-minute schedules pick the work up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+EVENT = "leads.pending"
+RESOURCE_ID = "orchestrator.leads"
+
+
+class PendingSignal:
+    """Counts notifications and emits them as one event per interval."""
+
+    def __init__(self, events_url: str, interval: float = 1.0) -> None:
+        self.events_url = events_url
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pending = 0
+        self.emitted = 0
+
+    def notify(self, count: int = 1) -> None:
+        """Records that `count` leads have outbox work; never blocks on Prefect."""
+        with self._lock:
+            self._pending += count
+
+    def _take(self) -> int:
+        with self._lock:
+            count, self._pending = self._pending, 0
+        return count
+
+    async def run(self) -> None:
+        """Emits once per interval while there is something to say, until cancelled."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                await asyncio.sleep(self.interval)
+                count = self._take()
+                if count:
+                    await self._emit(client, count)
+
+    async def _emit(self, client: httpx.AsyncClient, count: int) -> None:
+        event = {
+            "id": str(uuid.uuid4()),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": EVENT,
+            "resource": {"prefect.resource.id": RESOURCE_ID},
+            # Counts only: personal data never goes to Prefect.
+            "payload": {"leads": count},
+        }
+        try:
+            response = await client.post(self.events_url, json=[event])
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            logger.warning(
+                "could not emit %s (%s); the every-minute schedule will drain",
+                EVENT,
+                exc.__class__.__name__,
+            )
+            return
+        self.emitted += 1

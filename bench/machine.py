@@ -1,0 +1,96 @@
+"""What the benchmark ran on: CPU, memory, OS, Python and the server's packages."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+# The server's stack first (the ones a reader compares runs by), then the load
+# generator's client and the PostgreSQL driver.
+PACKAGES = ("fastapi", "uvicorn", "sqlalchemy", "starlette", "httpx", "psycopg")
+
+
+def _first_value(path: Path, key: str) -> str | None:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or what `platform` knows."""
+    return (
+        _first_value(Path("/proc/cpuinfo"), "model name")
+        or platform.processor()
+        or "unknown"
+    )
+
+
+def cpu_counts() -> str:
+    """`os.cpu_count()`, and how many of those this process may run on if fewer."""
+    total = os.cpu_count()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = total
+    if total is not None and usable is not None and usable < total:
+        return f"{total} logical CPUs ({usable} usable by this process)"
+    return f"{total or 'unknown'} logical CPUs"
+
+
+def total_memory() -> str:
+    """Total memory from /proc/meminfo, in GiB."""
+    value = _first_value(Path("/proc/meminfo"), "MemTotal")
+    if value is None or not value.endswith(" kB"):
+        return "unknown"
+    return f"{int(value.removesuffix(' kB')) / (1024 * 1024):.1f} GiB"
+
+
+def operating_system() -> str:
+    """The distribution's name and the kernel release."""
+    try:
+        distribution = platform.freedesktop_os_release().get("PRETTY_NAME")
+    except OSError:
+        distribution = None
+    kernel = f"{platform.system()} {platform.release()}"
+    return f"{distribution}, kernel {kernel}" if distribution else kernel
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, or `unknown` where there are none."""
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> str:
+    """`name version` for each installed package, `name (absent)` otherwise."""
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} (absent)")
+    return ", ".join(found)
+
+
+def describe() -> list[tuple[str, str]]:
+    """Label and value of every fact about the machine the report names."""
+    return [
+        ("CPU", f"{cpu_model()}, {cpu_counts()} (`os.cpu_count()`)"),
+        ("Memory", total_memory()),
+        ("OS", operating_system()),
+        (
+            "Python",
+            f"{platform.python_implementation()} {platform.python_version()}",
+        ),
+        ("Packages", package_versions()),
+    ]

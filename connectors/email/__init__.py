@@ -1,0 +1,1 @@
+"""E-mail: rendering sequence templates, building messages, and handing them over."""

@@ -1,0 +1,83 @@
+"""The file e-mail backend: each message becomes an `.eml` file in a folder."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import tempfile
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from connectors.email.errors import EmailDeliveryError
+
+logger = logging.getLogger(__name__)
+
+
+class FileOutbox:
+    """Writes messages into a folder instead of sending them (the default backend).
+
+    A file appears whole or not at all: it is written under a temporary name in
+    the same folder, flushed to disk, then renamed into place.
+    """
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+
+    def send(self, message: EmailMessage) -> str:
+        """Writes `<utc timestamp>-<short id>.eml`, creating the folder if needed.
+
+        Returns:
+            The message's Message-ID.
+
+        Raises:
+            ValueError: the message has no Message-ID.
+            EmailDeliveryError: the file could not be written; none was left.
+        """
+        message_id = message["Message-ID"]
+        if not message_id:
+            raise ValueError(
+                "the message has no Message-ID; make it with build_message"
+            )
+        data = message.as_bytes()
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}.eml"
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _write_whole(self.folder / name, data)
+        except OSError as exc:
+            raise EmailDeliveryError(
+                f"could not write {name} into the e-mail outbox {self.folder}: {exc}"
+            ) from exc
+        logger.info("Wrote %s to the e-mail outbox (%d bytes)", name, len(data))
+        return str(message_id)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=".", suffix=".eml.part"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    # Makes the rename itself durable. Past the rename the message is there for
+    # anyone reading the folder, so a failure here must not report it unsent.
+    with contextlib.suppress(OSError):
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

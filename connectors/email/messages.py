@@ -1,0 +1,98 @@
+"""Building one e-mail's MIME message: checked headers, a text part and an HTML part."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.headerregistry import Address, AddressHeader, HeaderRegistry
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime, make_msgid
+from typing import cast
+
+from email_validator import EmailNotValidError, validate_email
+
+from connectors.email.errors import EmailRenderError
+from connectors.email.templates import RenderedEmail
+
+_HEADERS = HeaderRegistry()
+
+
+def parse_sender(value: str) -> Address:
+    """The one address of a From value such as `Automation Orchestrator <noreply@x>`.
+
+    Raises:
+        EmailRenderError: the value is not exactly one complete address, or
+            holds a line break.
+    """
+    if len(value.splitlines()) > 1:
+        raise EmailRenderError("the From address may not contain a line break")
+    header = _HEADERS("From", value)
+    addresses = cast(AddressHeader, header).addresses
+    if header.defects or len(addresses) != 1 or not addresses[0].domain:
+        raise EmailRenderError(
+            f"the From address {value!r} is not one address like "
+            "'Name <user@example.com>'; check ORCH_EMAIL_FROM"
+        )
+    return addresses[0]
+
+
+def build_message(
+    rendered: RenderedEmail,
+    *,
+    sender: str,
+    recipient: str,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The e-mail, ready to hand over: its headers, a text part and an HTML one.
+
+    Headers are From, To, Subject, Date and Message-ID.
+
+    Values from a lead can never add a header or a recipient: the recipient must
+    be exactly one address, the subject is made one line, and the message's
+    policy refuses any header value that still holds a line break.
+
+    Args:
+        rendered: what the templates produced for the lead.
+        sender: the From value (the `ORCH_EMAIL_FROM` setting).
+        recipient: the lead's address, as typed or as its normalised key.
+        now: the Date header's time, aware; the clock's when not given.
+
+    Raises:
+        EmailRenderError: the sender or recipient is not one valid address.
+    """
+    from_address = parse_sender(sender)
+    try:
+        # The same check intake applies; the stdlib's own parser refuses the
+        # non-ASCII local parts intake accepts.
+        checked = validate_email(
+            recipient, check_deliverability=False, allow_smtputf8=True
+        )
+    except EmailNotValidError as exc:
+        # The address itself stays out of the message: it is personal data.
+        raise EmailRenderError("the recipient is not one e-mail address") from exc
+    to_address = Address(username=checked.local_part, domain=checked.domain)
+
+    # Addresses with non-ASCII local parts or domains cannot be RFC 2047
+    # encoded; they need SMTPUTF8 (RFC 6531), which every modern relay offers.
+    ascii_only = to_address.addr_spec.isascii() and from_address.addr_spec.isascii()
+    message = EmailMessage(policy=SMTP if ascii_only else SMTPUTF8)
+    try:
+        message["From"] = from_address
+        message["To"] = to_address
+        message["Subject"] = _one_line(rendered.subject)
+        message["Date"] = format_datetime(now or datetime.now(UTC))
+        # Given a domain, make_msgid asks no name server for this host's name.
+        message["Message-ID"] = make_msgid(domain=from_address.domain)
+    except ValueError as exc:
+        raise EmailRenderError(
+            f"a header of the message is not allowed: {exc}"
+        ) from exc
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+def _one_line(text: str) -> str:
+    # A subject is one line; a line break a lead typed into a name becomes a
+    # space rather than a new header.
+    return " ".join(text.split())

@@ -1,0 +1,93 @@
+"""The Prefect automations the product needs, installed (or replaced) at start.
+
+The open-source server leaves a killed run RUNNING forever and its deployment
+concurrency slot taken. Two automations close that gap: a run that stops sending
+heartbeats is marked CRASHED, and so is a run stuck in PENDING (killed between
+taking its slot and starting).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from prefect.automations import Automation
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+
+logger = logging.getLogger(__name__)
+
+# Flow runs send a heartbeat this often (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; 30
+# is Prefect's minimum); three missed beats mean the run's process is gone.
+HEARTBEAT_SECONDS = 30
+MISSED_HEARTBEATS = 3
+# A run takes seconds from PENDING to RUNNING here (a new Python process);
+# one still PENDING after this long was killed before it started.
+PENDING_LIMIT = timedelta(seconds=120)
+
+FLOW_RUNS = ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]})
+_FINAL = {
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Crashed",
+}
+
+
+def product_automations() -> list[Automation]:
+    """The automations `install` keeps on the server, named for the product."""
+    silent = Automation(
+        name="orchestrator: crash runs that stopped heartbeating",
+        description="A flow run that missed three heartbeats lost its process.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *_FINAL},
+            match=FLOW_RUNS,
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=HEARTBEAT_SECONDS * MISSED_HEARTBEATS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message="No heartbeat: the process running this flow run died.",
+            )
+        ],
+    )
+    stuck = Automation(
+        name="orchestrator: crash runs stuck in pending",
+        description="A run killed before it started must not keep its slot.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.Pending"},
+            expect={"prefect.flow-run.Running", *_FINAL},
+            match=FLOW_RUNS,
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=PENDING_LIMIT,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message="Stuck in Pending: the process starting it died.",
+            )
+        ],
+    )
+    return [silent, stuck]
+
+
+async def install() -> list[str]:
+    """Creates the product's automations, replacing older ones of the same name."""
+    names = []
+    async with get_client() as client:
+        for automation in product_automations():
+            for old in await client.read_automations_by_name(name=automation.name):
+                await client.delete_automation(old.id)
+            await automation.acreate()
+            names.append(automation.name)
+    logger.info("installed %d automations", len(names))
+    return names

@@ -1,0 +1,277 @@
+"""`orchestrator up`: the Prefect server, the flow runner and the API as one stack.
+
+Children run in their own process groups (a flow runner's flow-run processes go
+down with it), write their output to `<data dir>/logs/`, and are restarted when
+they die. SIGINT or SIGTERM stops them all, newest first, and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from leads.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 15
+READY_TIMEOUT_SECONDS = 120
+MAX_RESTART_DELAY_SECONDS = 30
+
+
+class StackError(RuntimeError):
+    """The stack cannot start; the message says why and what to change."""
+
+
+def prefect_environment(settings: Settings) -> dict[str, str]:
+    """Environment every process of the stack shares for Prefect."""
+    home = settings.prefect_home
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": settings.prefect_url,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+            f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+        ),
+        # Nothing may call out: no analytics from the server or the client.
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        # Heartbeats let the product's automation crash runs whose process died.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "PREFECT_RUNNER_POLL_FREQUENCY": str(settings.flow_runner_poll_seconds),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+
+@dataclass
+class Child:
+    """One supervised process and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    url: str
+    ready: Callable[[], bool] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    log_path: Path | None = field(default=None)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+class Stack:
+    """Starts, watches and stops the stack's processes."""
+
+    def __init__(self, settings: Settings, executable: str | None = None) -> None:
+        self.settings = settings
+        self.stopping = False
+        self.logs = (settings.data_dir / "logs").resolve()
+        bin_dir = Path(executable or sys.executable).parent
+        orchestrator = str(bin_dir / "orchestrator")
+        prefect = str(bin_dir / "prefect")
+        prefect_root = settings.prefect_url.removesuffix("/api")
+        api_root = f"http://{settings.api_host}:{settings.api_port}"
+        self.env = os.environ | prefect_environment(settings)
+        self.children = [
+            Child(
+                "prefect-server",
+                [
+                    prefect,
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(settings.prefect_port),
+                    "--analytics-off",
+                ],
+                url=prefect_root,
+                ready=_answers(f"{settings.prefect_url}/health"),
+            ),
+            Child("flow-runner", [orchestrator, "serve"], url="(polls the server)"),
+            Child(
+                "api",
+                [orchestrator, "api"],
+                url=f"{api_root} (docs: {api_root}/api/docs)",
+                ready=_answers(f"{api_root}/health"),
+            ),
+        ]
+
+    def check_ports(self) -> None:
+        """Raises StackError naming the first port in use and its setting."""
+        wanted = [
+            (self.settings.prefect_port, "127.0.0.1", "ORCH_PREFECT_PORT"),
+            (self.settings.api_port, self.settings.api_host, "ORCH_API_PORT"),
+        ]
+        for port, host, setting in wanted:
+            if port_in_use(host, port):
+                raise StackError(
+                    f"port {port} on {host} is in use; set {setting} to another port"
+                )
+
+    def start(self) -> None:
+        """Starts every child in order, each once the one before is ready."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        for child in self.children:
+            if self.stopping:
+                return
+            self._spawn(child)
+            self._await_ready(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.log_path = self.logs / f"{child.name}.log"
+        with child.log_path.open("ab") as log:
+            child.process = subprocess.Popen(
+                child.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        child.started_at = time.monotonic()
+        logger.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def _await_ready(self, child: Child) -> None:
+        if child.ready is None:
+            return
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not child.ready():
+            assert child.process is not None
+            if child.process.poll() is not None:
+                raise StackError(
+                    f"{child.name} exited with {child.process.returncode} while "
+                    f"starting; see {child.log_path}"
+                )
+            if self.stopping:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{child.name} did not answer within {READY_TIMEOUT_SECONDS} s; "
+                    f"see {child.log_path}"
+                )
+            time.sleep(0.25)
+
+    def describe(self) -> list[str]:
+        """One line per child: what it is and where it listens."""
+        return [f"{child.name:15} {child.url}" for child in self.children] + [
+            f"{'logs':15} {self.logs}"
+        ]
+
+    def watch(self, poll_seconds: float = 1.0) -> None:
+        """Restarts any child that dies, until `stopping` is set."""
+        while not self.stopping:
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None or self.stopping:
+                    continue
+                child.restarts += 1
+                # Back off when a child dies straight after starting, so a
+                # broken setting does not spin the machine.
+                delay = min(2 ** min(child.restarts, 5), MAX_RESTART_DELAY_SECONDS)
+                if time.monotonic() - child.started_at > 60:
+                    delay = 1
+                logger.warning(
+                    "%s exited with %s; restart #%d in %d s (log: %s)",
+                    child.name,
+                    code,
+                    child.restarts,
+                    delay,
+                    child.log_path,
+                )
+                _sleep_unless(lambda: self.stopping, delay)
+                if not self.stopping:
+                    self._spawn(child)
+            time.sleep(poll_seconds)
+
+    def stop(self) -> None:
+        """Stops every child, newest first: SIGTERM to its group, then SIGKILL."""
+        self.stopping = True
+        for child in reversed(self.children):
+            process = child.process
+            if process is None or process.poll() is not None:
+                continue
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM; killing it", child.name)
+                _signal_group(process, signal.SIGKILL)
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            # Flow-run processes left in the group go with their runner.
+            _signal_group(process, signal.SIGKILL)
+            logger.info("stopped %s", child.name)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _sleep_unless(stop: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stop():
+        time.sleep(0.2)
+
+
+def run_stack(settings: Settings, announce: Callable[[str], None]) -> None:
+    """Runs the stack until SIGINT or SIGTERM, then stops it cleanly.
+
+    Raises:
+        StackError: a port is taken or a child could not start.
+    """
+    stack = Stack(settings)
+    stack.check_ports()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s; stopping", signal.Signals(signum).name)
+        stack.stopping = True
+
+    previous = {
+        signum: signal.signal(signum, request_stop)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        stack.start()
+        if stack.stopping:
+            return
+        announce("Automation Orchestrator is up:")
+        for line in stack.describe():
+            announce(f"  {line}")
+        announce("Ctrl-C stops everything.")
+        stack.watch()
+    finally:
+        stack.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,91 @@
+"""The sequence dispatcher: sends every due sequence step, each at most once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from connectors.email.file_outbox import FileOutbox
+from connectors.email.templates import TemplateRenderer
+from deployments.definitions import PROJECT_ROOT
+from leads.sequences import load_sequences
+from leads.settings import get_settings
+from leads.store import Store
+from leads.store.claims import Claim
+from leads.store.outbox import SEQUENCE_ENROLMENT
+from tasks.drain import DrainLimits, drain
+from tasks.sequence_steps import dispatch_claims
+
+CONFIG = PROJECT_ROOT / "config"
+
+
+# Sending is a side effect: never cached, never retried by Prefect. A failed
+# send is released back to the outbox with a delay, and the next run retries it.
+@task(name="send sequence steps", cache_policy=NO_CACHE, retries=0)
+def send_sequence_steps(
+    claims: list[Claim], *, store: Store, context: Mapping[str, object]
+) -> dict[str, int]:
+    summary = dispatch_claims(store, claims, **context)
+    return summary.as_counts()
+
+
+@flow(name="sequence-dispatcher", log_prints=False)
+def dispatch_sequence(
+    sequence: str = "welcome_sequence",
+    lead_id: str | None = None,
+    batch_size: int = 50,
+    idle_grace_seconds: float = 3.0,
+) -> dict[str, int]:
+    """Drains the sequence-enrolment outbox until it stays empty for a grace period.
+
+    Guarantees: each (lead, sequence, step) is sent at most once, also when runs
+    overlap or a run dies mid-send (its step is parked as `unknown`, never sent
+    again on its own). A claim whose run died returns to the queue when its
+    lease expires. With `lead_id`, only that lead's steps are sent.
+
+    Args:
+        sequence: which sequence's steps to send.
+        lead_id: one lead's steps only (on-demand runs); None drains all.
+        batch_size: rows claimed per batch.
+        idle_grace_seconds: how long to keep polling once nothing is due.
+
+    Returns:
+        Counts by outcome (`sent`, `skipped`, `unknown`, `failed`, `requeued`).
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    store = Store(settings.store_url)
+    run_id = str(runtime.flow_run.id)
+    context = {
+        "sequences": load_sequences(CONFIG / "sequences.yaml"),
+        "renderer": TemplateRenderer(CONFIG / "templates"),
+        "outbox": FileOutbox(settings.email_outbox_dir),
+        "sender_address": settings.email_from,
+        "flow_run_id": run_id,
+    }
+
+    try:
+        totals = drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            owner=run_id,
+            handle=partial(send_sequence_steps, store=store, context=context),
+            limits=DrainLimits(
+                batch_size=batch_size, idle_grace_seconds=idle_grace_seconds
+            ),
+            lead_id=lead_id,
+        )
+    finally:
+        store.dispose()
+
+    logger.info("dispatched %s: %s", sequence, totals or "nothing due")
+    create_table_artifact(
+        key="sequence-dispatch-summary",
+        table=[{"outcome": k, "count": v} for k, v in sorted(totals.items())],
+        description=f"What this run of {sequence} did (counts only).",
+    )
+    return totals

@@ -1,0 +1,249 @@
+"""Claiming outbox rows under a lease, and settling each claim once its work is done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from leads.store.database import Store
+from leads.store.tables import OutboxItem, utcnow
+
+# The outbox's `lease_owner` column is this wide.
+MAX_OWNER_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An outbox row one owner holds until its lease runs out."""
+
+    id: int
+    tenant_id: str
+    topic: str
+    key: str
+    lead_id: str
+    payload: dict[str, Any]
+    generation: int
+    attempts: int
+    lease_owner: str
+
+
+def claim(
+    store: Store,
+    topic: str,
+    owner: str,
+    *,
+    limit: int,
+    lease: timedelta,
+    lead_id: str | None = None,
+    now: datetime | None = None,
+) -> list[Claim]:
+    """Takes up to `limit` due rows of `topic` for `owner`, oldest first, any tenant.
+
+    A row is due when it is `pending` and available, or `claimed` under a lease
+    that has run out (its owner is taken to be dead, and the row returns to the
+    queue). Each row taken becomes `claimed` by `owner` until `now + lease`, and
+    its `attempts` goes up by one. This is system work across every tenant; each
+    claim says which tenant its row belongs to.
+
+    Concurrent claimers never share a row: on PostgreSQL each skips rows another
+    is taking (`FOR UPDATE SKIP LOCKED`) instead of waiting for them; on SQLite
+    the write transaction holds the database's write lock from its first
+    statement.
+
+    Args:
+        store: the lead store.
+        topic: the outbox topic to drain, e.g. `sequence_enrolment`.
+        owner: who holds the claims, unique per claimer (a flow run id); a claim
+            can only be settled by the owner that took it.
+        limit: the most rows to take.
+        lease: how long the claims last before another owner may take them.
+        lead_id: take only this lead's rows (an on-demand run for one lead).
+        now: the current time, aware; the clock's when not given.
+
+    Returns:
+        The claims taken, oldest row first; empty when nothing is due.
+
+    Raises:
+        ValueError: `limit` or `lease` is not positive, `owner` is empty or too
+            long for the outbox, or `now` is naive.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if lease <= timedelta(0):
+        raise ValueError(f"lease must be positive, got {lease}")
+    if not 0 < len(owner) <= MAX_OWNER_LENGTH:
+        raise ValueError(
+            f"owner must be 1 to {MAX_OWNER_LENGTH} characters, got {len(owner)}"
+        )
+    now = _aware(now)
+
+    due = or_(
+        and_(OutboxItem.status == "pending", OutboxItem.available_at <= now),
+        and_(OutboxItem.status == "claimed", OutboxItem.lease_expires_at < now),
+    )
+    query = select(OutboxItem.id).where(OutboxItem.topic == topic, due)
+    if lead_id is not None:
+        query = query.where(OutboxItem.lead_id == lead_id)
+    # SQLite renders no FOR UPDATE; its write lock already keeps others out.
+    query = query.order_by(OutboxItem.id).limit(limit).with_for_update(skip_locked=True)
+
+    # Two statements rather than an UPDATE over a LIMIT subquery: the ids are
+    # fixed, and locked until commit, before anything changes, whatever plan
+    # the database picks.
+    with store.write_across_tenants() as session:
+        ids = list(session.scalars(query))
+        if not ids:
+            return []
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(ids))
+            .values(
+                status="claimed",
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                attempts=OutboxItem.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        rows = session.scalars(
+            select(OutboxItem).where(OutboxItem.id.in_(ids)).order_by(OutboxItem.id)
+        )
+        return [
+            Claim(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                topic=row.topic,
+                key=row.key,
+                lead_id=row.lead_id,
+                payload=dict(row.payload),
+                generation=row.generation,
+                attempts=row.attempts,
+                lease_owner=owner,
+            )
+            for row in rows
+        ]
+
+
+def complete(store: Store, held: Claim, now: datetime | None = None) -> bool:
+    """Marks the claim's work done, unless the row changed while it was held.
+
+    A row whose `generation` moved on during the claim (the lead changed while
+    the work ran) goes back to `pending`, due at once, so the newer state is
+    handled too. A claim whose lease another owner has taken changes nothing.
+
+    Returns:
+        True when the row is now `done`; False when it was made due again or
+        the lease was lost.
+    """
+    now = _aware(now)
+    with store.write(held.tenant_id) as scope:
+        if _settle(
+            scope.session,
+            held,
+            OutboxItem.generation == held.generation,
+            status="done",
+            last_error=None,
+        ):
+            return True
+        _settle(
+            scope.session,
+            held,
+            OutboxItem.generation != held.generation,
+            status="pending",
+            available_at=now,
+            attempts=0,
+            last_error=None,
+        )
+        return False
+
+
+def release(store: Store, held: Claim, *, error: str, retry_at: datetime) -> bool:
+    """Returns the row to the queue after a failure that may pass, due at `retry_at`.
+
+    Returns:
+        True when the row was still this claim's and is now `pending`.
+    """
+    retry_at = _aware(retry_at)
+    with store.write(held.tenant_id) as scope:
+        return _settle(
+            scope.session,
+            held,
+            status="pending",
+            available_at=retry_at,
+            last_error=error,
+        )
+
+
+def park(store: Store, held: Claim, *, reason: str) -> bool:
+    """Sets the row aside as `parked` after a failure that retrying cannot fix.
+
+    A parked row is never claimed again until someone makes it `pending`.
+
+    Returns:
+        True when the row was still this claim's and is now `parked`.
+    """
+    with store.write(held.tenant_id) as scope:
+        return _settle(scope.session, held, status="parked", last_error=reason)
+
+
+def extend(
+    store: Store, held: Claim, lease: timedelta, now: datetime | None = None
+) -> bool:
+    """Moves the claim's lease out to `now + lease`, for work that runs long.
+
+    Returns:
+        True when the row is still this claim's; False when the lease was lost.
+
+    Raises:
+        ValueError: `lease` is not positive or `now` is naive.
+    """
+    if lease <= timedelta(0):
+        raise ValueError(f"lease must be positive, got {lease}")
+    expires = _aware(now) + lease
+    with store.write(held.tenant_id) as scope:
+        return _update_held(scope.session, held, (), {"lease_expires_at": expires})
+
+
+def _settle(
+    session: Session, held: Claim, *conditions: ColumnElement[bool], **values: Any
+) -> bool:
+    """Ends the claim with `values` if the row is still held by it."""
+    values |= {"lease_owner": None, "lease_expires_at": None}
+    return _update_held(session, held, conditions, values)
+
+
+def _update_held(
+    session: Session,
+    held: Claim,
+    conditions: tuple[ColumnElement[bool], ...],
+    values: dict[str, Any],
+) -> bool:
+    """Updates the claim's row if it is still held by the claim's owner."""
+    # An expired lease nobody has taken over is still this owner's: finishing
+    # late is better than leaving finished work to be done twice.
+    updated = session.scalars(
+        update(OutboxItem)
+        .where(
+            OutboxItem.id == held.id,
+            OutboxItem.tenant_id == held.tenant_id,
+            OutboxItem.status == "claimed",
+            OutboxItem.lease_owner == held.lease_owner,
+            *conditions,
+        )
+        .values(**values)
+        .returning(OutboxItem.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return bool(updated)
+
+
+def _aware(moment: datetime | None) -> datetime:
+    if moment is None:
+        return utcnow()
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r} given; pass aware UTC times")
+    return moment

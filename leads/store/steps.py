@@ -1,0 +1,279 @@
+"""A lead's sequence steps: created once, then moved through their sending states.
+
+Every move is a conditional UPDATE from the states it may start in, so when two
+runs race for one step exactly one of them moves it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from leads.store import timeline
+from leads.store.database import Store, TenantScope
+from leads.store.tables import Lead, SequenceStep, utcnow
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+# A failed step never went out, so it may be tried again once someone requeues it.
+SENDABLE = (StepStatus.PENDING, StepStatus.FAILED)
+# Nothing more will happen to these without a person.
+SETTLED = (StepStatus.SENT, StepStatus.UNKNOWN, StepStatus.SKIPPED)
+
+
+def ensure_step(
+    scope: TenantScope, lead_id: str, sequence: str, step: int, due_at: datetime
+) -> SequenceStep:
+    """The lead's row for this step of `sequence`, created `pending` if missing.
+
+    An existing row is returned as it is, whatever its state and due time.
+    """
+    query = scope.select(SequenceStep).where(
+        SequenceStep.lead_id == lead_id,
+        SequenceStep.sequence == sequence,
+        SequenceStep.step == step,
+    )
+    row = scope.session.scalars(query).one_or_none()
+    if row is not None:
+        return row
+
+    row = SequenceStep(
+        lead_id=lead_id,
+        sequence=sequence,
+        step=step,
+        status=StepStatus.PENDING,
+        due_at=due_at,
+    )
+    try:
+        with scope.session.begin_nested():
+            scope.add(row)
+    except IntegrityError:
+        # Another run inserted it after our read (PostgreSQL: concurrent
+        # transactions both see no row); theirs is committed now.
+        return scope.session.scalars(query).one()
+    return row
+
+
+def begin_sending(
+    store: Store, tenant_id: str, step_id: int, *, flow_run_id: str | None = None
+) -> bool:
+    """Marks the step `sending` just before its message is handed over.
+
+    Of concurrent callers exactly one wins; a `failed` step may be sent again.
+
+    Returns:
+        True for the caller who may now send; False when the step was not
+        `pending` or `failed` (someone else is sending it, or it is settled).
+    """
+    with store.write(tenant_id) as scope:
+        row = _move(
+            scope, step_id, SENDABLE, status=StepStatus.SENDING, flow_run_id=flow_run_id
+        )
+    return row is not None
+
+
+def mark_sent(
+    store: Store,
+    tenant_id: str,
+    step_id: int,
+    *,
+    template: str,
+    message_id: str,
+    flow_run_id: str | None,
+    now: datetime | None = None,
+) -> bool:
+    """Records that the step's message went out, with an `email.sent` event.
+
+    A step parked `unknown` meanwhile (a later run gave its sender up for dead)
+    becomes `sent` too: the sender was only slow, and now we know.
+
+    Returns:
+        True when the step is now `sent`; False when it was in another state.
+    """
+    with store.write(tenant_id) as scope:
+        row = _move(
+            scope,
+            step_id,
+            (StepStatus.SENDING, StepStatus.UNKNOWN),
+            status=StepStatus.SENT,
+            sent_at=now or utcnow(),
+            message_id=message_id,
+            flow_run_id=flow_run_id,
+            error=None,
+        )
+        if row is None:
+            return False
+        _record(
+            scope,
+            row,
+            "email.sent",
+            flow_run_id,
+            template=template,
+            message_id=message_id,
+        )
+    return True
+
+
+def park_unknown(
+    store: Store, tenant_id: str, step_id: int, *, flow_run_id: str | None = None
+) -> bool:
+    """Parks a step left `sending` by a run that died as `unknown`.
+
+    Whether its message went out cannot be told, and marketing e-mail is sent
+    at most once, so it is never re-sent by itself: a person resolves it. The
+    `email.unknown` event names the run that found it; the step keeps the run
+    that was sending.
+
+    Returns:
+        True when the step is now `unknown`; False when it was not `sending`.
+    """
+    with store.write(tenant_id) as scope:
+        row = _move(
+            scope,
+            step_id,
+            (StepStatus.SENDING,),
+            status=StepStatus.UNKNOWN,
+            error="its sender stopped while sending; whether it went out is unknown",
+        )
+        if row is None:
+            return False
+        _record(
+            scope,
+            row,
+            "email.unknown",
+            flow_run_id,
+            sending_flow_run_id=row.flow_run_id,
+        )
+    return True
+
+
+def mark_skipped(
+    store: Store,
+    tenant_id: str,
+    step_id: int,
+    *,
+    reason: str,
+    flow_run_id: str | None = None,
+) -> bool:
+    """Settles a step that will not be sent (`missing_email`, …) as `skipped`.
+
+    Returns:
+        True when the step is now `skipped`; False when it was not sendable.
+    """
+    with store.write(tenant_id) as scope:
+        row = _move(
+            scope,
+            step_id,
+            SENDABLE,
+            status=StepStatus.SKIPPED,
+            flow_run_id=flow_run_id,
+            error=reason,
+        )
+        if row is None:
+            return False
+        _record(scope, row, "email.skipped", flow_run_id, reason=reason)
+    return True
+
+
+def mark_failed(
+    store: Store,
+    tenant_id: str,
+    step_id: int,
+    *,
+    reason: str,
+    flow_run_id: str | None = None,
+) -> bool:
+    """Marks a step `failed`: its message did not go out, and retrying cannot help.
+
+    For a template that does not render for this lead, a recipient the relay
+    refuses for good, and the like. Someone may requeue it once that is fixed.
+
+    Returns:
+        True when the step is now `failed`; False when it was sent or settled.
+    """
+    with store.write(tenant_id) as scope:
+        row = _move(
+            scope,
+            step_id,
+            (*SENDABLE, StepStatus.SENDING),
+            status=StepStatus.FAILED,
+            flow_run_id=flow_run_id,
+            error=reason,
+        )
+        if row is None:
+            return False
+        _record(scope, row, "email.failed", flow_run_id, reason=reason)
+    return True
+
+
+def revert_to_pending(
+    store: Store, tenant_id: str, step_id: int, *, error: str
+) -> bool:
+    """Puts a `sending` step back to `pending` when its send provably did not happen.
+
+    For failures before anything left this machine (the outbox file could not
+    be written, the relay refused the connection), so the step can be retried.
+
+    Returns:
+        True when the step is `pending` again; False when it was not `sending`.
+    """
+    with store.write(tenant_id) as scope:
+        row = _move(
+            scope,
+            step_id,
+            (StepStatus.SENDING,),
+            status=StepStatus.PENDING,
+            error=error,
+        )
+    return row is not None
+
+
+def _move(
+    scope: TenantScope,
+    step_id: int,
+    sources: tuple[StepStatus, ...],
+    **values: Any,
+) -> SequenceStep | None:
+    """Updates the step if it is in one of `sources`; None when it was not."""
+    return scope.session.scalars(
+        update(SequenceStep)
+        .where(
+            SequenceStep.id == step_id,
+            SequenceStep.tenant_id == scope.tenant_id,
+            SequenceStep.status.in_(sources),
+        )
+        .values(**values)
+        .returning(SequenceStep)
+    ).one_or_none()
+
+
+def _record(
+    scope: TenantScope,
+    row: SequenceStep,
+    kind: str,
+    flow_run_id: str | None,
+    **detail: Any,
+) -> None:
+    lead = scope.get(Lead, row.lead_id)
+    # The foreign key cascades: a step whose lead is gone is gone too.
+    assert lead is not None, f"sequence step {row.id} has no lead"
+    timeline.record(
+        scope,
+        lead,
+        kind,
+        source=f"sequence:{row.sequence}",
+        detail={"sequence": row.sequence, "step": row.step, **detail},
+        flow_run_id=flow_run_id,
+    )

@@ -1,0 +1,72 @@
+"""The drain loop every outbox flow shares: claim, handle, repeat until idle."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from leads.store import Store
+from leads.store.claims import Claim, claim
+
+
+@dataclass(frozen=True)
+class DrainLimits:
+    """How a drain takes work and when it stops."""
+
+    batch_size: int = 50
+    # A claim not finished in this long returns to the queue for another run.
+    lease: timedelta = timedelta(seconds=60)
+    # Keep claiming this long after the outbox first looks empty, so a burst of
+    # leads arriving over a few seconds costs one run rather than several.
+    idle_grace_seconds: float = 3.0
+    poll_seconds: float = 0.5
+    # Bounds one run; the schedule starts the next.
+    max_seconds: float = 600.0
+
+
+def drain(
+    store: Store,
+    topic: str,
+    owner: str,
+    handle: Callable[[list[Claim]], Mapping[str, int]],
+    *,
+    limits: DrainLimits = DrainLimits(),
+    lead_id: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, int]:
+    """Claims and handles batches of `topic` rows until none come for the grace period.
+
+    With `lead_id`, takes only that lead's rows and stops as soon as there are none.
+
+    Returns:
+        The handlers' counts added up, plus `batches`.
+    """
+    totals: Counter[str] = Counter()
+    started = clock()
+    idle_since: float | None = None
+    while clock() - started < limits.max_seconds:
+        claims = claim(
+            store,
+            topic,
+            owner,
+            limit=limits.batch_size,
+            lease=limits.lease,
+            lead_id=lead_id,
+        )
+        if claims:
+            totals.update(handle(claims))
+            totals["batches"] += 1
+            idle_since = None
+            continue
+        if lead_id is not None:
+            break
+        if idle_since is None:
+            idle_since = clock()
+        elif clock() - idle_since >= limits.idle_grace_seconds:
+            break
+        sleep(limits.poll_seconds)
+    return dict(totals)

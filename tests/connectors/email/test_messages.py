@@ -1,0 +1,135 @@
+"""Building messages: every header in place, and no header a lead's value can forge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from connectors.email.errors import EmailRenderError
+from connectors.email.messages import build_message, parse_sender
+from connectors.email.templates import RenderedEmail, TemplateRenderer
+
+SENDER = "Automation Orchestrator <noreply@localhost>"
+NOW = datetime(2026, 12, 4, 10, 30, tzinfo=UTC)
+RENDERED = RenderedEmail("Welcome, Ada!", "Hello Ada,\n", "<p>Hello Ada,</p>\n")
+CONFIG = Path(__file__).parents[3] / "config"
+
+
+def parsed(message):
+    """The message as a receiving program would read it from the bytes."""
+    return message_from_bytes(message.as_bytes(), policy=policy.default)
+
+
+def body(message, kind: str) -> str:
+    return message.get_body((kind,)).get_content().replace("\r\n", "\n")
+
+
+def test_has_every_header_and_a_text_part_with_an_html_alternative():
+    message = parsed(
+        build_message(RENDERED, sender=SENDER, recipient="Ada@Example.com", now=NOW)
+    )
+
+    assert message["From"] == SENDER
+    assert message["To"] == "Ada@example.com", "the local part keeps its case"
+    assert message["Subject"] == "Welcome, Ada!"
+    assert message["Date"].datetime == NOW
+    assert message["Message-ID"].endswith("@localhost>")
+    assert message.get_content_type() == "multipart/alternative"
+    assert body(message, "plain") == "Hello Ada,\n"
+    assert body(message, "html") == "<p>Hello Ada,</p>\n"
+
+
+def test_every_message_gets_its_own_message_id():
+    first = build_message(RENDERED, sender=SENDER, recipient="a@example.com")
+    second = build_message(RENDERED, sender=SENDER, recipient="a@example.com")
+
+    assert first["Message-ID"] != second["Message-ID"]
+
+
+def test_lines_end_in_crlf_as_mail_transport_needs():
+    data = build_message(RENDERED, sender=SENDER, recipient="a@example.com").as_bytes()
+
+    assert b"\r\nSubject: Welcome, Ada!\r\n" in data
+    assert b"\n" not in data.replace(b"\r\n", b"")
+
+
+class TestHeaderInjection:
+    def test_a_first_name_with_a_line_break_adds_no_header_or_recipient(self):
+        lead = {"first_name": "Ada\r\nBcc: x@evil", "company": None}
+        rendered = TemplateRenderer(CONFIG / "templates").render(
+            "welcome_1",
+            "Welcome{% if lead.first_name %}, {{ lead.first_name }}{% endif %}!",
+            lead,
+        )
+
+        message = parsed(
+            build_message(rendered, sender=SENDER, recipient="ada@example.com")
+        )
+
+        assert message["Bcc"] is None
+        assert [name.lower() for name in message] == [
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "mime-version",
+            "content-type",
+        ]
+        assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.com"]
+        assert message["Subject"] == "Welcome, Ada Bcc: x@evil!"
+
+    @pytest.mark.parametrize(
+        "recipient",
+        [
+            "ada@example.com\r\nBcc: x@evil",
+            "ada@example.com\nBcc: x@evil",
+            "ada@example.com, x@evil.example",
+            "Ada <ada@example.com>",
+            "not an address",
+        ],
+    )
+    def test_a_recipient_must_be_exactly_one_address(self, recipient):
+        with pytest.raises(EmailRenderError, match="recipient") as caught:
+            build_message(RENDERED, sender=SENDER, recipient=recipient)
+
+        assert "evil" not in str(caught.value), "the address stays out of errors"
+
+    @pytest.mark.parametrize(
+        "sender",
+        [
+            "Orchestrator <noreply@localhost>\r\nBcc: x@evil",
+            "a@localhost, b@localhost",
+            "noreply",
+            "",
+        ],
+    )
+    def test_a_sender_must_be_exactly_one_address(self, sender):
+        with pytest.raises(EmailRenderError, match="From address"):
+            build_message(RENDERED, sender=sender, recipient="ada@example.com")
+
+    def test_the_stdlib_policy_refuses_line_breaks_in_any_header(self):
+        message = build_message(RENDERED, sender=SENDER, recipient="ada@example.com")
+
+        with pytest.raises(ValueError, match="linefeed or carriage return"):
+            message["X-Note"] = "x\r\nBcc: x@evil"
+
+
+def test_parse_sender_reads_name_and_address():
+    address = parse_sender(SENDER)
+
+    assert (address.display_name, address.addr_spec) == (
+        "Automation Orchestrator",
+        "noreply@localhost",
+    )
+
+
+def test_an_international_address_is_written_as_utf8_not_encoded_words():
+    message = build_message(RENDERED, sender=SENDER, recipient="zoë@bücher.example")
+
+    data = message.as_bytes()
+
+    assert "\r\nTo: zoë@bücher.example\r\n".encode() in data
