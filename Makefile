@@ -19,8 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/orchestrator db upgrade
-	$(BIN)/orchestrator api
+	$(BIN)/orchestrator up
 
 test: install
 	$(BIN)/python -m pytest

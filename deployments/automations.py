@@ -8,8 +8,11 @@ taking its slot and starting).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import timedelta
+from typing import Any
 
 from prefect.automations import Automation
 from prefect.client.orchestration import get_client
@@ -80,14 +83,43 @@ def product_automations() -> list[Automation]:
     return [silent, stuck]
 
 
+def _canonical(value: Any) -> Any:
+    # Triggers hold sets, whose order changes from one process to the next.
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        items = [_canonical(item) for item in value]
+        return sorted(items, key=json.dumps)
+    return value
+
+
+def _fingerprinted(automation: Automation) -> Automation:
+    """The automation with a digest of its definition at the end of its description."""
+    definition = _canonical(
+        automation.model_dump(mode="json", include={"trigger", "actions"})
+    )
+    digest = hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:12]
+    automation.description = f"{automation.description} [definition {digest}]"
+    return automation
+
+
 async def install() -> list[str]:
-    """Creates the product's automations, replacing older ones of the same name."""
+    """Creates the product's automations, replacing only those whose definition changed.
+
+    An unchanged automation is left alone: replacing it would drop the state of
+    its proactive trigger, so a run whose process died just before a flow
+    runner restart would never be marked crashed.
+    """
     names = []
     async with get_client() as client:
-        for automation in product_automations():
-            for old in await client.read_automations_by_name(name=automation.name):
-                await client.delete_automation(old.id)
-            await automation.acreate()
+        for automation in map(_fingerprinted, product_automations()):
+            existing = await client.read_automations_by_name(name=automation.name)
+            current = [a for a in existing if a.description == automation.description]
+            for stale in existing:
+                if stale is not (current[0] if current else None):
+                    await client.delete_automation(stale.id)
+            if not current:
+                await automation.acreate()
+                logger.info("installed automation %r", automation.name)
             names.append(automation.name)
-    logger.info("installed %d automations", len(names))
     return names

@@ -94,12 +94,17 @@ def api(
 @app.command()
 def up() -> None:
     """Starts the whole stack: Prefect server, flow runner and API, until Ctrl-C."""
-    from deployments.supervisor import StackError, run_stack
+    from deployments.supervisor import Stack, StackError, run_stack
 
     settings = _settings()
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
-    db_upgrade()
     try:
+        # Before anything is written: a busy port is the commonest failure.
+        Stack(settings).check_ports()
+        db_upgrade()
+        logging.basicConfig(
+            level="INFO", format="%(asctime)s %(levelname)s %(message)s"
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         run_stack(settings, typer.echo)
     except StackError as exc:
         _fail(str(exc))

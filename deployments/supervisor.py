@@ -41,7 +41,7 @@ def prefect_environment(settings: Settings) -> dict[str, str]:
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": settings.prefect_url,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (  # the embedded server's
             f"sqlite+aiosqlite:///{home / 'prefect.db'}"
         ),
         # Nothing may call out: no analytics from the server or the client.
@@ -101,22 +101,10 @@ class Stack:
         prefect_root = settings.prefect_url.removesuffix("/api")
         api_root = f"http://{settings.api_host}:{settings.api_port}"
         self.env = os.environ | prefect_environment(settings)
-        self.children = [
-            Child(
-                "prefect-server",
-                [
-                    prefect,
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(settings.prefect_port),
-                    "--analytics-off",
-                ],
-                url=prefect_root,
-                ready=_answers(f"{settings.prefect_url}/health"),
-            ),
+        self.children = []
+        if settings.prefect_api_url is None:
+            self.children.append(self._prefect_server(prefect, prefect_root))
+        self.children += [
             Child("flow-runner", [orchestrator, "serve"], url="(polls the server)"),
             Child(
                 "api",
@@ -126,12 +114,30 @@ class Stack:
             ),
         ]
 
+    def _prefect_server(self, prefect: str, root: str) -> Child:
+        return Child(
+            "prefect-server",
+            [
+                prefect,
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.settings.prefect_port),
+                "--analytics-off",
+            ],
+            url=root,
+            ready=_answers(f"{self.settings.prefect_url}/health"),
+        )
+
     def check_ports(self) -> None:
         """Raises StackError naming the first port in use and its setting."""
-        wanted = [
-            (self.settings.prefect_port, "127.0.0.1", "ORCH_PREFECT_PORT"),
-            (self.settings.api_port, self.settings.api_host, "ORCH_API_PORT"),
-        ]
+        wanted = [(self.settings.api_port, self.settings.api_host, "ORCH_API_PORT")]
+        if self.settings.prefect_api_url is None:
+            wanted.insert(
+                0, (self.settings.prefect_port, "127.0.0.1", "ORCH_PREFECT_PORT")
+            )
         for port, host, setting in wanted:
             if port_in_use(host, port):
                 raise StackError(

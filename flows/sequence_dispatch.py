@@ -48,7 +48,9 @@ def dispatch_sequence(
     lease expires. With `lead_id`, only that lead's steps are sent.
 
     Args:
-        sequence: which sequence's steps to send.
+        sequence: the sequence this run is for, in its logs and artifact. Every
+            enrolment today is in `welcome_sequence`, so claims are not filtered
+            by it yet. TODO(#6): filter claims by sequence once there are several.
         lead_id: one lead's steps only (on-demand runs); None drains all.
         batch_size: rows claimed per batch.
         idle_grace_seconds: how long to keep polling once nothing is due.

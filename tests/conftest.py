@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,7 +24,7 @@ from api.app import create_app
 from leads.settings import Settings
 from leads.store import Store
 from leads.store.schema import upgrade
-from leads.store.tables import Lead, OutboxItem, TimelineEvent
+from leads.store.tables import Lead, OutboxItem, SequenceStep, TimelineEvent
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -115,7 +118,7 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
 
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
-        for table in (OutboxItem, TimelineEvent, Lead):
+        for table in (SequenceStep, OutboxItem, TimelineEvent, Lead):
             connection.execute(delete(table))
 
 
@@ -191,6 +194,8 @@ def live_api(
         database_url=migrated_store.url,
         max_body_bytes=64 * 1024,
         max_batch_leads=1000,
+        # A closed port: these tests must not signal a developer's own stack.
+        prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
     )
     server = LiveServer(settings)
     server.start()
@@ -203,3 +208,72 @@ def client(live_api: LiveServer, store: Store) -> Iterator[httpx.Client]:
     """An HTTP client of the live API, on an emptied store."""
     with httpx.Client(base_url=live_api.url, timeout=30) as http:
         yield http
+
+
+class PrefectServer:
+    """A real `prefect server start` on a loopback port, with its own home."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+                f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+
+    def start(self) -> None:
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        with (self.home / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [prefect, "server", "start", "--host", "127.0.0.1"]
+                + ["--port", str(self.port), "--analytics-off"],
+                env=os.environ | self.environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "the Prefect server did not start: "
+                    + (self.home / "server.log").read_text()[-2000:]
+                )
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One Prefect server for the whole session."""
+    server = PrefectServer(tmp_path_factory.mktemp("prefect"))
+    server.start()
+    yield server
+    server.stop()

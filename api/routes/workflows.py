@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
 from api.problems import problem
+from leads.errors import FieldError, LeadRejected
 from leads.intake import submit
 from leads.models import LeadInput
 from leads.store.leads import get_lead
@@ -33,6 +34,10 @@ class TriggerRequest(BaseModel):
     lead_id: str | None = Field(None, max_length=64)
     lead_data: LeadInput | None = Field(
         None, description="A lead to take in first; its id is then passed on."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Flow parameters over the deployment's defaults (ids, counts).",
     )
 
 
@@ -126,8 +131,20 @@ async def trigger(
         with store.read(context.tenant_id) as scope:
             get_lead(scope, lead_id)
 
-    parameters = dict(deployment.parameters or {})
     accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
+    unknown = sorted(set(body.parameters) - set(accepted))
+    if unknown:
+        raise LeadRejected(
+            [
+                FieldError(
+                    f"parameters.{name}",
+                    "unknown_parameter",
+                    f"{body.workflow_id} takes: {', '.join(sorted(accepted))}",
+                )
+                for name in unknown
+            ]
+        )
+    parameters = dict(deployment.parameters or {}) | body.parameters
     if lead_id is not None and "lead_id" in accepted:
         parameters["lead_id"] = lead_id
     try:

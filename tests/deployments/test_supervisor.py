@@ -1,0 +1,142 @@
+"""The supervisor with real child processes: restarts, clean stops, busy ports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deployments.supervisor import Child, Stack, StackError
+from leads.settings import Settings
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+# A child that starts a grandchild in its own group, as the flow runner starts
+# flow-run processes; both must go when the child is stopped.
+PARENT = [
+    sys.executable,
+    "-c",
+    "import subprocess, sys, time;"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+    "open(sys.argv[1], 'w').write(str(p.pid)); time.sleep(60)",
+]
+
+
+def stack_of(tmp_path: Path, *children: Child) -> Stack:
+    stack = Stack(Settings(data_dir=tmp_path, prefect_api_url="http://127.0.0.1:9/api"))
+    stack.children = list(children)
+    return stack
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_a_child_that_dies_is_restarted_and_the_restart_logged(tmp_path, caplog):
+    child = Child("shortlived", [sys.executable, "-c", "pass"], url="-")
+    stack = stack_of(tmp_path, child)
+    stack.start()
+    watcher = threading.Thread(target=stack.watch, kwargs={"poll_seconds": 0.1})
+    caplog.set_level(logging.WARNING)
+
+    watcher.start()
+    deadline = time.monotonic() + 20
+    while child.restarts < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stack.stop()
+    watcher.join(timeout=10)
+
+    assert child.restarts >= 2
+    assert "shortlived exited with 0; restart #1" in caplog.text
+
+
+def test_stop_ends_every_child_and_the_processes_they_started(tmp_path):
+    marker = tmp_path / "grandchild.pid"
+    parent = Child("parent", [*PARENT, str(marker)], url="-")
+    sleeper = Child("sleeper", SLEEPER, url="-")
+    stack = stack_of(tmp_path, parent, sleeper)
+    stack.start()
+    deadline = time.monotonic() + 20
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    grandchild = int(marker.read_text())
+
+    stack.stop()
+
+    assert parent.process.poll() is not None
+    assert sleeper.process.poll() is not None
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild)
+
+
+def test_a_port_in_use_names_the_port_and_its_setting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(Settings(data_dir=tmp_path, prefect_port=port))
+
+        with pytest.raises(StackError) as caught:
+            stack.check_ports()
+
+    assert str(caught.value) == (
+        f"port {port} on 127.0.0.1 is in use; set ORCH_PREFECT_PORT to another port"
+    )
+
+
+def test_up_reports_a_port_in_use_in_one_line(tmp_path):
+    import subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("orchestrator")), "up"],
+            env=env | {"ORCH_DATA_DIR": str(tmp_path), "ORCH_API_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: port {port} on 127.0.0.1 is in use; set ORCH_API_PORT to another port"
+    )
+
+
+def test_sigterm_during_watch_stops_the_stack(tmp_path, monkeypatch):
+    from deployments.supervisor import run_stack
+
+    settings = Settings(data_dir=tmp_path, prefect_api_url="http://127.0.0.1:9/api")
+    original_init = Stack.__init__
+    started: list[Stack] = []
+
+    def with_a_sleeper_only(self: Stack, *args, **kwargs) -> None:
+        original_init(self, *args, **kwargs)
+        self.children = [Child("sleeper", SLEEPER, url="-")]
+        started.append(self)
+
+    monkeypatch.setattr(Stack, "__init__", with_a_sleeper_only)
+    lines: list[str] = []
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    run_stack(settings, lines.append)
+
+    assert "Automation Orchestrator is up:" in lines
+    assert started[0].children[0].process.poll() is not None
