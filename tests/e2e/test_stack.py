@@ -317,12 +317,20 @@ def test_a_killed_flow_runner_is_restarted_and_its_claims_are_finished(stack):
     wait_for(all_settled, 300, "every claimed step to be sent or parked")
     assert time.monotonic() - killed_at < 300
 
-    sent = stack.store(
-        "SELECT count(*) FROM sequence_steps s JOIN leads l ON l.id = s.lead_id "
-        "WHERE l.email LIKE 'bulk%' AND s.status = 'sent'"
-    )[0][0]
+    sent, unknown = (
+        stack.store(
+            "SELECT count(*) FROM sequence_steps s JOIN leads l ON l.id = s.lead_id "
+            "WHERE l.email LIKE 'bulk%' AND s.status = :status",
+            status=status,
+        )[0][0]
+        for status in ("sent", "unknown")
+    )
     bulk_mails = [r for r in stack.recipients() if r.startswith("bulk")]
-    assert len(bulk_mails) == len(set(bulk_mails)) == sent, "at most once, and recorded"
+    assert len(bulk_mails) == len(set(bulk_mails)), "no one got the e-mail twice"
+    # A step the kill caught mid-send is `unknown`: its message may or may not
+    # have been written, and it is never sent again.
+    assert unknown <= 2
+    assert sent <= len(bulk_mails) <= sent + unknown
 
     killed = running[0].id
 
@@ -367,5 +375,11 @@ def test_a_run_killed_while_pending_does_not_keep_the_drain_slot(stack):
         return final_status(stack, probe["run_id"], timeout=120)["state"] == "COMPLETED"
 
     wait_for(slot_free, 240, "the drain slot to be free again")
-    held = prefect(stack, lambda client: wait_for_slot_holder_to_clear(client, run_id))
-    assert held == StateType.CRASHED
+
+    def crashed() -> bool:
+        state = prefect(
+            stack, lambda client: wait_for_slot_holder_to_clear(client, run_id)
+        )
+        return state == StateType.CRASHED
+
+    wait_for(crashed, 240, "the stuck pending run to be marked CRASHED")
