@@ -25,9 +25,15 @@ RESOURCE_ID = "orchestrator.leads"
 class PendingSignal:
     """Counts notifications and emits them as one event per interval."""
 
-    def __init__(self, events_url: str, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        events_url: str,
+        interval: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.events_url = events_url
         self.interval = interval
+        self._transport = transport
         self._lock = threading.Lock()
         self._pending = 0
         self.emitted = 0
@@ -44,7 +50,7 @@ class PendingSignal:
 
     async def run(self) -> None:
         """Emits once per interval while there is something to say, until cancelled."""
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with httpx.AsyncClient(timeout=5, transport=self._transport) as client:
             while True:
                 await asyncio.sleep(self.interval)
                 count = self._take()
@@ -63,7 +69,8 @@ class PendingSignal:
         try:
             response = await client.post(self.events_url, json=[event])
             response.raise_for_status()
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any failure
+            # Whatever went wrong, the loop goes on: the schedule still drains.
             logger.warning(
                 "could not emit %s (%s); the every-minute schedule will drain",
                 EVENT,

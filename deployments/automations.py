@@ -21,17 +21,20 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 
+from deployments.prefect_env import HEARTBEAT_SECONDS, RUN_TAG
+
 logger = logging.getLogger(__name__)
 
-# Flow runs send a heartbeat this often (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; 30
-# is Prefect's minimum); three missed beats mean the run's process is gone.
-HEARTBEAT_SECONDS = 30
+# Three missed beats mean the run's process is gone.
 MISSED_HEARTBEATS = 3
 # A run takes seconds from PENDING to RUNNING here (a new Python process);
 # one still PENDING after this long was killed before it started.
 PENDING_LIMIT = timedelta(seconds=120)
 
 FLOW_RUNS = ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]})
+OUR_RUNS = ResourceSpecification(
+    {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{RUN_TAG}"}
+)
 _FINAL = {
     "prefect.flow-run.Completed",
     "prefect.flow-run.Failed",
@@ -49,6 +52,7 @@ def product_automations() -> list[Automation]:
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", *_FINAL},
             match=FLOW_RUNS,
+            match_related=OUR_RUNS,
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -68,6 +72,7 @@ def product_automations() -> list[Automation]:
             after={"prefect.flow-run.Pending"},
             expect={"prefect.flow-run.Running", *_FINAL},
             match=FLOW_RUNS,
+            match_related=OUR_RUNS,
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -114,11 +119,13 @@ async def install() -> list[str]:
     async with get_client() as client:
         for automation in map(_fingerprinted, product_automations()):
             existing = await client.read_automations_by_name(name=automation.name)
-            current = [a for a in existing if a.description == automation.description]
-            for stale in existing:
-                if stale is not (current[0] if current else None):
-                    await client.delete_automation(stale.id)
-            if not current:
+            kept = next(
+                (a for a in existing if a.description == automation.description), None
+            )
+            for other in existing:
+                if other is not kept:
+                    await client.delete_automation(other.id)
+            if kept is None:
                 await automation.acreate()
                 logger.info("installed automation %r", automation.name)
             names.append(automation.name)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -43,14 +41,10 @@ def _settings() -> Settings:
 
 
 def _ensure_port_free(host: str, port: int, remedy: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                _fail(f"port {port} on {host} is in use; {remedy}")
-            _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+    from deployments.supervisor import port_in_use
+
+    if port_in_use(host, port):
+        _fail(f"port {port} on {host} is in use; {remedy}")
 
 
 @app.command()
@@ -113,9 +107,12 @@ def up() -> None:
 @app.command()
 def serve() -> None:
     """Runs the flow runner: serves every deployment in prefect.yaml until stopped."""
-    from deployments.runner import serve_all
+    from deployments.prefect_env import apply_runner_defaults
 
     settings = _settings()
+    apply_runner_defaults(settings)
+    from deployments.runner import serve_all
+
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     serve_all(limit=settings.flow_runner_limit)
 

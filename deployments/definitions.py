@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from deployments.prefect_env import RUN_TAG
+
 if TYPE_CHECKING:
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
@@ -127,6 +129,7 @@ def to_runner_deployment(definition: DeploymentDefinition) -> RunnerDeployment:
         schedules=[_schedule(spec) for spec in definition.schedules],
         triggers=triggers,
         concurrency_limit=limit,
+        tags=[RUN_TAG],
         # Runs import the flow by module, so they work from any directory.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

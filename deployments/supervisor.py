@@ -22,6 +22,7 @@ from types import FrameType
 
 import httpx
 
+from deployments.prefect_env import prefect_environment
 from leads.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,25 +34,6 @@ MAX_RESTART_DELAY_SECONDS = 30
 
 class StackError(RuntimeError):
     """The stack cannot start; the message says why and what to change."""
-
-
-def prefect_environment(settings: Settings) -> dict[str, str]:
-    """Environment every process of the stack shares for Prefect."""
-    home = settings.prefect_home
-    return {
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": settings.prefect_url,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (  # the embedded server's
-            f"sqlite+aiosqlite:///{home / 'prefect.db'}"
-        ),
-        # Nothing may call out: no analytics from the server or the client.
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        # Heartbeats let the product's automation crash runs whose process died.
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
-        "PREFECT_RUNNER_POLL_FREQUENCY": str(settings.flow_runner_poll_seconds),
-        "PREFECT_LOGGING_LEVEL": "INFO",
-    }
 
 
 @dataclass
@@ -216,6 +198,9 @@ class Stack:
                     delay,
                     child.log_path,
                 )
+                # Flow-run processes the dead child started die with it, or
+                # they would run on outside the supervisor's reach.
+                _signal_group(child.process, signal.SIGKILL)
                 _sleep_unless(lambda: self.stopping, delay)
                 if not self.stopping:
                     self._spawn(child)
@@ -226,7 +211,11 @@ class Stack:
         self.stopping = True
         for child in reversed(self.children):
             process = child.process
-            if process is None or process.poll() is not None:
+            if process is None:
+                continue
+            if process.poll() is not None:
+                # Its main process is gone, but what it started may not be.
+                _signal_group(process, signal.SIGKILL)
                 continue
             _signal_group(process, signal.SIGTERM)
             try:

@@ -11,7 +11,6 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors.email.file_outbox import FileOutbox
 from connectors.email.templates import TemplateRenderer
-from deployments.definitions import PROJECT_ROOT
 from leads.sequences import load_sequences
 from leads.settings import get_settings
 from leads.store import Store
@@ -19,8 +18,6 @@ from leads.store.claims import Claim
 from leads.store.outbox import SEQUENCE_ENROLMENT
 from tasks.drain import DrainLimits, drain
 from tasks.sequence_steps import dispatch_claims
-
-CONFIG = PROJECT_ROOT / "config"
 
 
 # Sending is a side effect: never cached, never retried by Prefect. A failed
@@ -60,11 +57,17 @@ def dispatch_sequence(
     """
     logger = get_run_logger()
     settings = get_settings()
+    if settings.email_backend != "file":
+        # TODO(#6): the SMTP backend; until then refuse rather than pretend.
+        raise NotImplementedError(
+            f"ORCH_EMAIL_BACKEND={settings.email_backend} is not built yet; "
+            "use `file` (messages land in the data dir's outbox folder)"
+        )
     store = Store(settings.store_url)
     run_id = str(runtime.flow_run.id)
     context = {
-        "sequences": load_sequences(CONFIG / "sequences.yaml"),
-        "renderer": TemplateRenderer(CONFIG / "templates"),
+        "sequences": load_sequences(settings.config_dir / "sequences.yaml"),
+        "renderer": TemplateRenderer(settings.config_dir / "templates"),
         "outbox": FileOutbox(settings.email_outbox_dir),
         "sender_address": settings.email_from,
         "flow_run_id": run_id,

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
         ge=MIB,
         description="Largest CSV upload `POST /api/imports` takes (not used yet).",
     )
+    config_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "config",
+        description="Folder of sequences.yaml and the e-mail templates.",
+    )
     test_postgres_url: str = Field(
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
         description=(

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-from connectors.email.errors import EmailRenderError
+from connectors.email.errors import EmailDeliveryError, EmailRenderError
 from connectors.email.messages import build_message, parse_sender
 from connectors.email.templates import TemplateRenderer
 from leads.sequences import Sequence
 from leads.store import Store
-from leads.store.claims import Claim, complete, park, release
+from leads.store.claims import Claim, complete, extend, park, release
 from leads.store.outbox import SEQUENCE_ENROLMENT
 from leads.store.steps import (
     SETTLED,
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 # A message the outbox could not take is tried again this much later.
 RETRY_DELAY = timedelta(minutes=1)
-# Enrolment sends step 1; later steps wait for delays (a later issue).
+DEFAULT_LEASE = timedelta(seconds=60)
+# Enrolment sends step 1. TODO(#6): later steps, their delays and send windows.
 FIRST_STEP = 1
 # What a template may read of a lead: the person's own details, never the
 # store's bookkeeping (tenant, CRM state, score) or free-text internal notes.
@@ -112,6 +113,7 @@ def dispatch_claims(
     sender_address: str,
     flow_run_id: str | None,
     now: datetime | None = None,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> DispatchSummary:
     """Sends each claimed enrolment's first step, and settles every claim.
 
@@ -133,6 +135,7 @@ def dispatch_claims(
         sender_address: the From value, `ORCH_EMAIL_FROM`.
         flow_run_id: the Prefect flow run sending, recorded on the timeline.
         now: the current time, aware; the clock's when not given.
+        lease: how long each claim is renewed for before its message is sent.
 
     Raises:
         ValueError: a claim is not a sequence enrolment.
@@ -153,7 +156,7 @@ def dispatch_claims(
             renderer.check(first.template, first.subject)
 
     sender = _StepSender(
-        store, sequences, renderer, outbox, sender_address, flow_run_id, now
+        store, sequences, renderer, outbox, sender_address, flow_run_id, now, lease
     )
     outcomes: Counter[str] = Counter()
     for held in batch:
@@ -185,6 +188,7 @@ class _StepSender:
     sender_address: str
     flow_run_id: str | None
     now: datetime | None
+    lease: timedelta
 
     def send(self, held: Claim) -> str:
         """Handles one claim; returns the DispatchSummary field it counts in."""
@@ -233,13 +237,20 @@ class _StepSender:
             park(store, held, reason=str(exc))
             return "failed"
 
+        # Only a run that still holds the claim may start a send: a slow run
+        # whose lease ran out and was taken over must not send beside the new
+        # holder. Renewing it also keeps a long batch's later claims alive.
+        if not extend(store, held, self.lease, moment):
+            return "contended"
         if not begin_sending(store, tenant_id, step_id, flow_run_id=run):
             # Another run holds the step. Our claim stays until its lease runs
             # out; whichever run takes the row next sees how the step ended.
             return "contended"
         try:
             message_id = self.outbox.send(message)
-        except OSError as exc:
+        except EmailDeliveryError as exc:
+            # Only this error promises nothing went out; any other leaves the
+            # step `sending`, to be parked `unknown` rather than sent twice.
             revert_to_pending(store, tenant_id, step_id, error=str(exc))
             release(store, held, error=str(exc), retry_at=moment + RETRY_DELAY)
             return "requeued"

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
@@ -20,6 +20,7 @@ from api.problems import problem
 from leads.errors import FieldError, LeadRejected
 from leads.intake import submit
 from leads.models import LeadInput
+from leads.store import Store, outbox
 from leads.store.leads import get_lead
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,10 @@ async def trigger(
             slug="unknown-workflow",
         )
 
+    # Everything is checked before anything is written.
+    accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
+    _check_parameters(body, accepted)
+
     lead_id = body.lead_id
     if body.lead_data is not None:
         result = await run_in_threadpool(
@@ -127,23 +132,12 @@ async def trigger(
             region=settings.default_region,
         )
         lead_id = result.lead.id
-    elif lead_id is not None:
-        with store.read(context.tenant_id) as scope:
-            get_lead(scope, lead_id)
-
-    accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
-    unknown = sorted(set(body.parameters) - set(accepted))
-    if unknown:
-        raise LeadRejected(
-            [
-                FieldError(
-                    f"parameters.{name}",
-                    "unknown_parameter",
-                    f"{body.workflow_id} takes: {', '.join(sorted(accepted))}",
-                )
-                for name in unknown
-            ]
+    if lead_id is not None:
+        sequence = (deployment.parameters or {}).get("sequence")
+        await run_in_threadpool(
+            _prepare_lead, store, context.tenant_id, lead_id, sequence
         )
+
     parameters = dict(deployment.parameters or {}) | body.parameters
     if lead_id is not None and "lead_id" in accepted:
         parameters["lead_id"] = lead_id
@@ -152,6 +146,15 @@ async def trigger(
             run = await client.create_flow_run_from_deployment(
                 deployment.id, parameters=parameters
             )
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code >= 500:
+            return _prefect_down(exc)
+        return problem(
+            422,
+            f"the Prefect server refused the run: {exc.response.text[:300]}",
+            slug="run-refused",
+            errors=[FieldError("parameters", "refused_by_prefect", "see detail")],
+        )
     except httpx.HTTPError as exc:
         return _prefect_down(exc)
 
@@ -211,3 +214,42 @@ async def run_status(
         ],
         ui_url=_ui_url(settings.prefect_url, run.id),
     )
+
+
+def _check_parameters(body: TriggerRequest, accepted: dict[str, Any]) -> None:
+    """Refuses parameters the flow does not take, and a lead id passed around checks.
+
+    Raises:
+        LeadRejected: naming each parameter at fault.
+    """
+    errors = [
+        FieldError(
+            f"parameters.{name}",
+            "unknown_parameter",
+            f"{body.workflow_id} takes: {', '.join(sorted(accepted))}",
+        )
+        for name in sorted(set(body.parameters) - set(accepted))
+    ]
+    if "lead_id" in body.parameters:
+        # A lead id goes through the request's tenant check, never around it.
+        errors.append(
+            FieldError(
+                "parameters.lead_id",
+                "use_lead_id",
+                "send the lead as `lead_id` or `lead_data`, not as a parameter",
+            )
+        )
+    if errors:
+        raise LeadRejected(errors)
+
+
+def _prepare_lead(store: Store, tenant_id: str, lead_id: str, sequence: object) -> None:
+    """Checks the lead is the tenant's (404 otherwise) and enrols it in `sequence`.
+
+    A lead never enrolled (it had no e-mail when it came in) is enrolled now;
+    one already enrolled keeps its row, so only steps not yet sent go out.
+    """
+    with store.write(tenant_id) as scope:
+        lead = get_lead(scope, lead_id)
+        if isinstance(sequence, str) and lead.email:
+            outbox.enrol(scope, lead, sequence)

@@ -181,13 +181,32 @@ def release(store: Store, held: Claim, *, error: str, retry_at: datetime) -> boo
 def park(store: Store, held: Claim, *, reason: str) -> bool:
     """Sets the row aside as `parked` after a failure that retrying cannot fix.
 
-    A parked row is never claimed again until someone makes it `pending`.
+    A parked row is never claimed again until someone makes it `pending`. A
+    row whose lead changed while it was held (perhaps the very fix) goes back
+    to `pending` instead, as in `complete`.
 
     Returns:
         True when the row was still this claim's and is now `parked`.
     """
     with store.write(held.tenant_id) as scope:
-        return _settle(scope.session, held, status="parked", last_error=reason)
+        if _settle(
+            scope.session,
+            held,
+            OutboxItem.generation == held.generation,
+            status="parked",
+            last_error=reason,
+        ):
+            return True
+        _settle(
+            scope.session,
+            held,
+            OutboxItem.generation != held.generation,
+            status="pending",
+            available_at=_aware(None),
+            attempts=0,
+            last_error=reason,
+        )
+        return False
 
 
 def extend(

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from leads.store.database import TenantScope
 from leads.store.tables import Lead, OutboxItem, utcnow
 
+# TODO(#5): the crm_sync drain; until it exists these rows stay pending.
 CRM_SYNC = "crm_sync"
 SEQUENCE_ENROLMENT = "sequence_enrolment"
 TOPICS = (CRM_SYNC, SEQUENCE_ENROLMENT)
@@ -45,6 +46,18 @@ def enqueue(
             row.available_at = utcnow()
             row.last_error = None
     return row
+
+
+def enrol(scope: TenantScope, lead: Lead, sequence: str) -> OutboxItem:
+    """Owes the lead its `sequence`, once: an existing enrolment is left as it is."""
+    return enqueue(
+        scope,
+        SEQUENCE_ENROLMENT,
+        lead,
+        key=f"{lead.id}:{sequence}",
+        payload={"sequence": sequence},
+        requeue=False,
+    )
 
 
 def count_by_status(scope: TenantScope) -> dict[str, dict[str, int]]:

@@ -43,8 +43,12 @@ class TestEveryDeployment:
 
         limit = ConcurrencyLimitConfig.model_validate(definition.concurrency_limit)
         assert deployment.name == definition.name
-        assert limit.limit >= 1
+        assert deployment.concurrency_limit == limit.limit >= 1
+        assert deployment.concurrency_options.collision_strategy == (
+            limit.collision_strategy
+        )
         assert deployment.entrypoint.startswith("flows.")
+        assert "orchestrator" in deployment.tags
 
     def test_schedules_are_valid_cron(self, definition):
         from prefect.client.schemas.schedules import CronSchedule

@@ -28,6 +28,12 @@ PARENT = [
 ]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def stack_of(tmp_path: Path, *children: Child) -> Stack:
     stack = Stack(Settings(data_dir=tmp_path, prefect_api_url="http://127.0.0.1:9/api"))
     stack.children = list(children)
@@ -108,7 +114,12 @@ def test_up_reports_a_port_in_use_in_one_line(tmp_path):
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
         result = subprocess.run(
             [str(Path(sys.executable).with_name("orchestrator")), "up"],
-            env=env | {"ORCH_DATA_DIR": str(tmp_path), "ORCH_API_PORT": str(port)},
+            env=env
+            | {
+                "ORCH_DATA_DIR": str(tmp_path),
+                "ORCH_API_PORT": str(port),
+                "ORCH_PREFECT_PORT": str(free_port()),
+            },
             capture_output=True,
             text=True,
             timeout=60,
@@ -123,7 +134,11 @@ def test_up_reports_a_port_in_use_in_one_line(tmp_path):
 def test_sigterm_during_watch_stops_the_stack(tmp_path, monkeypatch):
     from deployments.supervisor import run_stack
 
-    settings = Settings(data_dir=tmp_path, prefect_api_url="http://127.0.0.1:9/api")
+    settings = Settings(
+        data_dir=tmp_path,
+        prefect_api_url="http://127.0.0.1:9/api",
+        api_port=free_port(),
+    )
     original_init = Stack.__init__
     started: list[Stack] = []
 
@@ -134,9 +149,14 @@ def test_sigterm_during_watch_stops_the_stack(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Stack, "__init__", with_a_sleeper_only)
     lines: list[str] = []
-    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
 
-    run_stack(settings, lines.append)
+    def announce(line: str) -> None:
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            # Only once the stack is up and its handler installed.
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run_stack(settings, announce)
 
     assert "Automation Orchestrator is up:" in lines
     assert started[0].children[0].process.poll() is not None
