@@ -9,15 +9,32 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from leads.countries import UNKNOWN_COUNTRY, is_country_code
+from leads.email_domains import (
+    DISPOSABLE_EMAIL,
+    FREE_MAIL,
+    email_flags,
+    email_warnings,
+)
 from leads.errors import FieldError, LeadConflict, LeadRejected
 from leads.models import LeadStatus
+from leads.phones import INVALID_PHONE, PHONE_MANGLED, phone_warning
+from leads.postcodes import ZIP_ZERO_PADDED, may_be_padded
 from leads.store import outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.leads import find_by_email
 from leads.store.tables import Lead
 
-# Warnings the store derives from the lead itself, recomputed on every write.
-DERIVED_WARNINGS = ("missing_email", "invalid_phone")
+# Warnings and flags the store derives from the lead itself, recomputed on
+# every write: a later value without the fault clears them.
+DERIVED_WARNINGS = (
+    "missing_email",
+    DISPOSABLE_EMAIL,
+    INVALID_PHONE,
+    PHONE_MANGLED,
+    UNKNOWN_COUNTRY,
+)
+DERIVED_FLAGS = (FREE_MAIL,)
 WELCOME_SEQUENCE = "welcome_sequence"
 
 
@@ -81,12 +98,29 @@ def check_email_free(scope: TenantScope, lead: Lead, email: str | None) -> None:
 
 
 def derive_warnings(lead: Lead) -> list[str]:
-    """The lead's warnings, with the derived ones recomputed from its fields."""
+    """The lead's warnings, with the derived ones recomputed from its fields.
+
+    A warning found while cleaning (`zip_zero_padded`) has no trace in the
+    stored value, so it is kept until the value changes to one it cannot
+    describe. Every write ends here through `commit_change`, so the derived
+    flags (`free_mail`) are refreshed on the lead at the same time.
+    """
     kept = [w for w in lead.warnings or [] if w not in DERIVED_WARNINGS]
+    if ZIP_ZERO_PADDED in kept and not may_be_padded(lead.postal_code, lead.country):
+        kept.remove(ZIP_ZERO_PADDED)
     if not lead.email:
         kept.append("missing_email")
-    if lead.phone_raw and not lead.phone:
-        kept.append("invalid_phone")
+    kept += email_warnings(lead.email)
+    phone = phone_warning(lead.phone, lead.phone_raw)
+    if phone:
+        kept.append(phone)
+    if lead.country and not is_country_code(lead.country):
+        kept.append(UNKNOWN_COUNTRY)
+
+    flags = [f for f in lead.flags or [] if f not in DERIVED_FLAGS]
+    flags += email_flags(lead.email)
+    if flags != lead.flags:
+        lead.flags = flags
     return kept
 
 

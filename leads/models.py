@@ -10,7 +10,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pydantic_core import PydanticCustomError
 
 from leads.fields import READ_ONLY_FIELDS, TEXT_FIELDS
+from leads.names import clean_name
 from leads.normalise import clean_text, parse_email
+from leads.placeholders import is_placeholder
 
 
 class LeadStatus(StrEnum):
@@ -74,11 +76,26 @@ class LeadInput(BaseModel):
         # Checked here, not only when cleaning, so that one answer lists every
         # bad field at once.
         text = clean_text(value)
-        if text is not None:
+        if text is not None and not is_placeholder(text):
             try:
                 parse_email(text)
             except ValueError as exc:
                 raise PydanticCustomError("invalid_email", str(exc)) from exc
+        return value
+
+    @field_validator("first_name", "last_name")
+    @classmethod
+    def _one_line_name(cls, value: str | None) -> str | None:
+        # A line break in a name would become a header line of the e-mails
+        # that greet the person; refused here too, so one answer lists it
+        # beside every other bad field. NUL keeps its own reason, given when
+        # the fields are cleaned.
+        text = clean_text(value)
+        if text is not None and "\x00" not in text:
+            try:
+                clean_name(text)
+            except ValueError as exc:
+                raise PydanticCustomError("control_characters", str(exc)) from exc
         return value
 
     def given(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Cleaning submitted values into the canonical lead: trimmed text, e-mail key, E.164.
+"""Cleaning submitted values into the canonical lead, whatever door they came in by.
 
-TODO(#4): the full pipeline (placeholders, control characters, names, countries,
-postal codes, spreadsheet-mangled numbers, disposable and free-mail domains) grows
-here; this is the minimal intake the lead store needs.
+Trimmed text, placeholders emptied, control characters refused in names and
+flattened elsewhere, the e-mail key, E.164 phones, alpha-2 countries and US ZIP
+codes with their leading zeros. The rules of each concern live in their own
+module; this one applies them field by field.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from leads.control_characters import MULTI_LINE_FIELDS, keep_line_breaks, to_one_line
+from leads.countries import country_code
+from leads.deliverability import UNDELIVERABLE_EMAIL, Resolver, check_deliverable
 from leads.errors import FieldError
 from leads.fields import TEXT_FIELDS
+from leads.names import PERSON_NAME_FIELDS, clean_name
+from leads.phones import mangled_by_spreadsheet, parse_phone
+from leads.placeholders import CONTACT_FIELDS, is_placeholder
+from leads.postcodes import ZIP_ZERO_PADDED, pad_zip
 
 # Characters that surround pasted values but are not `str.isspace()`:
 # zero-width space, joiners, word joiner and the byte-order mark.
@@ -73,17 +80,6 @@ def email_key(value: str) -> str | None:
         return None
 
 
-def parse_phone(value: str, region: str) -> str | None:
-    """The number in E.164, or None when libphonenumber does not find it valid."""
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
 @dataclass
 class Cleaned:
     """Submitted fields turned into stored columns, with the problems found."""
@@ -92,13 +88,27 @@ class Cleaned:
     errors: list[FieldError] = field(default_factory=list)
 
 
-def clean_fields(given: dict[str, Any], region: str) -> Cleaned:
+def clean_fields(
+    given: dict[str, Any], region: str, *, resolver: Resolver | None = None
+) -> Cleaned:
     """Cleans the fields a caller sent; a field sent as null stays None (a clear).
 
     `email` becomes `email` + `email_display`; `phone` becomes `phone` +
     `phone_raw` (the raw value kept only when it is not a valid number). Text
     the store cannot keep faithfully (NUL, lone surrogates, non-finite numbers,
-    nesting past `MAX_DEPTH`) is an error naming the field, never a change.
+    nesting past `MAX_DEPTH`) is an error naming the field, never a change; so
+    is a control character in a person's name.
+
+    Warnings found while cleaning (`zip_zero_padded`) are returned in
+    `values["warnings"]`: they ride with the values to the write, where
+    `derive_warnings` keeps them while the value they speak of stands.
+
+    Args:
+        given: the fields as sent.
+        region: alpha-2 region for phones without a country prefix, and the
+            country of a postal code when the lead names none.
+        resolver: when given, an e-mail's domain must accept mail (a DNS
+            lookup through it); None checks the syntax only.
     """
     result = Cleaned()
     for name, value in given.items():
@@ -107,16 +117,17 @@ def clean_fields(given: dict[str, Any], region: str) -> Cleaned:
         if len(result.errors) > before:
             continue
         if name == "email":
-            _clean_email(value, result)
+            _clean_email(value, result, resolver)
         elif name == "phone":
             _clean_phone(value, region, result)
         elif isinstance(value, str):
-            result.values[name] = clean_text(value)
+            _clean_text_field(name, value, result)
         elif isinstance(value, datetime):
             _clean_moment(name, value, result)
         else:
             result.values[name] = value
         _check_length(name, result)
+    _pad_postal_code(given, region, result)
     return result
 
 
@@ -184,9 +195,47 @@ def _check_length(name: str, result: Cleaned) -> None:
     )
 
 
-def _clean_email(value: str | None, result: Cleaned) -> None:
+def _clean_text_field(name: str, value: str, result: Cleaned) -> None:
+    if name in PERSON_NAME_FIELDS:
+        text = clean_text(value)
+        try:
+            result.values[name] = clean_name(text) if text else None
+        except ValueError as exc:
+            result.errors.append(FieldError(name, "control_characters", str(exc)))
+        return
+    if name in MULTI_LINE_FIELDS:
+        text = clean_text(keep_line_breaks(value))
+    elif name in TEXT_FIELDS:
+        text = clean_text(to_one_line(value))
+    else:
+        text = clean_text(value)
+    if name in CONTACT_FIELDS and text is not None and is_placeholder(text):
+        text = None
+    if name == "country" and text:
+        # A country we cannot name is kept as given; `unknown_country` says so.
+        text = country_code(text) or text
+    result.values[name] = text
+
+
+def _pad_postal_code(given: dict[str, Any], region: str, result: Cleaned) -> None:
+    postal_code = result.values.get("postal_code")
+    if not postal_code:
+        return
+    country = result.values.get("country") if "country" in given else None
+    padded = pad_zip(postal_code, country or region)
+    if padded:
+        result.values["postal_code"] = padded
+        # TODO(#4): found warnings ride in `values` because `prepare` hands on
+        # nothing else. An intake update then replaces the stored list with
+        # them (derived warnings are recomputed; any other kept one is lost),
+        # and PUT and PATCH drop them. The write path should take found
+        # warnings per field and replace only those of the fields it writes.
+        result.values["warnings"] = [ZIP_ZERO_PADDED]
+
+
+def _clean_email(value: str | None, result: Cleaned, resolver: Resolver | None) -> None:
     text = clean_text(value)
-    if text is None:
+    if text is None or is_placeholder(text):
         result.values.update(email=None, email_display=None)
         return
     try:
@@ -194,13 +243,19 @@ def _clean_email(value: str | None, result: Cleaned) -> None:
     except ValueError as exc:
         result.errors.append(FieldError("email", "invalid_email", str(exc)))
         return
+    if resolver is not None:
+        try:
+            check_deliverable(text, resolver)
+        except ValueError as exc:
+            result.errors.append(FieldError("email", UNDELIVERABLE_EMAIL, str(exc)))
+            return
     result.values.update(email=email.key, email_display=email.display)
 
 
 def _clean_phone(value: str | None, region: str, result: Cleaned) -> None:
-    text = clean_text(value)
-    if text is None:
+    text = clean_text(to_one_line(value)) if value is not None else None
+    if text is None or is_placeholder(text):
         result.values.update(phone=None, phone_raw=None)
         return
-    e164 = parse_phone(text, region)
+    e164 = None if mangled_by_spreadsheet(text) else parse_phone(text, region)
     result.values.update(phone=e164, phone_raw=None if e164 else text)
