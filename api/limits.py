@@ -57,6 +57,7 @@ async def _send_413(send: Send, limit: int) -> None:
             "title": HTTPStatus(413).phrase,
             "status": 413,
             "detail": _too_large(limit),
+            "errors": [],
         }
     ).encode()
     await send(

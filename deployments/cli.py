@@ -113,7 +113,13 @@ def serve() -> None:
     apply_runner_defaults(settings)
     from deployments.runner import serve_all
 
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    # Prefect configures logging when imported; our own lines need a handler.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for name in ("deployments", "flows", "tasks"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+
     serve_all(limit=settings.flow_runner_limit)
 
 

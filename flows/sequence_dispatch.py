@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from typing import Annotated
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from connectors.email.file_outbox import FileOutbox
 from connectors.email.templates import TemplateRenderer
@@ -34,8 +36,8 @@ def send_sequence_steps(
 def dispatch_sequence(
     sequence: str = "welcome_sequence",
     lead_id: str | None = None,
-    batch_size: int = 50,
-    idle_grace_seconds: float = 3.0,
+    batch_size: Annotated[int, Field(ge=1, le=500)] = 50,
+    idle_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 3.0,
 ) -> dict[str, int]:
     """Drains the sequence-enrolment outbox until it stays empty for a grace period.
 
@@ -63,10 +65,15 @@ def dispatch_sequence(
             f"ORCH_EMAIL_BACKEND={settings.email_backend} is not built yet; "
             "use `file` (messages land in the data dir's outbox folder)"
         )
+    sequences = load_sequences(settings.config_dir / "sequences.yaml")
+    if sequence not in sequences:
+        raise ValueError(
+            f"no sequence {sequence!r} in sequences.yaml; known: {', '.join(sequences)}"
+        )
     store = Store(settings.store_url)
     run_id = str(runtime.flow_run.id)
     context = {
-        "sequences": load_sequences(settings.config_dir / "sequences.yaml"),
+        "sequences": sequences,
         "renderer": TemplateRenderer(settings.config_dir / "templates"),
         "outbox": FileOutbox(settings.email_outbox_dir),
         "sender_address": settings.email_from,

@@ -135,8 +135,10 @@ def commit_change(
 ) -> None:
     """Records a create or a change on the timeline and owes the lead its follow-ups.
 
-    A new lead with an e-mail is enrolled in the welcome sequence; any new or
-    changed lead is owed a CRM sync (one row per lead, made due again).
+    A lead with an e-mail is enrolled in the welcome sequence once, whether it
+    came with the address or gained it later (a phone-only lead given an
+    e-mail); any new or changed lead is owed a CRM sync (one row per lead, made
+    due again).
     """
     warnings = derive_warnings(lead)
     if warnings != lead.warnings:
@@ -146,12 +148,6 @@ def commit_change(
     scope.session.flush()
     timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
     outbox.enqueue(scope, outbox.CRM_SYNC, lead)
-    if created and lead.email:
-        outbox.enqueue(
-            scope,
-            outbox.SEQUENCE_ENROLMENT,
-            lead,
-            key=f"{lead.id}:{WELCOME_SEQUENCE}",
-            payload={"sequence": WELCOME_SEQUENCE},
-            requeue=False,
-        )
+    if lead.email:
+        # TODO(#6): enrolment rules from config (score, source) instead of all.
+        outbox.enrol(scope, lead, WELCOME_SEQUENCE)

@@ -18,7 +18,7 @@ from leads.changes import commit_change, jsonable, require_contact, set_value
 from leads.errors import FieldError, LeadRejected, field_errors
 from leads.models import LeadInput, Outcome
 from leads.normalise import clean_fields, clean_text
-from leads.store import Store, TenantScope
+from leads.store import Store, TenantScope, timeline
 from leads.store.leads import find_by_email
 from leads.store.schema import describe_error
 from leads.store.statistics import refresh_statistics
@@ -118,6 +118,13 @@ def store_prepared(
         return IntakeResult(lead, "created")
 
     changes = _merge(existing, values)
+    if not changes:
+        # The same lead sent again: worth a line on its timeline (where and
+        # when it came), but nothing changed, so nothing is owed.
+        timeline.record(
+            scope, existing, "lead.resubmitted", source=channel, detail=detail
+        )
+        return IntakeResult(existing, "updated")
     detail["changes"] = changes
     commit_change(
         scope, existing, "lead.updated", channel=channel, detail=detail, created=False

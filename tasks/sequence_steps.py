@@ -69,8 +69,13 @@ class Outbox(Protocol):
         """Hands the message over and returns its Message-ID.
 
         Raises:
-            OSError: the message was not handed over; it may be tried again.
+            EmailDeliveryError: the message was not handed over; it may be tried
+                again.
         """
+        ...
+
+    def delivered(self, message_id: str) -> bool | None:
+        """Whether that message was handed over; None when this outbox cannot tell."""
         ...
 
 
@@ -174,6 +179,7 @@ class _Enrolment:
 
     step_id: int
     status: StepStatus
+    message_id: str | None
     recipient: str | None
     unsubscribed: bool
     fields: dict[str, Any]
@@ -212,9 +218,32 @@ class _StepSender:
             complete(store, held, moment)
             return "settled"
         if status is StepStatus.SENDING:
-            parked = park_unknown(store, tenant_id, step_id, flow_run_id=run)
-            complete(store, held, moment)
-            return "unknown" if parked else "settled"
+            # Its sender died mid-send. Where the outbox can tell whether that
+            # message arrived, the step is settled by the answer; only where
+            # it cannot is it parked `unknown` (never sent twice).
+            found = self._was_delivered(enrolment.message_id)
+            if found is None:
+                parked = park_unknown(store, tenant_id, step_id, flow_run_id=run)
+                complete(store, held, moment)
+                return "unknown" if parked else "settled"
+            if found:
+                mark_sent(
+                    store,
+                    tenant_id,
+                    step_id,
+                    template=configured.template,
+                    message_id=str(enrolment.message_id),
+                    flow_run_id=run,
+                    now=moment,
+                )
+                complete(store, held, moment)
+                return "sent"
+            revert_to_pending(
+                store,
+                tenant_id,
+                step_id,
+                error="its sender died before handing it over",
+            )
         if not recipient or unsubscribed:
             reason = "unsubscribed" if unsubscribed else "missing_email"
             skipped = mark_skipped(
@@ -242,7 +271,13 @@ class _StepSender:
         # holder. Renewing it also keeps a long batch's later claims alive.
         if not extend(store, held, self.lease, moment):
             return "contended"
-        if not begin_sending(store, tenant_id, step_id, flow_run_id=run):
+        if not begin_sending(
+            store,
+            tenant_id,
+            step_id,
+            flow_run_id=run,
+            message_id=str(message["Message-ID"]),
+        ):
             # Another run holds the step. Our claim stays until its lease runs
             # out; whichever run takes the row next sees how the step ended.
             return "contended"
@@ -266,6 +301,12 @@ class _StepSender:
         complete(store, held, moment)
         return "sent"
 
+    def _was_delivered(self, message_id: str | None) -> bool | None:
+        if message_id is None:
+            return None
+        ask = getattr(self.outbox, "delivered", None)
+        return ask(message_id) if ask is not None else None
+
     def _enrolment(
         self, held: Claim, sequence: str, moment: datetime
     ) -> _Enrolment | None:
@@ -278,6 +319,7 @@ class _StepSender:
             return _Enrolment(
                 step_id=step.id,
                 status=StepStatus(step.status),
+                message_id=step.message_id,
                 recipient=lead.email_display or lead.email,
                 unsubscribed=lead.status == "unsubscribed",
                 fields=template_fields(lead),

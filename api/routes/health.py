@@ -21,6 +21,16 @@ router = APIRouter(tags=["health"])
 VERSION = version("automation-orchestrator")
 
 
+@router.get("/", include_in_schema=False)
+def root(settings: SettingsDep) -> dict[str, str]:
+    """Where to go from here."""
+    return {
+        "docs": "/api/docs",
+        "status": "/api/status",
+        "prefect_ui": settings.prefect_url.removesuffix("/api"),
+    }
+
+
 @router.get(
     "/health",
     responses={503: {"description": "The store is unreachable or not migrated."}},

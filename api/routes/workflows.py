@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
 from api.problems import problem
@@ -28,6 +28,9 @@ router = APIRouter(prefix="/api/workflows", tags=["workflows"])
 
 
 class TriggerRequest(BaseModel):
+    # A misspelt key (`leadid`) must not quietly turn a one-lead run into a drain.
+    model_config = ConfigDict(extra="forbid")
+
     workflow_id: str = Field(
         description="A deployment name from prefect.yaml, e.g. `welcome_sequence`.",
         max_length=200,
@@ -40,6 +43,12 @@ class TriggerRequest(BaseModel):
         default_factory=dict,
         description="Flow parameters over the deployment's defaults (ids, counts).",
     )
+
+    @model_validator(mode="after")
+    def _one_lead(self) -> TriggerRequest:
+        if self.lead_id is not None and self.lead_data is not None:
+            raise ValueError("send `lead_id` or `lead_data`, not both")
+        return self
 
 
 class TriggerResult(BaseModel):
@@ -81,8 +90,9 @@ def _prefect_down(exc: Exception) -> JSONResponse:
     logger.warning("Prefect server unreachable: %s", exc.__class__.__name__)
     return problem(
         503,
-        "the Prefect server cannot be reached; leads are still accepted and the "
-        "scheduled drains will process them once it is back",
+        "the Prefect server cannot be reached, so no run was started and nothing "
+        "was written; POST /api/leads still takes leads, and the scheduled drains "
+        "greet them once it is back",
         slug="prefect-unavailable",
         headers={"Retry-After": "10"},
     )

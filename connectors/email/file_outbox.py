@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
-import secrets
 import tempfile
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -42,7 +42,7 @@ class FileOutbox:
                 "the message has no Message-ID; make it with build_message"
             )
         data = message.as_bytes()
-        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}.eml"
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{_digest(str(message_id))}.eml"
 
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -53,6 +53,19 @@ class FileOutbox:
             ) from exc
         logger.info("Wrote %s to the e-mail outbox (%d bytes)", name, len(data))
         return str(message_id)
+
+    def delivered(self, message_id: str) -> bool:
+        """Whether the message with this Message-ID is in the outbox.
+
+        The file is renamed into place whole, so its presence is proof.
+        """
+        return any(self.folder.glob(f"*-{_digest(message_id)}.eml"))
+
+
+def _digest(message_id: str) -> str:
+    # The file name carries a digest of the Message-ID, so `delivered` can find
+    # a message without reading every file.
+    return hashlib.sha256(message_id.encode()).hexdigest()[:16]
 
 
 def _write_whole(path: Path, data: bytes) -> None:

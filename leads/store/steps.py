@@ -67,11 +67,18 @@ def ensure_step(
 
 
 def begin_sending(
-    store: Store, tenant_id: str, step_id: int, *, flow_run_id: str | None = None
+    store: Store,
+    tenant_id: str,
+    step_id: int,
+    *,
+    flow_run_id: str | None = None,
+    message_id: str | None = None,
 ) -> bool:
     """Marks the step `sending` just before its message is handed over.
 
     Of concurrent callers exactly one wins; a `failed` step may be sent again.
+    The message's id is kept on the step, so that if the sender dies the next
+    run can ask the outbox whether that very message arrived.
 
     Returns:
         True for the caller who may now send; False when the step was not
@@ -79,7 +86,12 @@ def begin_sending(
     """
     with store.write(tenant_id) as scope:
         row = _move(
-            scope, step_id, SENDABLE, status=StepStatus.SENDING, flow_run_id=flow_run_id
+            scope,
+            step_id,
+            SENDABLE,
+            status=StepStatus.SENDING,
+            flow_run_id=flow_run_id,
+            message_id=message_id,
         )
     return row is not None
 

@@ -46,3 +46,31 @@ def test_status_reports_prefect_unreachable(client):
 
     assert prefect["reachable"] is False
     assert prefect["error"]
+
+
+def test_a_misspelt_key_is_422_not_a_silent_drain(client):
+    response = client.post(
+        "/api/workflows/trigger",
+        json={"workflow_id": "welcome_sequence", "leadid": "x"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "leadid"
+
+
+def test_a_lead_id_and_lead_data_together_are_422(client, store):
+    response = client.post(
+        "/api/workflows/trigger",
+        json={
+            "workflow_id": "welcome_sequence",
+            "lead_id": "5d4bd39e-7b0e-4b5e-8a0c-9a9f0d0f0f0f",
+            "lead_data": {"email": "both@example.com"},
+        },
+    )
+
+    assert response.status_code == 422
+    assert "not both" in response.json()["errors"][0]["message"]
+    assert (
+        client.get("/api/leads", params={"email": "both@example.com"}).json()["data"]
+        == []
+    )

@@ -134,3 +134,42 @@ def test_concurrent_batches_with_overlapping_addresses_lose_nothing(store):
     assert all(r.outcome in ("created", "updated") for r in results)
     assert sum(r.outcome == "created" for r in results) == 30
     assert counts(store)[0] == 30
+
+
+def test_the_same_lead_sent_again_is_on_the_timeline_but_owes_nothing(store):
+    first = take(store, {"email": "same@example.com", "company": "Acme"}).lead
+
+    again = take(store, {"email": " same@example.com ", "company": "Acme"})
+
+    assert (again.outcome, again.changed) == ("updated", ())
+    with store.read("default") as scope:
+        kinds = [
+            e.kind
+            for e in scope.session.scalars(
+                scope.select(TimelineEvent).order_by(TimelineEvent.id)
+            )
+        ]
+        sync = scope.session.scalars(
+            scope.select(OutboxItem).where(OutboxItem.topic == "crm_sync")
+        ).one()
+        lead = scope.get(Lead, first.id)
+    assert kinds == ["lead.created", "lead.resubmitted"]
+    assert sync.generation == 1, "no change, no new CRM sync"
+    assert lead.version == 1
+
+
+def test_a_phone_only_lead_given_an_email_later_is_enrolled_once(store):
+    from leads.edits import patch
+
+    lead = take(store, {"phone": "+14155550100"}).lead
+    for address in ("later@example.com", "changed@example.com"):
+        with store.write("default") as scope:
+            patch(scope, lead.id, {"email": address}, channel="api", region="US")
+
+    with store.read("default") as scope:
+        enrolments = list(
+            scope.session.scalars(
+                scope.select(OutboxItem).where(OutboxItem.topic == "sequence_enrolment")
+            )
+        )
+    assert [row.key for row in enrolments] == [f"{lead.id}:welcome_sequence"]

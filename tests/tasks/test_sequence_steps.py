@@ -40,6 +40,27 @@ class KilledWhileSending:
         raise ProcessKilled
 
 
+class KilledAfterWriting:
+    """An outbox that writes the message, then its process dies."""
+
+    def __init__(self, folder):
+        self.files = FileOutbox(folder)
+
+    def send(self, message):
+        self.files.send(message)
+        raise ProcessKilled
+
+
+class Blind:
+    """An outbox that cannot say whether a message arrived (like SMTP)."""
+
+    def __init__(self, folder):
+        self.files = FileOutbox(folder)
+
+    def send(self, message):
+        return self.files.send(message)
+
+
 @pytest.fixture
 def sequences():
     return load_sequences(CONFIG / "sequences.yaml")
@@ -265,10 +286,7 @@ class TestSkipping:
 
 
 class TestFailures:
-    def test_a_crash_mid_send_parks_the_step_unknown_and_sends_nothing_later(
-        self, store, sequences, renderer, folder
-    ):
-        lead = take(store, {"email": "a@example.com"})
+    def crash_then_rerun(self, store, sequences, renderer, dying, next_outbox):
         now = later()
         with pytest.raises(ProcessKilled):
             dispatch_claims(
@@ -276,27 +294,66 @@ class TestFailures:
                 claim_enrolments(store, "dead-run", now=now),
                 sequences=sequences,
                 renderer=renderer,
-                outbox=KilledWhileSending(),
+                outbox=dying,
                 sender_address=SENDER,
                 flow_run_id="dead-run",
                 now=now,
             )
-        assert steps_of(store, lead)[0].status == "sending"
-
         after_expiry = now + LEASE + timedelta(seconds=1)
         held = claim_enrolments(store, "run-2", now=after_expiry)
-        summary = dispatch_claims(
+        assert [c.attempts for c in held] == [2]
+        return dispatch_claims(
             store,
             held,
             sequences=sequences,
             renderer=renderer,
-            outbox=FileOutbox(folder),
+            outbox=next_outbox,
             sender_address=SENDER,
             flow_run_id="run-2",
             now=after_expiry,
         )
 
-        assert [c.attempts for c in held] == [2]
+    def test_a_crash_before_the_message_was_written_is_sent_by_the_next_run(
+        self, store, sequences, renderer, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+
+        summary = self.crash_then_rerun(
+            store, sequences, renderer, KilledWhileSending(), FileOutbox(folder)
+        )
+
+        assert summary == DispatchSummary(sent=1)
+        assert len(eml_files(folder)) == 1
+        (step,) = steps_of(store, lead)
+        assert (step.status, step.flow_run_id) == ("sent", "run-2")
+        assert [e.kind for e in email_events(store, lead)] == ["email.sent"]
+        assert enrolment_row(store, lead).status == "done"
+
+    def test_a_crash_after_the_message_was_written_is_recorded_not_resent(
+        self, store, sequences, renderer, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+
+        summary = self.crash_then_rerun(
+            store, sequences, renderer, KilledAfterWriting(folder), FileOutbox(folder)
+        )
+
+        assert summary == DispatchSummary(sent=1)
+        assert len(eml_files(folder)) == 1
+        (step,) = steps_of(store, lead)
+        assert step.status == "sent"
+        (event,) = email_events(store, lead)
+        assert (event.kind, event.flow_run_id) == ("email.sent", "run-2")
+
+    def test_where_the_outbox_cannot_tell_the_step_is_parked_unknown(
+        self, store, sequences, renderer, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+
+        summary = self.crash_then_rerun(
+            store, sequences, renderer, KilledWhileSending(), Blind(folder)
+        )
+
         assert summary == DispatchSummary(unknown=1)
         assert eml_files(folder) == []
         (step,) = steps_of(store, lead)

@@ -30,7 +30,7 @@ def test_writes_one_parseable_eml_file_and_returns_its_message_id(tmp_path):
     message_id = FileOutbox(tmp_path).send(message)
 
     (written,) = tmp_path.iterdir()
-    assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{8}\.eml", written.name)
+    assert re.fullmatch(r"\d{8}T\d{12}Z-[0-9a-f]{16}\.eml", written.name)
     assert message_id == message["Message-ID"]
     read = message_from_bytes(written.read_bytes(), policy=policy.default)
     assert read["Message-ID"] == message_id
@@ -88,3 +88,11 @@ def test_a_message_without_a_message_id_is_refused(tmp_path):
         FileOutbox(tmp_path).send(message)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_delivered_tells_whether_a_message_id_is_in_the_outbox(tmp_path):
+    outbox = FileOutbox(tmp_path)
+    message_id = outbox.send(a_message())
+
+    assert outbox.delivered(message_id) is True
+    assert outbox.delivered("<never-sent@localhost>") is False
