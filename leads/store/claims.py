@@ -79,6 +79,8 @@ def claim(
         raise ValueError(
             f"owner must be 1 to {MAX_OWNER_LENGTH} characters, got {len(owner)}"
         )
+    # TODO(#8): take `now` from the database when workers run on several
+    # machines; leases on each worker's own clock assume clocks agree.
     now = _aware(now)
 
     due = or_(
