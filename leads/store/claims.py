@@ -141,26 +141,7 @@ def complete(store: Store, held: Claim, now: datetime | None = None) -> bool:
         True when the row is now `done`; False when it was made due again or
         the lease was lost.
     """
-    now = _aware(now)
-    with store.write(held.tenant_id) as scope:
-        if _settle(
-            scope.session,
-            held,
-            OutboxItem.generation == held.generation,
-            status="done",
-            last_error=None,
-        ):
-            return True
-        _settle(
-            scope.session,
-            held,
-            OutboxItem.generation != held.generation,
-            status="pending",
-            available_at=now,
-            attempts=0,
-            last_error=None,
-        )
-        return False
+    return _finish(store, held, "done", None, now)
 
 
 def release(store: Store, held: Claim, *, error: str, retry_at: datetime) -> bool:
@@ -190,13 +171,25 @@ def park(store: Store, held: Claim, *, reason: str) -> bool:
     Returns:
         True when the row was still this claim's and is now `parked`.
     """
+    return _finish(store, held, "parked", reason, None)
+
+
+def _finish(
+    store: Store,
+    held: Claim,
+    status: str,
+    last_error: str | None,
+    now: datetime | None,
+) -> bool:
+    """Ends the claim as `status`; a row changed meanwhile is made due again."""
+    now = _aware(now)
     with store.write(held.tenant_id) as scope:
         if _settle(
             scope.session,
             held,
             OutboxItem.generation == held.generation,
-            status="parked",
-            last_error=reason,
+            status=status,
+            last_error=last_error,
         ):
             return True
         _settle(
@@ -204,9 +197,9 @@ def park(store: Store, held: Claim, *, reason: str) -> bool:
             held,
             OutboxItem.generation != held.generation,
             status="pending",
-            available_at=_aware(None),
+            available_at=now,
             attempts=0,
-            last_error=reason,
+            last_error=last_error,
         )
         return False
 

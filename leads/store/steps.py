@@ -184,19 +184,9 @@ def mark_skipped(
     Returns:
         True when the step is now `skipped`; False when it was not sendable.
     """
-    with store.write(tenant_id) as scope:
-        row = _move(
-            scope,
-            step_id,
-            SENDABLE,
-            status=StepStatus.SKIPPED,
-            flow_run_id=flow_run_id,
-            error=reason,
-        )
-        if row is None:
-            return False
-        _record(scope, row, "email.skipped", flow_run_id, reason=reason)
-    return True
+    return _close(
+        store, tenant_id, step_id, SENDABLE, StepStatus.SKIPPED, reason, flow_run_id
+    )
 
 
 def mark_failed(
@@ -215,18 +205,39 @@ def mark_failed(
     Returns:
         True when the step is now `failed`; False when it was sent or settled.
     """
+    return _close(
+        store,
+        tenant_id,
+        step_id,
+        (*SENDABLE, StepStatus.SENDING),
+        StepStatus.FAILED,
+        reason,
+        flow_run_id,
+    )
+
+
+def _close(
+    store: Store,
+    tenant_id: str,
+    step_id: int,
+    allowed: tuple[StepStatus, ...],
+    status: StepStatus,
+    reason: str,
+    flow_run_id: str | None,
+) -> bool:
+    """Ends a step unsent (`skipped`, `failed`) with its reason on the timeline."""
     with store.write(tenant_id) as scope:
         row = _move(
             scope,
             step_id,
-            (*SENDABLE, StepStatus.SENDING),
-            status=StepStatus.FAILED,
+            allowed,
+            status=status,
             flow_run_id=flow_run_id,
             error=reason,
         )
         if row is None:
             return False
-        _record(scope, row, "email.failed", flow_run_id, reason=reason)
+        _record(scope, row, f"email.{status.value}", flow_run_id, reason=reason)
     return True
 
 
