@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from api.events import EVENT, RESOURCE_ID, PendingSignal
 
+URL = "http://127.0.0.1:9/api/events"
 
-def run_for(signal: PendingSignal, seconds: float, during) -> None:
+
+def run_until(
+    signal: PendingSignal,
+    during: Callable[[], Awaitable[None]],
+    done: Callable[[], bool],
+    timeout: float = 10,
+) -> None:
+    """Runs the signal's loop while `during` acts, until `done` or the timeout."""
+
     async def main() -> None:
         loop = asyncio.create_task(signal.run())
         await during()
-        await asyncio.sleep(seconds)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not done() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        # One more interval: anything wrongly emitted late shows up too.
+        await asyncio.sleep(signal.interval * 2)
         loop.cancel()
 
     asyncio.run(main())
@@ -27,17 +41,13 @@ def test_a_burst_of_notifications_becomes_one_event_with_the_count():
         received.extend(json.loads(request.content))
         return httpx.Response(204)
 
-    signal = PendingSignal(
-        "http://127.0.0.1:9/api/events",
-        interval=0.2,
-        transport=httpx.MockTransport(answer),
-    )
+    signal = PendingSignal(URL, interval=0.2, transport=httpx.MockTransport(answer))
 
     async def burst() -> None:
         for _ in range(500):
             signal.notify()
 
-    run_for(signal, 0.5, burst)
+    run_until(signal, burst, lambda: bool(received))
 
     assert len(received) == 1
     assert received[0]["event"] == EVENT
@@ -48,39 +58,41 @@ def test_a_burst_of_notifications_becomes_one_event_with_the_count():
 def test_nothing_is_emitted_when_nothing_happened():
     calls: list[httpx.Request] = []
     signal = PendingSignal(
-        "http://127.0.0.1:9/api/events",
+        URL,
         interval=0.1,
         transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(204)),
     )
 
     async def idle() -> None:
-        return None
+        await asyncio.sleep(0.5)
 
-    run_for(signal, 0.4, idle)
+    run_until(signal, idle, lambda: True)
 
     assert calls == []
 
 
 def test_the_loop_survives_any_failure_and_emits_later():
     answers = iter([httpx.InvalidURL("bad"), httpx.Response(204)])
+    attempts: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
         outcome = next(answers)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    signal = PendingSignal(
-        "http://127.0.0.1:9/api/events",
-        interval=0.1,
-        transport=httpx.MockTransport(answer),
-    )
+    signal = PendingSignal(URL, interval=0.1, transport=httpx.MockTransport(answer))
 
-    async def twice() -> None:
+    async def fail_then_retry() -> None:
         signal.notify()
-        await asyncio.sleep(0.25)
+        for _ in range(500):
+            if attempts:
+                break
+            await asyncio.sleep(0.02)
         signal.notify()
 
-    run_for(signal, 0.3, twice)
+    run_until(signal, fail_then_retry, lambda: signal.emitted == 1)
 
+    assert len(attempts) == 2
     assert signal.emitted == 1
