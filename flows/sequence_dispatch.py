@@ -18,6 +18,7 @@ from leads.settings import get_settings
 from leads.store import Store
 from leads.store.claims import Claim
 from leads.store.outbox import SEQUENCE_ENROLMENT
+from leads.store.statistics import refresh_statistics
 from tasks.drain import DrainLimits, drain
 from tasks.sequence_steps import dispatch_claims
 
@@ -81,6 +82,10 @@ def dispatch_sequence(
     }
 
     try:
+        # This flow runs every minute: the place to keep PostgreSQL's planner
+        # statistics fresh for stores fed one lead at a time (batches do it
+        # themselves) where autovacuum is off or behind.
+        refresh_statistics(store)
         totals = drain(
             store,
             SEQUENCE_ENROLMENT,
