@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 from typing import Annotated
 
-from prefect import flow, get_run_logger, runtime, task
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from connectors.email.file_outbox import FileOutbox
@@ -16,21 +14,10 @@ from connectors.email.templates import TemplateRenderer
 from leads.sequences import load_sequences
 from leads.settings import get_settings
 from leads.store import Store
-from leads.store.claims import Claim
 from leads.store.outbox import SEQUENCE_ENROLMENT
 from leads.store.statistics import refresh_statistics
 from tasks.drain import DrainLimits, drain
-from tasks.sequence_steps import dispatch_claims
-
-
-# Sending is a side effect: never cached, never retried by Prefect. A failed
-# send is released back to the outbox with a delay, and the next run retries it.
-@task(name="send sequence steps", cache_policy=NO_CACHE, retries=0)
-def send_sequence_steps(
-    claims: list[Claim], *, store: Store, context: Mapping[str, object]
-) -> dict[str, int]:
-    summary = dispatch_claims(store, claims, **context)
-    return summary.as_counts()
+from tasks.sequence_steps import send_sequence_steps
 
 
 @flow(name="sequence-dispatcher", log_prints=False)

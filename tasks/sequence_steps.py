@@ -1,6 +1,7 @@
 """Sending claimed sequence enrolments their due step, each e-mail at most once.
 
-Plain functions the sequence dispatch flow wraps; nothing here knows Prefect.
+`dispatch_claims` does the work and needs no Prefect server; `send_sequence_steps`
+is the task the dispatcher flow runs it as.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from connectors.email.errors import EmailDeliveryError, EmailRenderError
 from connectors.email.messages import build_message, parse_sender
@@ -324,3 +328,13 @@ class _StepSender:
                 unsubscribed=lead.status == "unsubscribed",
                 fields=template_fields(lead),
             )
+
+
+# Sending is a side effect: never cached, never retried by Prefect. A failed
+# send is released back to the outbox with a delay, and a later run retries it.
+@task(name="send sequence steps", cache_policy=NO_CACHE, retries=0)
+def send_sequence_steps(
+    claims: list[Claim], *, store: Store, context: Mapping[str, Any]
+) -> dict[str, int]:
+    """Runs `dispatch_claims` on one batch; returns its counts (no personal data)."""
+    return dispatch_claims(store, claims, **context).as_counts()
