@@ -18,7 +18,7 @@ from leads.changes import commit_change, jsonable, require_contact, set_value
 from leads.errors import FieldError, LeadRejected, field_errors
 from leads.models import LeadInput, Outcome
 from leads.normalise import clean_fields, clean_text
-from leads.store import Store, TenantScope, timeline
+from leads.store import Store, TenantScope, duplicates, timeline
 from leads.store.leads import find_by_email
 from leads.store.schema import describe_error
 from leads.store.statistics import refresh_statistics
@@ -112,10 +112,13 @@ def store_prepared(
         lead.source = lead.source or channel
         lead.custom = lead.custom or {}
         scope.add(lead)
+        review = duplicates.flag_if_duplicate(scope, lead)
+        if review is not None:
+            detail["possible_duplicate_of"] = review.duplicate_of_id
         commit_change(
             scope, lead, "lead.created", channel=channel, detail=detail, created=True
         )
-        return IntakeResult(lead, "created")
+        return IntakeResult(lead, "possible_duplicate" if review else "created")
 
     changes = _merge(existing, values)
     if not changes:

@@ -218,6 +218,12 @@ class _StepSender:
         step_id, status = enrolment.step_id, enrolment.status
         recipient, unsubscribed = enrolment.recipient, enrolment.unsubscribed
 
+        # Only a run that still holds the claim may act on its step: a slow run
+        # whose lease ran out and was taken over must neither send beside the
+        # new holder nor settle a step the new holder is sending. Renewing the
+        # lease also keeps a long batch's later claims alive.
+        if not extend(store, held, self.lease, moment):
+            return "contended"
         if status in SETTLED:
             complete(store, held, moment)
             return "settled"
@@ -270,11 +276,6 @@ class _StepSender:
             park(store, held, reason=str(exc))
             return "failed"
 
-        # Only a run that still holds the claim may start a send: a slow run
-        # whose lease ran out and was taken over must not send beside the new
-        # holder. Renewing it also keeps a long batch's later claims alive.
-        if not extend(store, held, self.lease, moment):
-            return "contended"
         if not begin_sending(
             store,
             tenant_id,

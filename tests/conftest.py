@@ -24,7 +24,13 @@ from api.app import create_app
 from leads.settings import Settings
 from leads.store import Store
 from leads.store.schema import upgrade
-from leads.store.tables import Lead, OutboxItem, SequenceStep, TimelineEvent
+from leads.store.tables import (
+    DuplicateReview,
+    Lead,
+    OutboxItem,
+    SequenceStep,
+    TimelineEvent,
+)
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -118,7 +124,7 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
 
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
-        for table in (SequenceStep, OutboxItem, TimelineEvent, Lead):
+        for table in (DuplicateReview, SequenceStep, OutboxItem, TimelineEvent, Lead):
             connection.execute(delete(table))
 
 

@@ -48,7 +48,9 @@ class TimelinePage(BaseModel):
 
 class BatchItemResult(BaseModel):
     index: int
-    outcome: str = Field(description="`created`, `updated` or `rejected`.")
+    outcome: str = Field(
+        description="`created`, `possible_duplicate`, `updated` or `rejected`."
+    )
     lead_id: str | None
     errors: list[dict[str, str]]
 
@@ -91,7 +93,8 @@ def create_lead(
         region=settings.default_region,
     )
     pending.notify()
-    if result.outcome == "created":
+    # A possible duplicate is a new lead too: 201, with where to find it.
+    if result.outcome in ("created", "possible_duplicate"):
         response.headers["Location"] = f"/api/leads/{result.lead.id}"
     else:
         response.status_code = 200

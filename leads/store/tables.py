@@ -1,4 +1,4 @@
-"""The lead store's tables: leads, their timeline, the outbox and sequence steps."""
+"""The lead store's tables: leads, their timeline, the outbox, steps and reviews."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from leads import matching
 
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
@@ -74,12 +76,16 @@ class Lead(Base):
         Index("ix_leads_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_leads_status", "status", "tenant_id"),
         Index("ix_leads_phone", "phone", "tenant_id"),
+        Index("ix_leads_mailbox", "mailbox_key", "tenant_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(64))
     email: Mapped[str | None] = mapped_column(String(320))
     email_display: Mapped[str | None] = mapped_column(String(320))
+    # Shared by the spellings of one mailbox (`+tag`, Gmail's dots): finds
+    # possible duplicates through an index. Kept by `_keep_mailbox_key`.
+    mailbox_key: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(32))
     phone_raw: Mapped[str | None] = mapped_column(String(64))
     first_name: Mapped[str | None] = mapped_column(String(255))
@@ -112,6 +118,13 @@ class Lead(Base):
     )
     # Bumped on every change: lets a drain tell whether it synced the latest.
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+    @validates("email")
+    def _keep_mailbox_key(self, _name: str, email: str | None) -> str | None:
+        # Every write of the address (intake, PUT, PATCH) passes here, so the
+        # key never lags behind the e-mail it was derived from.
+        self.mailbox_key = matching.mailbox_key(email)
+        return email
 
 
 class TimelineEvent(Base):
@@ -204,3 +217,35 @@ class SequenceStep(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow
     )
+
+
+class DuplicateReview(Base):
+    """A pair of leads that may be one person, waiting for someone to decide.
+
+    `lead_id` is the lead created second (it carries the flag), `duplicate_of_id`
+    the earlier one. `open` → `merged` (the later lead folded into the earlier
+    one and deleted) or `dismissed` (two people after all).
+    """
+
+    __tablename__ = "duplicate_reviews"
+    __table_args__ = (
+        UniqueConstraint(
+            "lead_id", "duplicate_of_id", "tenant_id", name="uq_duplicate_reviews_pair"
+        ),
+        # Serves the foreign key too: deleting a lead finds its items by index.
+        Index("ix_duplicate_reviews_earlier", "duplicate_of_id"),
+        Index("ix_duplicate_reviews_status", "status", "tenant_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    # No foreign key: a merged item outlives the lead merged away, as the
+    # record of what became of it.
+    lead_id: Mapped[str] = mapped_column(String(36))
+    duplicate_of_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("leads.id", ondelete="CASCADE")
+    )
+    reason: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
