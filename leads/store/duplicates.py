@@ -17,7 +17,7 @@ from leads.fields import TEXT_FIELDS
 from leads.matching import match_reason
 from leads.store import timeline
 from leads.store.database import TenantScope
-from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
+from leads.store.paging import page_by_id
 from leads.store.tables import DuplicateReview, Lead, utcnow
 
 FLAG_PREFIX = "possible_duplicate_of:"
@@ -110,17 +110,7 @@ def page(
     query = scope.select(DuplicateReview)
     if status is not None:
         query = query.where(DuplicateReview.status == status)
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, 1)
-        # bool is an int to Python; ids are 64-bit on PostgreSQL.
-        if type(after_id) is not int or not 0 <= after_id < 2**63:
-            raise invalid_cursor()
-        query = query.where(DuplicateReview.id > after_id)
-    query = query.order_by(DuplicateReview.id).limit(limit + 1)
-    rows = list(scope.session.scalars(query))
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], encode_cursor([rows[limit - 1].id])
+    return page_by_id(scope, query, DuplicateReview.id, limit, cursor)
 
 
 def dismiss(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leads.store.database import TenantScope
-from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
+from leads.store.paging import page_by_id
 from leads.store.tables import Lead, TimelineEvent
 
 
@@ -35,14 +35,4 @@ def page(
 ) -> tuple[list[TimelineEvent], str | None]:
     """One page of a lead's events, oldest first, and the cursor of the next."""
     query = scope.select(TimelineEvent).where(TimelineEvent.lead_id == lead_id)
-    if cursor is not None:
-        (after_id,) = decode_cursor(cursor, 1)
-        # bool is an int to Python; ids are 64-bit on PostgreSQL.
-        if type(after_id) is not int or not 0 <= after_id < 2**63:
-            raise invalid_cursor()
-        query = query.where(TimelineEvent.id > after_id)
-    query = query.order_by(TimelineEvent.id).limit(limit + 1)
-    rows = list(scope.session.scalars(query))
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], encode_cursor([rows[limit - 1].id])
+    return page_by_id(scope, query, TimelineEvent.id, limit, cursor)
