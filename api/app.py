@@ -18,7 +18,7 @@ from api import problems
 from api.access_log import AccessLog
 from api.events import PendingSignal
 from api.limits import BodySizeLimit
-from api.routes import duplicates, health, leads, workflows
+from api.routes import duplicates, health, imports, leads, workflows
 from api.routes.health import VERSION
 from leads.settings import Settings, get_settings
 from leads.store import Store
@@ -87,12 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(leads.router)
     app.include_router(duplicates.router)
+    app.include_router(imports.router)
     app.include_router(workflows.router)
     _serve_docs(app)
     app.add_middleware(AccessLog)
     app.add_middleware(
         BodySizeLimit,  # type: ignore[arg-type]
-        limit_for=lambda _path: settings.max_body_bytes,
+        limit_for=lambda path: (
+            # An upload's multipart envelope adds a little to the file itself.
+            settings.max_import_bytes + 64 * 1024
+            if path == imports.UPLOAD_PATH
+            else settings.max_body_bytes
+        ),
     )
     return app
 

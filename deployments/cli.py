@@ -11,6 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from deployments.import_cli import import_file
 from leads.settings import Settings, get_settings
 from leads.store.database import create_store_engine
 from leads.store.schema import schema_state, upgrade
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 db = typer.Typer(help="The lead store's schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
+app.command("import")(import_file)
 
 
 def _fail(message: str) -> None:

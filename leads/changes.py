@@ -6,8 +6,11 @@ the timeline event and the outbox rows go into the same transaction as the lead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
+
+from sqlalchemy import insert
 
 from leads.countries import UNKNOWN_COUNTRY, is_country_code
 from leads.email_domains import (
@@ -23,7 +26,7 @@ from leads.postcodes import ZIP_ZERO_PADDED, may_be_padded
 from leads.store import outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.leads import find_by_email
-from leads.store.tables import Lead
+from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
 
 # Warnings and flags the store derives from the lead itself, recomputed on
 # every write: a later value without the fault clears them.
@@ -151,3 +154,83 @@ def commit_change(
     if lead.email:
         # TODO(#6): enrolment rules from config (score, source) instead of all.
         outbox.enrol(scope, lead, WELCOME_SEQUENCE)
+
+
+def commit_creations(
+    scope: TenantScope,
+    leads: Sequence[Lead],
+    details: Sequence[dict[str, Any]],
+    *,
+    channel: str,
+) -> None:
+    """Inserts many new leads with what `commit_change` leaves behind for a create.
+
+    The many-lead twin of `commit_change(created=True)` for imports: the same
+    warnings, timeline event and outbox rows, written with one multi-row
+    INSERT per table. Only for leads no row refers to yet (new ids), so nothing
+    needs looking up first.
+
+    Args:
+        scope: the tenant's open write transaction.
+        leads: transient leads (not added to the session), with ids set.
+        details: each lead's `lead.created` event detail, in the same order.
+        channel: the door they came in by.
+    """
+    now = utcnow()
+    lead_rows, events, owed = [], [], []
+    for lead, detail in zip(leads, details, strict=True):
+        lead.tenant_id = scope.tenant_id
+        lead.warnings = derive_warnings(lead)
+        lead.created_at = lead.updated_at = now
+        lead_rows.append(
+            {column.key: getattr(lead, column.key) for column in Lead.__table__.c}
+        )
+        events.append(
+            {
+                "tenant_id": scope.tenant_id,
+                "lead_id": lead.id,
+                "occurred_at": now,
+                "kind": "lead.created",
+                "source": channel,
+                "flow_run_id": None,
+                "detail": jsonable(detail),
+            }
+        )
+        owed.append(_owed(scope, lead, outbox.CRM_SYNC, lead.id, {}, now))
+        if lead.email:
+            key = f"{lead.id}:{WELCOME_SEQUENCE}"
+            payload = {"sequence": WELCOME_SEQUENCE}
+            owed.append(
+                _owed(scope, lead, outbox.SEQUENCE_ENROLMENT, key, payload, now)
+            )
+    if not lead_rows:
+        return
+    scope.session.execute(insert(Lead.__table__), lead_rows)
+    scope.session.execute(insert(TimelineEvent.__table__), events)
+    scope.session.execute(insert(OutboxItem.__table__), owed)
+
+
+def _owed(
+    scope: TenantScope,
+    lead: Lead,
+    topic: str,
+    key: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "tenant_id": scope.tenant_id,
+        "topic": topic,
+        "key": key,
+        "lead_id": lead.id,
+        "payload": payload,
+        "status": "pending",
+        "generation": 1,
+        "attempts": 0,
+        "available_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -24,6 +24,27 @@ class LeadStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
+# The standard lead statuses of the CRMs users export from, as `header_key`-like
+# keys (case-folded, letters only): Salesforce's Lead Status picklist and
+# HubSpot's `hs_lead_status`. Anything else is refused with the values we take.
+CRM_STATUSES = {
+    "opennotcontacted": LeadStatus.NEW,
+    "workingcontacted": LeadStatus.WORKING,
+    "closedconverted": LeadStatus.CONVERTED,
+    "closednotconverted": LeadStatus.UNQUALIFIED,
+    "open": LeadStatus.NEW,
+    "inprogress": LeadStatus.WORKING,
+    "attemptedtocontact": LeadStatus.WORKING,
+    "connected": LeadStatus.WORKING,
+    "opendeal": LeadStatus.QUALIFIED,
+    "badtiming": LeadStatus.UNQUALIFIED,
+}
+
+
+def _status_key(value: str) -> str:
+    return "".join(char for char in value.casefold() if char.isalpha())
+
+
 Outcome = Literal["created", "updated", "merged", "possible_duplicate"]
 
 
@@ -82,6 +103,17 @@ class LeadInput(BaseModel):
             except ValueError as exc:
                 raise PydanticCustomError("invalid_email", str(exc)) from exc
         return value
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _crm_status(cls, value: Any) -> Any:
+        # Files exported from a CRM carry its own status words.
+        if not isinstance(value, str):
+            return value
+        text = clean_text(value)
+        if text is None or is_placeholder(text):
+            return None
+        return CRM_STATUSES.get(_status_key(text), text.lower())
 
     @field_validator("first_name", "last_name")
     @classmethod

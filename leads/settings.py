@@ -120,11 +120,14 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         200 * MIB,
         ge=MIB,
-        description="Largest CSV upload `POST /api/imports` takes (not used yet).",
+        description="Largest CSV upload `POST /api/imports` takes; larger gets 413.",
     )
     config_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "config",
-        description="Folder of sequences.yaml and the e-mail templates.",
+        description=(
+            "Folder of sequences.yaml, matching.yaml, scoring.yaml and the e-mail "
+            "templates."
+        ),
     )
     test_postgres_url: str = Field(
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
@@ -152,6 +155,16 @@ class Settings(BaseSettings):
     def prefect_home(self) -> Path:
         """Prefect's own files (its SQLite database, logs) for the embedded server."""
         return (self.data_dir / "prefect").resolve()
+
+    @property
+    def model_dir(self) -> Path:
+        """Scoring models `orchestrator score train` saved, one folder a version."""
+        return (self.data_dir / "models").resolve()
+
+    @property
+    def import_dir(self) -> Path:
+        """Uploaded lead files, kept until their import has finished."""
+        return (self.data_dir / "imports").resolve()
 
     @property
     def email_outbox_dir(self) -> Path:

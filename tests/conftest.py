@@ -26,7 +26,10 @@ from leads.store import Store
 from leads.store.schema import upgrade
 from leads.store.tables import (
     DuplicateReview,
+    ImportReject,
     Lead,
+    LeadImport,
+    MatchKey,
     OutboxItem,
     SequenceStep,
     TimelineEvent,
@@ -124,7 +127,16 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
 
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
-        for table in (DuplicateReview, SequenceStep, OutboxItem, TimelineEvent, Lead):
+        for table in (
+            ImportReject,
+            LeadImport,
+            MatchKey,
+            DuplicateReview,
+            SequenceStep,
+            OutboxItem,
+            TimelineEvent,
+            Lead,
+        ):
             connection.execute(delete(table))
 
 

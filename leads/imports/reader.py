@@ -94,6 +94,7 @@ class CsvFile:
         self._started = False
         self._lines_read = 0
         self._at_end = False
+        self._bytes_at_close = 0
         self._rows = csv.reader(
             self._lines(), delimiter=delimiter, quotechar='"', strict=True
         )
@@ -126,10 +127,18 @@ class CsvFile:
         """Whether the source has been released."""
         return self._released
 
+    @property
+    def bytes_read(self) -> int:
+        """How far into the source reading has got; it reads ahead a block at a time."""
+        if self._released:
+            return self._bytes_at_close
+        return self._text.buffer.tell()
+
     def close(self) -> None:
         """Releases the source: closes a file opened from a path, else lets go of it."""
         if self._released:
             return
+        self._bytes_at_close = self._text.buffer.tell()
         self._released = True
         if self._owns_source:
             self._text.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
@@ -48,6 +50,23 @@ def find_by_email(scope: TenantScope, email: str, *, lock: bool = False) -> Lead
     if lock:
         query = query.with_for_update()
     return scope.session.scalars(query).one_or_none()
+
+
+# Keys per `IN (…)` list: well inside SQLite's and psycopg's parameter limits.
+IN_LIST_SIZE = 500
+
+
+def stored_keys(scope: TenantScope, column: Any, keys: Iterable[str]) -> set[str]:
+    """Which of `keys` some lead of the tenant holds in `column` (an indexed key)."""
+    wanted = sorted(set(keys))
+    found: set[str] = set()
+    for start in range(0, len(wanted), IN_LIST_SIZE):
+        part = wanted[start : start + IN_LIST_SIZE]
+        query = select(column).where(
+            Lead.tenant_id == scope.tenant_id, column.in_(part)
+        )
+        found.update(scope.session.scalars(query))
+    return found
 
 
 @dataclass(frozen=True)

@@ -249,3 +249,78 @@ class DuplicateReview(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LeadImport(Base):
+    """An uploaded lead file and how far its import got.
+
+    `queued` → `running` → `finished` (or `failed`, with the reason). Chunks of
+    records are committed one at a time together with `records_done` and the
+    counts, so a run that dies resumes after the last committed chunk and ends
+    with the counts of an uninterrupted run. A run holds the import by lease.
+    """
+
+    __tablename__ = "imports"
+    __table_args__ = (Index("ix_imports_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    # Where the uploaded bytes are kept until the import has finished.
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mapping: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+    dry_run: Mapped[bool] = mapped_column(default=False)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    encoding: Mapped[str | None] = mapped_column(String(16))
+    delimiter: Mapped[str | None] = mapped_column(String(8))
+    columns: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+    # The number of the last record of the last committed chunk.
+    records_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    counts: Mapped[dict[str, int]] = mapped_column(JsonDocument, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+
+class ImportReject(Base):
+    """A record of an import that was not taken in, with why and what it held."""
+
+    __tablename__ = "import_rejects"
+    __table_args__ = (
+        UniqueConstraint("import_id", "record", name="uq_import_rejects_record"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    import_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imports.id", ondelete="CASCADE")
+    )
+    # Numbered from 1 after the header; `line` is where it starts in the file.
+    record: Mapped[int] = mapped_column(Integer)
+    line: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JsonDocument, default=list)
+    # The cells as read, under the file's own headers, for a corrected re-import.
+    values: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+
+
+class MatchKey(Base):
+    """A blocking key of a lead: leads sharing one are compared when matching."""
+
+    __tablename__ = "lead_match_keys"
+    __table_args__ = (Index("ix_lead_match_keys_key", "key", "tenant_id"),)
+
+    lead_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,222 @@
+"""`orchestrator import`: a CSV file of leads into the store, with a progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+from leads.settings import Settings
+
+# How often the bar asks the API how far the import got.
+POLL_SECONDS = 0.5
+
+
+def import_file(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file."),
+    ],
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="YAML or JSON object: file header → lead field or custom name.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Report what would happen; write no lead.")
+    ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            help="Import in this process, without the API and Prefect (the stack "
+            "need not run; the import is not a flow run)."
+        ),
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="Write the rejected records here (CSV)."),
+    ] = None,
+) -> None:
+    """Imports a CSV file of leads: through the running stack, or --local."""
+    from deployments.cli import _fail, _settings
+
+    settings = _settings()
+    columns = _read_mapping(mapping) if mapping else None
+    if local:
+        view = _run_here(settings, file, columns, dry_run, rejects)
+    else:
+        view = _run_through_api(settings, file, columns, dry_run, rejects)
+    _summarise(view)
+    if view["status"] == "failed":
+        _fail(f"the import failed: {view['error']}")
+
+
+def _read_mapping(path: Path) -> dict[str, str]:
+    from deployments.cli import _fail
+
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        _fail(f"--mapping {path}: not YAML or JSON ({exc})")
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        _fail(f"--mapping {path}: expected an object of file header → field name")
+    return mapping
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[records]:,} records"),
+    )
+
+
+def _run_through_api(
+    settings: Settings,
+    file: Path,
+    mapping: dict[str, str] | None,
+    dry_run: bool,
+    rejects: Path | None,
+) -> dict[str, Any]:
+    from deployments.cli import _fail
+
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    data: dict[str, str] = {"dry_run": "true" if dry_run else "false"}
+    if mapping:
+        data["mapping"] = json.dumps(mapping)
+    with httpx.Client(base_url=base, timeout=60) as client:
+        try:
+            with file.open("rb") as body:
+                answer = client.post(
+                    "/api/imports",
+                    files={"file": (file.name, body, "text/csv")},
+                    data=data,
+                )
+        except httpx.TransportError:
+            _fail(
+                f"the API at {base} is not answering; start the stack with "
+                "`make run`, or pass --local to import in this process"
+            )
+        if answer.status_code != 202:
+            _fail(_problem(answer))
+        view = answer.json()
+        with _bar() as bar:
+            task = bar.add_task(file.name, total=100.0, records=0)
+            while view["status"] in ("queued", "running"):
+                time.sleep(POLL_SECONDS)
+                view = client.get(view["status_url"]).json()
+                bar.update(
+                    task,
+                    completed=view["progress"]["percent"],
+                    records=view["progress"]["records_done"],
+                )
+        if rejects is not None and view["counts"].get("rejected"):
+            rejects.write_bytes(client.get(view["rejects_url"]).content)
+    return view
+
+
+def _problem(answer: httpx.Response) -> str:
+    try:
+        body = answer.json()
+    except ValueError:
+        return f"the API answered {answer.status_code}: {answer.text[:200]}"
+    return f"the API refused the file ({answer.status_code}): {body.get('detail')}"
+
+
+def _run_here(
+    settings: Settings,
+    file: Path,
+    mapping: dict[str, str] | None,
+    dry_run: bool,
+    rejects: Path | None,
+) -> dict[str, Any]:
+    from deployments.cli import _fail
+    from leads import importer
+    from leads.imports import ImportFileError
+    from leads.store import Store
+    from leads.store import imports as stored
+    from leads.store.schema import schema_state
+
+    store = Store(settings.store_url)
+    try:
+        state = schema_state(store.engine)
+        if not state.current:
+            _fail("the lead store is not ready; run `orchestrator db upgrade` first")
+        try:
+            with file.open("rb") as source:
+                row = importer.accept(
+                    store,
+                    "default",
+                    source,
+                    filename=file.name,
+                    folder=settings.import_dir,
+                    mapping=mapping,
+                    dry_run=dry_run,
+                    max_bytes=settings.max_import_bytes,
+                )
+        except (ImportFileError, importer.ImportTooLarge) as exc:
+            _fail(str(exc))
+        size = row.size_bytes or 1
+        with _bar() as bar:
+            task = bar.add_task(file.name, total=100.0, records=0)
+
+            def advance(_job: Any, chunk: importer.Chunk, _counts: Any) -> None:
+                percent = min(100.0, 100.0 * chunk.bytes_read / size)
+                bar.update(task, completed=percent, records=chunk.last)
+
+            # A file that turns out unreadable is marked failed with its
+            # reason, which the summary shows.
+            with contextlib.suppress(ImportFileError):
+                importer.run(
+                    store,
+                    row.id,
+                    owner=f"cli-{row.id}"[:64],
+                    region=settings.default_region,
+                    on_chunk=advance,
+                )
+            bar.update(task, completed=100.0)
+        with store.read("default") as scope:
+            done = stored.get(scope, row.id)
+            if rejects is not None and done.counts.get("rejected"):
+                with rejects.open("w", encoding="utf-8-sig", newline="") as out:
+                    csv.writer(out).writerows(importer.reject_rows(scope, done))
+            return {
+                "id": done.id,
+                "status": done.status,
+                "dry_run": done.dry_run,
+                "encoding": done.encoding,
+                "delimiter": done.delimiter,
+                "counts": done.counts,
+                "error": done.error,
+                "rejects_url": f"/api/imports/{done.id}/rejects.csv",
+            }
+    finally:
+        store.dispose()
+
+
+def _summarise(view: dict[str, Any]) -> None:
+    delimiter = {"\t": "tab"}.get(view.get("delimiter") or "", view.get("delimiter"))
+    typer.echo(
+        f"import {view['id']}: {view['status']}"
+        + (" (dry run: nothing written)" if view.get("dry_run") else "")
+    )
+    typer.echo(f"  read as {view.get('encoding')}, delimiter {delimiter!r}")
+    would = "would be " if view.get("dry_run") else ""
+    for name, count in (view.get("counts") or {}).items():
+        typer.echo(f"  {would}{name}: {count:,}")
+    if (view.get("counts") or {}).get("rejected"):
+        typer.echo(f"  rejects: GET {view['rejects_url']}")

@@ -1,0 +1,401 @@
+"""Running a lead import: an uploaded file's records, a chunk at a time, through intake.
+
+Each chunk is one transaction: its leads, its rejects and the import's progress
+(`records_done`, counts) commit together, so a run that dies resumes after the
+last committed chunk and ends with exactly the counts of an uninterrupted run.
+A dry run goes through the same steps and rolls the leads back, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from leads.errors import FieldError, LeadRejected
+from leads.imports import CsvFile, ImportFileError, Record, RecordProblem, open_records
+from leads.intake import IntakeResult, prepare, store_many
+from leads.normalise import email_key
+from leads.store import Store, TenantScope
+from leads.store import imports as stored
+from leads.store.statistics import refresh_statistics
+from leads.store.tables import LeadImport, utcnow
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "import"
+DEFAULT_CHUNK_SIZE = 1000
+COPY_BLOCK = 1024 * 1024
+# A run extends it with every chunk; a dead run's import is resumable after it.
+DEFAULT_LEASE = timedelta(seconds=60)
+
+
+class ImportBusy(RuntimeError):
+    """Another run holds the import under a live lease, or it has ended."""
+
+
+@dataclass
+class Job:
+    """One run's hold on an import: what it reads and what it has seen so far.
+
+    `seen` holds the e-mail keys of every record read so far, so a later record
+    of the same person counts as merged into the earlier one, in whichever chunk
+    it falls. A resumed run rebuilds it from the records it skips.
+    """
+
+    import_id: str
+    tenant_id: str
+    owner: str
+    region: str
+    dry_run: bool
+    chunk_size: int
+    headers: dict[str, str] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    lease: timedelta = DEFAULT_LEASE
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive records of the file, with how far into it the last one ends."""
+
+    items: tuple[Record | RecordProblem, ...]
+    bytes_read: int
+
+    @property
+    def first(self) -> int:
+        return self.items[0].number
+
+    @property
+    def last(self) -> int:
+        return self.items[-1].number
+
+
+__all__ = ["ImportFileError"]
+
+ChunkRunner = Callable[[Store, Job, Chunk], dict[str, int]]
+
+
+class ImportTooLarge(ValueError):
+    """The upload is larger than the configured limit."""
+
+
+def accept(
+    store: Store,
+    tenant_id: str,
+    source: BinaryIO,
+    *,
+    filename: str,
+    folder: Path,
+    mapping: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    max_bytes: int,
+) -> LeadImport:
+    """Keeps an uploaded lead file and queues its import.
+
+    The bytes are copied to `folder` a block at a time, then the header is read:
+    a file whose encoding, header or mapping is wrong is refused here, before
+    anything is queued, and its copy removed.
+
+    Raises:
+        ImportTooLarge: more than `max_bytes` bytes came.
+        ImportFileError: the file cannot be read as a lead file (the message
+            says why and what to do).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=folder, prefix="upload-", suffix=".csv")
+    path = Path(name)
+    try:
+        with open(descriptor, "wb") as target:
+            size = _copy(source, target, max_bytes)
+        # Reads the encoding and the header only; the records wait for the run.
+        open_records(path, mapping).close()
+        with store.write(tenant_id) as scope:
+            return stored.create(
+                scope,
+                filename=Path(filename or "upload.csv").name[:255],
+                path=str(path),
+                size_bytes=size,
+                mapping=mapping,
+                dry_run=dry_run,
+                chunk_size=chunk_size,
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _copy(source: BinaryIO, target: BinaryIO, max_bytes: int) -> int:
+    size = 0
+    while block := source.read(COPY_BLOCK):
+        size += len(block)
+        if size > max_bytes:
+            raise ImportTooLarge(
+                f"the file is larger than {max_bytes:,} bytes "
+                "(ORCH_MAX_IMPORT_BYTES); split it into smaller files"
+            )
+        target.write(block)
+    return size
+
+
+def start(
+    store: Store,
+    import_id: str,
+    *,
+    owner: str,
+    region: str,
+    lease: timedelta = DEFAULT_LEASE,
+) -> Job:
+    """Takes the import for this run.
+
+    Raises:
+        ImportNotFound: there is no such import.
+        ImportBusy: another run holds it, or it has finished or failed.
+    """
+    tenant_id = stored.tenant_of(store, import_id)
+    if not stored.claim(store, import_id, owner, lease=lease):
+        raise ImportBusy(
+            f"import {import_id} is held by another run or has already ended"
+        )
+    with store.read(tenant_id) as scope:
+        row = stored.get(scope, import_id)
+        return Job(
+            import_id=import_id,
+            tenant_id=tenant_id,
+            owner=owner,
+            region=region,
+            dry_run=row.dry_run,
+            chunk_size=row.chunk_size,
+            lease=lease,
+        )
+
+
+def chunks(store: Store, job: Job) -> Iterator[Chunk]:
+    """The records not yet committed, a chunk at a time, in file order.
+
+    Opens the file, records how it was read on the import, and skips the records
+    an earlier run committed (noting their e-mail keys in `job.seen`).
+
+    Raises:
+        ImportFileError: the file cannot be read as a lead file; the import is
+            marked failed with the reason before this is raised.
+    """
+    with store.read(job.tenant_id) as scope:
+        row = stored.get(scope, job.import_id)
+        path, mapping, done = Path(row.path), dict(row.mapping), row.records_done
+    try:
+        opened = open_records(path, mapping or None)
+    except (ImportFileError, OSError) as exc:
+        fail(store, job, str(exc))
+        raise
+    with opened:
+        job.headers = opened.headers
+        with store.write(job.tenant_id) as scope:
+            row = stored.get(scope, job.import_id)
+            row.encoding, row.delimiter = opened.encoding, opened.delimiter
+            row.columns = dict(opened.headers)
+        yield from _batches(opened, job, done)
+
+
+def _batches(opened: CsvFile, job: Job, done: int) -> Iterator[Chunk]:
+    batch: list[Record | RecordProblem] = []
+    for item in opened:
+        if item.number <= done:
+            _note_key(job, item)
+            continue
+        batch.append(item)
+        if len(batch) == job.chunk_size:
+            yield Chunk(tuple(batch), opened.bytes_read)
+            batch = []
+    if batch:
+        yield Chunk(tuple(batch), opened.bytes_read)
+
+
+def _note_key(job: Job, item: Record | RecordProblem) -> None:
+    if isinstance(item, Record):
+        key = email_key(item.values.get("email") or "")
+        if key:
+            job.seen.add(key)
+
+
+def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
+    """Takes one chunk in: its leads, rejects and the import's progress, together.
+
+    Returns:
+        What the chunk's records became, by outcome.
+
+    Raises:
+        ImportBusy: the run lost its hold on the import (its lease ran out and
+            another run took it); nothing of this chunk was written.
+    """
+    rejects: list[dict[str, Any]] = []
+    prepared: list[tuple[Record, dict[str, Any]]] = []
+    for item in chunk.items:
+        if isinstance(item, RecordProblem):
+            error = FieldError("record", item.reason.value, item.message)
+            rejects.append(_reject(item.number, item.line, [error], {}))
+            continue
+        try:
+            prepared.append((item, prepare(item.values, job.region)))
+        except LeadRejected as exc:
+            rejects.append(
+                _reject(item.number, item.line, exc.errors, _by_header(job, item))
+            )
+    # E-mail key order, so concurrent writers lock rows in one order.
+    prepared.sort(key=lambda pair: pair[1].get("email") or "")
+
+    counts: Counter[str] = Counter(rejected=len(rejects))
+    keys: set[str] = set()
+    with store.write(job.tenant_id) as scope:
+        row = stored.get(scope, job.import_id, lock=True)
+        if not stored.holds(row, job.owner):
+            raise ImportBusy(f"import {job.import_id} was taken over by another run")
+        leads = scope.session.begin_nested()
+        references = [
+            (f"import:{job.import_id}#{record.number}", values)
+            for record, values in prepared
+        ]
+        results = store_many(scope, references, channel=CHANNEL)
+        for (record, values), result in zip(prepared, results, strict=True):
+            if not isinstance(result, IntakeResult):
+                cells = _by_header(job, record)
+                rejects.append(_reject(record.number, record.line, result, cells))
+                counts["rejected"] += 1
+                continue
+            counts[_outcome(job, keys, values.get("email"), result)] += 1
+        if job.dry_run:
+            leads.rollback()
+        else:
+            leads.commit()
+        stored.add_rejects(scope, job.import_id, rejects)
+        _advance(row, job, chunk, counts)
+    # Only once the chunk is committed: a retried chunk starts from the same keys.
+    job.seen |= keys
+    return dict(counts)
+
+
+def _outcome(job: Job, keys: set[str], email: str | None, result: IntakeResult) -> str:
+    if email:
+        repeated = email in job.seen or email in keys
+        keys.add(email)
+        if repeated:
+            # An earlier record of this file was the same person.
+            return "merged"
+    if result.outcome == "updated" and not result.changed:
+        return "unchanged"
+    return result.outcome
+
+
+def _advance(row: LeadImport, job: Job, chunk: Chunk, counts: Counter[str]) -> None:
+    totals = Counter(row.counts or {})
+    totals.update(counts)
+    # Reassigned, not mutated: a JSON column notices only a new value.
+    row.counts = {name: totals.get(name, 0) for name in stored.OUTCOMES}
+    row.records_done = chunk.last
+    row.bytes_done = chunk.bytes_read
+    row.lease_expires_at = utcnow() + job.lease
+
+
+def _reject(
+    number: int, line: int, errors: Iterable[FieldError], values: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "record": number,
+        "line": line,
+        "errors": [error.as_dict() for error in errors],
+        "values": values,
+    }
+
+
+def _by_header(job: Job, record: Record) -> dict[str, str]:
+    """The record's cells under the file's own headers, as a user would fix them."""
+    return {header: record.values.get(name, "") for header, name in job.headers.items()}
+
+
+def finish(store: Store, job: Job) -> dict[str, int]:
+    """Marks the import finished and lets go of the uploaded file.
+
+    Returns:
+        The import's counts.
+    """
+    with store.write(job.tenant_id) as scope:
+        row = stored.get(scope, job.import_id, lock=True)
+        if not stored.holds(row, job.owner):
+            raise ImportBusy(f"import {job.import_id} was taken over by another run")
+        row.status = stored.FINISHED
+        row.finished_at = utcnow()
+        row.bytes_done = row.size_bytes
+        row.lease_owner = row.lease_expires_at = None
+        counts, path = dict(row.counts), Path(row.path)
+    # The rejects keep what a user needs; the upload held every row's personal
+    # data and is no longer needed.
+    path.unlink(missing_ok=True)
+    refresh_statistics(store)
+    return counts
+
+
+def fail(store: Store, job: Job, reason: str) -> None:
+    """Marks the import failed with a reason a user can act on."""
+    with store.write(job.tenant_id) as scope:
+        row = stored.get(scope, job.import_id, lock=True)
+        row.status = stored.FAILED
+        row.error = reason
+        row.finished_at = utcnow()
+        row.lease_owner = row.lease_expires_at = None
+
+
+def run(
+    store: Store,
+    import_id: str,
+    *,
+    owner: str,
+    region: str,
+    run_chunk: ChunkRunner = run_chunk,
+    on_chunk: Callable[[Job, Chunk, dict[str, int]], None] | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+) -> dict[str, int]:
+    """Runs (or resumes) an import to the end without Prefect.
+
+    Args:
+        store: the lead store.
+        import_id: the queued (or interrupted) import.
+        owner: who runs it, unique per run (a flow run id, a process id).
+        region: default region for phone numbers without a country prefix.
+        run_chunk: takes one chunk in; the flow passes its task.
+        on_chunk: told after every committed chunk (progress bars, logs).
+        lease: how long the run holds the import past each chunk.
+
+    Returns:
+        The import's counts by outcome.
+    """
+    job = start(store, import_id, owner=owner, region=region, lease=lease)
+    for chunk in chunks(store, job):
+        counts = run_chunk(store, job, chunk)
+        if on_chunk is not None:
+            on_chunk(job, chunk, counts)
+    return finish(store, job)
+
+
+def reject_rows(scope: TenantScope, row: LeadImport) -> Iterator[list[Any]]:
+    """The rejects file's rows: a header, then per reject why and its cells as read.
+
+    The reasons come first (record, line, field, reason, message), then the
+    file's own columns, so a user can fix the cells and import the rows again.
+    """
+    headers = list(row.columns or {})
+    yield ["record", "line", "field", "reason", "message", *headers]
+    for reject in stored.rejects(scope, row.id):
+        errors = reject.errors or []
+        yield [
+            reject.record,
+            reject.line,
+            "; ".join(error["field"] for error in errors),
+            "; ".join(error["reason"] for error in errors),
+            "; ".join(error["message"] for error in errors),
+            *(reject.values.get(header, "") for header in headers),
+        ]
