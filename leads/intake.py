@@ -111,6 +111,8 @@ def store_prepared(
         detail["reference"] = reference
 
     email = values.get("email")
+    # Before any row lock, as a batch takes them: the same order everywhere.
+    duplicates.lock_mailboxes(scope, [mailbox_key(email)])
     existing = find_by_email(scope, email, lock=True) if email else None
     if existing is None:
         lead = _new_lead(values, channel)
@@ -180,6 +182,7 @@ def store_many(
         (a value the database will not take).
     """
     emails = [values["email"] for _, values in items if values.get("email")]
+    duplicates.lock_mailboxes(scope, map(mailbox_key, emails))
     taken = stored_keys(scope, Lead.email, emails)
     boxes = stored_keys(scope, Lead.mailbox_key, map(mailbox_key, emails))
     fresh: list[int] = []

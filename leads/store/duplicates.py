@@ -9,7 +9,10 @@ lead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from sqlalchemy import text
 
 from leads.changes import commit_change, jsonable, set_value
 from leads.errors import LeadError
@@ -61,10 +64,9 @@ def flag_if_duplicate(scope: TenantScope, lead: Lead) -> DuplicateReview | None:
     """
     if lead.mailbox_key is None:
         return None
+    lock_mailboxes(scope, [lead.mailbox_key])
     # The lead needs its id (given at insert) before it can be paired.
     scope.session.flush()
-    # TODO(#4): two creates of one mailbox racing on PostgreSQL both see no
-    # earlier lead and neither is flagged; SQLite serialises writers.
     earlier = scope.session.scalars(
         scope.select(Lead)
         .where(Lead.mailbox_key == lead.mailbox_key, Lead.id != lead.id)
@@ -83,6 +85,28 @@ def flag_if_duplicate(scope: TenantScope, lead: Lead) -> DuplicateReview | None:
     )
     scope.add(review)
     return review
+
+
+def lock_mailboxes(scope: TenantScope, keys: Iterable[str | None]) -> None:
+    """Serialises creates of these mailboxes until the transaction ends.
+
+    Without it, two transactions creating spellings of one mailbox at once on
+    PostgreSQL would each find no earlier lead, and neither would be flagged.
+    A transaction-scoped advisory lock per (tenant, key), taken in key order so
+    two batches cannot deadlock on them; SQLite serialises writers already.
+    """
+    if scope.session.get_bind().dialect.name != "postgresql":
+        return
+    wanted = sorted({f"{scope.tenant_id}:{key}" for key in keys if key})
+    if not wanted:
+        return
+    scope.session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+            "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS keys"
+        ),
+        {"keys": wanted},
+    )
 
 
 def get_review(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -328,3 +330,34 @@ def test_the_migration_gives_stored_leads_their_mailbox_key(new_store_url, backe
         ).scalars()
         assert list(keys) == ["a@gmail.com", None]
     engine.dispose()
+
+
+class TestConcurrentCreates:
+    def test_two_spellings_of_one_mailbox_created_at_once_are_paired(self, store):
+        # On PostgreSQL both transactions would otherwise find no earlier lead.
+        rounds = 15
+        for number in range(rounds):
+            spellings = [
+                {"email": f"pat{number}+a@example.com"},
+                [{"email": f"pat{number}@example.com"}],
+            ]
+            start = threading.Barrier(2)
+
+            def create(given, start=start):
+                start.wait()
+                if isinstance(given, list):
+                    submit_batch(store, "default", given, channel="api", region="US")
+                else:
+                    submit(store, "default", given, channel="api", region="US")
+
+            threads = [threading.Thread(target=create, args=(s,)) for s in spellings]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+
+        items = reviews(store)
+        assert len(items) == rounds
+        assert {lead(store, item.lead_id).email.split("@")[0] for item in items} <= {
+            f"pat{n}{tag}" for n in range(rounds) for tag in ("", "+a")
+        }
