@@ -187,6 +187,7 @@ def _run_here(
                     owner=f"cli-{row.id}"[:64],
                     region=settings.default_region,
                     on_chunk=advance,
+                    workers=settings.import_workers,
                 )
             bar.update(task, completed=100.0)
         with store.read("default") as scope:

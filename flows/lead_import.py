@@ -8,7 +8,7 @@ from prefect.utilities.annotations import quote
 
 from leads import importer
 from leads.importer import Chunk, Job
-from leads.settings import get_settings
+from leads.settings import Settings, get_settings
 from leads.store import Store
 from leads.store import imports as stored
 from tasks.import_chunks import import_chunk
@@ -37,7 +37,7 @@ def import_leads(import_id: str | None = None) -> dict[str, int]:
         ids = [import_id] if import_id else stored.resumable(store)
         totals: dict[str, int] = {}
         for one in ids:
-            counts = _run_one(store, one, settings.default_region)
+            counts = _run_one(store, one, settings)
             for name, count in counts.items():
                 totals[name] = totals.get(name, 0) + count
         return totals
@@ -45,18 +45,21 @@ def import_leads(import_id: str | None = None) -> dict[str, int]:
         store.dispose()
 
 
-def _run_one(store: Store, import_id: str, region: str) -> dict[str, int]:
+def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]:
     logger = get_run_logger()
     owner = str(runtime.flow_run.id)
     try:
-        job = importer.start(store, import_id, owner=owner, region=region)
+        job = importer.start(
+            store, import_id, owner=owner, region=settings.default_region
+        )
     except importer.ImportBusy as exc:
         logger.info("skipped: %s", exc)
         return {}
     logger.info("import %s: started", import_id)
 
     try:
-        for chunk in importer.chunks(store, job):
+        chunks = importer.chunks(store, job)
+        for chunk in importer.cleaned_chunks(job, chunks, settings.import_workers):
             import_chunk(store, quote(job), quote(chunk))
             _log_progress(job, chunk)
     except importer.ImportFileError as exc:

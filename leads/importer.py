@@ -9,10 +9,12 @@ A dry run goes through the same steps and rolls the leads back, chunk by chunk.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -60,11 +62,23 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Cleaned:
+    """A chunk's records as `prepare` left them: leads to write, and rejects."""
+
+    leads: tuple[tuple[Record, dict[str, Any]], ...]
+    rejects: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class Chunk:
-    """Consecutive records of the file, with how far into it the last one ends."""
+    """Consecutive records of the file, with how far into it the last one ends.
+
+    `cleaned` is filled by `clean_chunk`, perhaps in another process.
+    """
 
     items: tuple[Record | RecordProblem, ...]
     bytes_read: int
+    cleaned: Cleaned | None = None
 
     @property
     def first(self) -> int:
@@ -223,6 +237,51 @@ def _note_key(job: Job, item: Record | RecordProblem) -> None:
             job.seen.add(key)
 
 
+def clean_chunk(chunk: Chunk, region: str, headers: dict[str, str]) -> Chunk:
+    """The chunk with its records cleaned and checked (`prepare`); no store needed.
+
+    Pure, so it can run in a worker process while the last chunk is written.
+    """
+    leads: list[tuple[Record, dict[str, Any]]] = []
+    rejects: list[dict[str, Any]] = []
+    for item in chunk.items:
+        if isinstance(item, RecordProblem):
+            error = FieldError("record", item.reason.value, item.message)
+            rejects.append(_reject(item.number, item.line, [error], {}))
+            continue
+        try:
+            leads.append((item, prepare(item.values, region)))
+        except LeadRejected as exc:
+            cells = _by_header(headers, item)
+            rejects.append(_reject(item.number, item.line, exc.errors, cells))
+    return replace(chunk, cleaned=Cleaned(tuple(leads), tuple(rejects)))
+
+
+def cleaned_chunks(job: Job, source: Iterable[Chunk], workers: int) -> Iterator[Chunk]:
+    """`source`'s chunks cleaned, in order; by `workers` other processes when > 0.
+
+    Cleaning (parsing e-mails and phones) costs about as much as writing, so
+    worker processes clean the next chunks while this one writes. At most
+    `workers + 1` chunks are in flight, which bounds the memory it takes.
+    """
+    if workers < 1:
+        for chunk in source:
+            yield clean_chunk(chunk, job.region, job.headers)
+        return
+    # Forked from a clean server process: forking this one, which may run
+    # Prefect's threads, could copy a lock some thread holds.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["leads.importer"])
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque[Future[Chunk]] = deque()
+        for chunk in source:
+            pending.append(pool.submit(clean_chunk, chunk, job.region, job.headers))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
     """Takes one chunk in: its leads, rejects and the import's progress, together.
 
@@ -233,19 +292,10 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         ImportBusy: the run lost its hold on the import (its lease ran out and
             another run took it); nothing of this chunk was written.
     """
-    rejects: list[dict[str, Any]] = []
-    prepared: list[tuple[Record, dict[str, Any]]] = []
-    for item in chunk.items:
-        if isinstance(item, RecordProblem):
-            error = FieldError("record", item.reason.value, item.message)
-            rejects.append(_reject(item.number, item.line, [error], {}))
-            continue
-        try:
-            prepared.append((item, prepare(item.values, job.region)))
-        except LeadRejected as exc:
-            rejects.append(
-                _reject(item.number, item.line, exc.errors, _by_header(job, item))
-            )
+    if chunk.cleaned is None:
+        chunk = clean_chunk(chunk, job.region, job.headers)
+    assert chunk.cleaned is not None
+    prepared, rejects = list(chunk.cleaned.leads), list(chunk.cleaned.rejects)
     # E-mail key order, so concurrent writers lock rows in one order.
     prepared.sort(key=lambda pair: pair[1].get("email") or "")
 
@@ -263,7 +313,7 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         results = store_many(scope, references, channel=CHANNEL)
         for (record, values), result in zip(prepared, results, strict=True):
             if not isinstance(result, IntakeResult):
-                cells = _by_header(job, record)
+                cells = _by_header(job.headers, record)
                 rejects.append(_reject(record.number, record.line, result, cells))
                 counts["rejected"] += 1
                 continue
@@ -312,9 +362,9 @@ def _reject(
     }
 
 
-def _by_header(job: Job, record: Record) -> dict[str, str]:
+def _by_header(headers: dict[str, str], record: Record) -> dict[str, str]:
     """The record's cells under the file's own headers, as a user would fix them."""
-    return {header: record.values.get(name, "") for header, name in job.headers.items()}
+    return {header: record.values.get(name, "") for header, name in headers.items()}
 
 
 def finish(store: Store, job: Job) -> dict[str, int]:
@@ -358,6 +408,7 @@ def run(
     run_chunk: ChunkRunner = run_chunk,
     on_chunk: Callable[[Job, Chunk, dict[str, int]], None] | None = None,
     lease: timedelta = DEFAULT_LEASE,
+    workers: int = 0,
 ) -> dict[str, int]:
     """Runs (or resumes) an import to the end without Prefect.
 
@@ -369,12 +420,14 @@ def run(
         run_chunk: takes one chunk in; the flow passes its task.
         on_chunk: told after every committed chunk (progress bars, logs).
         lease: how long the run holds the import past each chunk.
+        workers: processes that clean records while others are written; 0
+            cleans them here.
 
     Returns:
         The import's counts by outcome.
     """
     job = start(store, import_id, owner=owner, region=region, lease=lease)
-    for chunk in chunks(store, job):
+    for chunk in cleaned_chunks(job, chunks(store, job), workers):
         counts = run_chunk(store, job, chunk)
         if on_chunk is not None:
             on_chunk(job, chunk, counts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +55,12 @@ class Email:
     display: str
 
 
+@lru_cache(maxsize=4096)
 def parse_email(value: str) -> Email:
     """The e-mail key (lower-cased, IDN domain in punycode) and the typed form.
+
+    Cached: a submission is checked when parsed and again when cleaned, and an
+    import repeats addresses.
 
     Raises:
         ValueError: the address is not a valid e-mail address; the message says why.
@@ -167,7 +172,10 @@ def check_value(
 def _unstorable_text(text: str) -> tuple[str, str] | None:
     if "\x00" in text:
         return "nul_character", "text may not contain the NUL character (U+0000)"
-    if any("\ud800" <= char <= "\udfff" for char in text):
+    try:
+        # Only a lone surrogate cannot be encoded; checked in C, not per char.
+        text.encode("utf-8")
+    except UnicodeEncodeError:
         return "invalid_unicode", "text holds a lone surrogate, not a character"
     return None
 

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         ge=MIB,
         description="Largest CSV upload `POST /api/imports` takes; larger gets 413.",
     )
+    import_workers: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description=(
+            "Processes that clean an import's next records while the current ones "
+            "are written; 0 does both in the import's own process."
+        ),
+    )
     config_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "config",
         description=(
