@@ -91,6 +91,20 @@ def set_value(lead: Lead, name: str, value: Any, changes: dict[str, Any]) -> Non
     setattr(lead, name, value)
 
 
+def keep_found_warnings(
+    lead: Lead, found: list[str] | None, changes: dict[str, Any]
+) -> None:
+    """Adds warnings cleaning found (`zip_zero_padded`) to the ones the lead has.
+
+    Added, never replacing: a value cleaned in one write says nothing about the
+    fields it left alone. `derive_warnings` drops one once its field no longer
+    fits it.
+    """
+    added = [w for w in found or [] if w not in (lead.warnings or [])]
+    if added:
+        set_value(lead, "warnings", [*(lead.warnings or []), *added], changes)
+
+
 def check_email_free(scope: TenantScope, lead: Lead, email: str | None) -> None:
     """Raises LeadConflict when another lead of the tenant holds `email`."""
     if email is None or email == lead.email:

@@ -11,6 +11,7 @@ from leads.changes import (
     check_email_free,
     commit_change,
     jsonable,
+    keep_found_warnings,
     require_contact,
     set_value,
 )
@@ -139,4 +140,5 @@ def _set_fields(lead: Lead, values: dict[str, Any], *, merge: bool) -> dict[str,
             else:
                 custom[key] = value
         set_value(lead, "custom", custom, changes)
+    keep_found_warnings(lead, values.get("warnings"), changes)
     return changes

@@ -18,6 +18,7 @@ from leads.changes import (
     commit_change,
     commit_creations,
     jsonable,
+    keep_found_warnings,
     require_contact,
     set_value,
 )
@@ -262,7 +263,7 @@ def _merge(lead: Lead, values: dict[str, Any]) -> dict[str, Any]:
     """Newer non-empty values win; a blank or null never erases what is stored."""
     changes: dict[str, Any] = {}
     for name, value in values.items():
-        if name == "custom":
+        if name in ("custom", "warnings"):
             continue
         if _blank(value):
             continue
@@ -273,6 +274,7 @@ def _merge(lead: Lead, values: dict[str, Any]) -> dict[str, Any]:
         set_value(lead, name, value, changes)
     if values.get("phone"):
         set_value(lead, "phone_raw", None, changes)
+    keep_found_warnings(lead, values.get("warnings"), changes)
     incoming = {k: v for k, v in (values.get("custom") or {}).items() if not _blank(v)}
     merged = {**(lead.custom or {}), **incoming}
     if merged != lead.custom:

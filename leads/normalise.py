@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -233,11 +233,8 @@ def _pad_postal_code(given: dict[str, Any], region: str, result: Cleaned) -> Non
     padded = pad_zip(postal_code, country or region)
     if padded:
         result.values["postal_code"] = padded
-        # TODO(#4): found warnings ride in `values` because `prepare` hands on
-        # nothing else. An intake update then replaces the stored list with
-        # them (derived warnings are recomputed; any other kept one is lost),
-        # and PUT and PATCH drop them. The write path should take found
-        # warnings per field and replace only those of the fields it writes.
+        # Found warnings ride in `values`; every write adds them to the
+        # lead's (`keep_found_warnings`) rather than replacing the list.
         result.values["warnings"] = [ZIP_ZERO_PADDED]
 
 

@@ -200,6 +200,36 @@ class TestCountryAndPostalCode:
         assert lead["postal_code"] == "02134"
         assert lead["warnings"] == ["zip_zero_padded"]
 
+    def test_the_padding_warning_outlives_updates_of_other_fields(self, client):
+        given = {"email": "z@example.com", "postal_code": "2134", "country": "US"}
+        lead = created(client, given)
+
+        resent = client.post("/api/leads", json={"email": "z@example.com", "city": "X"})
+        patched = client.patch(f"/api/leads/{lead['id']}", json={"company": "Y"})
+
+        assert resent.json()["warnings"] == ["zip_zero_padded"]
+        assert patched.json()["warnings"] == ["zip_zero_padded"]
+
+    def test_a_zip_padded_by_a_patch_or_put_is_warned_and_cleared_when_fixed(
+        self, client
+    ):
+        lead = created(client, {"email": "z@example.com", "country": "US"})
+        path = f"/api/leads/{lead['id']}"
+
+        padded = client.patch(path, json={"postal_code": "501"}).json()
+        fixed = client.patch(path, json={"postal_code": "94105"}).json()
+        put = client.put(
+            path,
+            json={"email": "z@example.com", "country": "US", "postal_code": "8540"},
+        ).json()
+
+        assert (padded["postal_code"], padded["warnings"]) == (
+            "00501",
+            ["zip_zero_padded"],
+        )
+        assert fixed["warnings"] == []
+        assert (put["postal_code"], put["warnings"]) == ("08540", ["zip_zero_padded"])
+
     def test_a_uk_postcode_is_untouched(self, client):
         lead = created(
             client,
