@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 from leads.errors import FieldError, LeadRejected
 from leads.imports import CsvFile, ImportFileError, Record, RecordProblem, open_records
 from leads.intake import IntakeResult, prepare, store_many
+from leads.matching import mailbox_key
 from leads.normalise import email_key
 from leads.store import Store, TenantScope
 from leads.store import imports as stored
@@ -45,9 +46,12 @@ class ImportBusy(RuntimeError):
 class Job:
     """One run's hold on an import: what it reads and what it has seen so far.
 
-    `seen` holds the e-mail keys of every record read so far, so a later record
-    of the same person counts as merged into the earlier one, in whichever chunk
-    it falls. A resumed run rebuilds it from the records it skips.
+    `seen` holds the e-mail keys of every record taken in so far, so a later
+    record of the same person counts as merged into the earlier one, in
+    whichever chunk it falls. A resumed run rebuilds it from the records it
+    skips. A dry run rolls every chunk back, so the next chunk cannot find the
+    leads the earlier ones would have made; it counts as the real run would
+    by these keys, and by `mailboxes` for possible duplicates.
     """
 
     import_id: str
@@ -58,7 +62,16 @@ class Job:
     chunk_size: int
     headers: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    mailboxes: set[str] = field(default_factory=set)
     lease: timedelta = DEFAULT_LEASE
+
+    def note(self, emails: Iterable[str]) -> None:
+        """Records e-mail keys of leads taken in (or, in a dry run, that would be)."""
+        for email in emails:
+            self.seen.add(email)
+            box = mailbox_key(email)
+            if box:
+                self.mailboxes.add(box)
 
 
 @dataclass(frozen=True)
@@ -212,7 +225,7 @@ def chunks(store: Store, job: Job) -> Iterator[Chunk]:
         with store.write(job.tenant_id) as scope:
             row = stored.get(scope, job.import_id)
             row.encoding, row.delimiter = opened.encoding, opened.delimiter
-            row.columns = dict(opened.headers)
+            row.columns = [[header, name] for header, name in opened.headers.items()]
         yield from _batches(opened, job, done)
 
 
@@ -231,10 +244,16 @@ def _batches(opened: CsvFile, job: Job, done: int) -> Iterator[Chunk]:
 
 
 def _note_key(job: Job, item: Record | RecordProblem) -> None:
-    if isinstance(item, Record):
-        key = email_key(item.values.get("email") or "")
-        if key:
-            job.seen.add(key)
+    # Only the key of a record that was taken in: a rejected one made no lead,
+    # so a later record of its address was not merged into anything.
+    if not isinstance(item, Record) or not email_key(item.values.get("email") or ""):
+        return
+    try:
+        key = prepare(item.values, job.region).get("email")
+    except LeadRejected:
+        return
+    if key:
+        job.note([key])
 
 
 def clean_chunk(chunk: Chunk, region: str, headers: dict[str, str]) -> Chunk:
@@ -325,7 +344,7 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         stored.add_rejects(scope, job.import_id, rejects)
         _advance(row, job, chunk, counts)
     # Only once the chunk is committed: a retried chunk starts from the same keys.
-    job.seen |= keys
+    job.note(keys)
     return dict(counts)
 
 
@@ -338,6 +357,13 @@ def _outcome(job: Job, keys: set[str], email: str | None, result: IntakeResult) 
             return "merged"
     if result.outcome == "updated" and not result.changed:
         return "unchanged"
+    if (
+        result.outcome == "created"
+        and job.dry_run
+        and mailbox_key(email) in job.mailboxes
+    ):
+        # The real run made the earlier spelling's lead in an earlier chunk.
+        return "possible_duplicate"
     return result.outcome
 
 
@@ -440,7 +466,7 @@ def reject_rows(scope: TenantScope, row: LeadImport) -> Iterator[list[Any]]:
     The reasons come first (record, line, field, reason, message), then the
     file's own columns, so a user can fix the cells and import the rows again.
     """
-    headers = list(row.columns or {})
+    headers = [header for header, _ in row.columns or []]
     yield ["record", "line", "field", "reason", "message", *headers]
     for reject in stored.rejects(scope, row.id):
         errors = reject.errors or []

@@ -45,6 +45,11 @@ class Progress(BaseModel):
     percent: float = Field(description="Of the file's bytes read, 0–100.")
 
 
+class Column(BaseModel):
+    header: str = Field(description="As written in the file's header line.")
+    field: str = Field(description="The lead field, or the custom name, it fills.")
+
+
 class ImportView(BaseModel):
     """An import: how the file was read, how far it got and what became of it."""
 
@@ -56,8 +61,8 @@ class ImportView(BaseModel):
     dry_run: bool = Field(description="Counts say what would happen; no lead written.")
     encoding: str | None = Field(description="As detected, e.g. `utf-8-sig`, `cp1252`.")
     delimiter: str | None = Field(description="As detected: `,`, `;`, `\\t` or `|`.")
-    columns: dict[str, str] = Field(
-        description="Each file header → the lead field or custom name it fills."
+    columns: list[Column] = Field(
+        description="The file's columns in order, and what each fills."
     )
     progress: Progress
     counts: dict[str, int] = Field(
@@ -82,7 +87,7 @@ def _view(row: LeadImport) -> ImportView:
         dry_run=row.dry_run,
         encoding=row.encoding,
         delimiter=row.delimiter,
-        columns=row.columns or {},
+        columns=[Column(header=h, field=f) for h, f in row.columns or []],
         progress=Progress(
             records_done=row.records_done,
             bytes_done=row.bytes_done,

@@ -53,7 +53,7 @@ def create(
         dry_run=dry_run,
         chunk_size=chunk_size,
         status=QUEUED,
-        columns={},
+        columns=[],
         records_done=0,
         bytes_done=0,
         counts=dict.fromkeys(OUTCOMES, 0),

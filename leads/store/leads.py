@@ -56,9 +56,11 @@ def find_by_email(scope: TenantScope, email: str, *, lock: bool = False) -> Lead
 IN_LIST_SIZE = 500
 
 
-def stored_keys(scope: TenantScope, column: Any, keys: Iterable[str]) -> set[str]:
+def stored_keys(
+    scope: TenantScope, column: Any, keys: Iterable[str | None]
+) -> set[str]:
     """Which of `keys` some lead of the tenant holds in `column` (an indexed key)."""
-    wanted = sorted(set(keys))
+    wanted = sorted({key for key in keys if key})
     found: set[str] = set()
     for start in range(0, len(wanted), IN_LIST_SIZE):
         part = wanted[start : start + IN_LIST_SIZE]

@@ -275,7 +275,9 @@ class LeadImport(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     encoding: Mapped[str | None] = mapped_column(String(16))
     delimiter: Mapped[str | None] = mapped_column(String(8))
-    columns: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+    # [file header, lead field or custom name] pairs in file order (a list: a
+    # JSONB object would not keep the order).
+    columns: Mapped[list[list[str]]] = mapped_column(JsonDocument, default=list)
     # The number of the last record of the last committed chunk.
     records_done: Mapped[int] = mapped_column(Integer, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
