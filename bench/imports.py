@@ -224,6 +224,8 @@ def main(argv: list[str]) -> int:
         "",
         *body,
         "",
+        f"Code: {machine.code_version()}",
+        "",
         "## Machine",
         *[f"- {label}: {value}" for label, value in machine.describe()],
         f"- Load average at the end: {machine.load_average()}",

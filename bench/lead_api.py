@@ -9,7 +9,6 @@ import math
 import os
 import secrets
 import shlex
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -314,29 +313,6 @@ def _shown_python() -> str:
         return str(executable)
 
 
-def _code_version() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown (git unavailable)"
-    if head.returncode != 0:
-        return "unknown (not a git checkout, or no commit yet)"
-    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout else "")
-
-
 def report(
     argv: list[str],
     plan: Plan,
@@ -362,7 +338,7 @@ def report(
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- Command: `{command}`",
-        f"- Code: {_code_version()}",
+        f"- Code: {machine.code_version()}",
     ]
     lines += [f"- {label}: {value}" for label, value in machine.describe()]
     lines.append(f"- Load average when the run began: {load_at_start}")

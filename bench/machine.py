@@ -1,11 +1,16 @@
-"""What the benchmark ran on: CPU, memory, OS, Python and the server's packages."""
+"""What a benchmark ran on and from: the machine, the code's commit, the data folder."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "ORCH_BENCH_DATA"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # The server's stack first (the ones a reader compares runs by), then the load
 # generator's client and the PostgreSQL driver.
@@ -94,3 +99,33 @@ def describe() -> list[tuple[str, str]]:
         ),
         ("Packages", package_versions()),
     ]
+
+
+def data_dir() -> Path:
+    """Where the real data sets are: `ORCH_BENCH_DATA`, else `../shared/data`."""
+    configured = os.environ.get(DATA_ENV)
+    return Path(configured) if configured else DEFAULT_DATA
+
+
+def code_version() -> str:
+    """The commit measured, and whether the tree had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (git unavailable)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout, or no commit yet)"
+    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout else "")

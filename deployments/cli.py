@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from deployments.import_cli import import_file
+from deployments.score_cli import score
 from leads.settings import Settings, get_settings
 from leads.store.database import create_store_engine
 from leads.store.schema import schema_state, upgrade
@@ -24,6 +25,7 @@ app = typer.Typer(
 db = typer.Typer(help="The lead store's schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
 app.command("import")(import_file)
+app.add_typer(score, name="score")
 
 
 def _fail(message: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
+
+from leads.config_files import load_model
 
 # Names a deployment and fills the 64-character `sequence` column of a step.
 SequenceName = Annotated[
@@ -82,28 +82,13 @@ def load_sequences(path: Path | str) -> dict[str, Sequence]:
             have the expected shape; the message names the file and, for each
             problem, the sequence, the step (1-based) and the field.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SequenceConfigError(f"{path}: cannot be read: {exc}") from exc
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SequenceConfigError(f"{path}: is not valid YAML: {exc}") from exc
-
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise SequenceConfigError(
-            f"{path}: expected a mapping with a `sequences` key, "
-            f"got {type(document).__name__}"
-        )
-    try:
-        parsed = _SequencesFile.model_validate(document)
-    except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
-        raise SequenceConfigError(f"{path}: {problems}") from exc
+    parsed = load_model(
+        Path(path),
+        _SequencesFile,
+        SequenceConfigError,
+        "a mapping with a `sequences` key",
+        _describe,
+    )
     return dict(parsed.sequences)
 
 
