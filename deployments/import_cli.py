@@ -67,8 +67,13 @@ def _read_mapping(path: Path) -> dict[str, str]:
 
     try:
         mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        _fail(f"--mapping {path}: not YAML or JSON ({exc})")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        _fail(f"--mapping {path}: not YAML or JSON{where}: {problem}")
+    except UnicodeDecodeError:
+        _fail(f"--mapping {path}: not UTF-8 text")
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
     ):

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from leads import rulebook
 from leads.countries import UNKNOWN_COUNTRY, is_country_code
 from leads.email_domains import (
     DISPOSABLE_EMAIL,
@@ -23,7 +24,7 @@ from leads.errors import FieldError, LeadConflict, LeadRejected
 from leads.models import LeadStatus
 from leads.phones import INVALID_PHONE, PHONE_MANGLED, phone_warning
 from leads.postcodes import ZIP_ZERO_PADDED, may_be_padded
-from leads.store import outbox, timeline
+from leads.store import match_keys, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.leads import find_by_email
 from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
@@ -141,6 +142,46 @@ def derive_warnings(lead: Lead) -> list[str]:
     return kept
 
 
+# What scoring and matching read of a lead: its own details, not bookkeeping.
+DETAIL_COLUMNS = tuple(
+    column.key
+    for column in Lead.__table__.c
+    if column.key not in ("id", "tenant_id", "score", "score_reasons", "version")
+)
+
+
+def lead_values(lead: Lead) -> dict[str, Any]:
+    """The lead's details as stored, the way scoring and matching read them."""
+    return {name: getattr(lead, name) for name in DETAIL_COLUMNS}
+
+
+def apply_score(lead: Lead) -> None:
+    """Scores the lead by the rules and model in use (none: left unscored)."""
+    current = rulebook.scorer()
+    if current is None:
+        return
+    result = current.score(lead_values(lead))
+    if result.value != lead.score:
+        lead.score = result.value
+    if list(result.reasons) != lead.score_reasons:
+        lead.score_reasons = list(result.reasons)
+
+
+def match_keys_of(lead: Lead) -> frozenset[str]:
+    """The lead's blocking keys under the matching rules in use (none: none)."""
+    rules = rulebook.matching_rules()
+    if rules is None:
+        return frozenset()
+    return rules.blocking_keys(rules.profile(lead_values(lead)))
+
+
+def refresh_match_keys(scope: TenantScope, lead: Lead) -> None:
+    """Stores the blocking keys the lead's current values give, beside its old ones."""
+    keys = match_keys_of(lead)
+    if keys:
+        match_keys.refresh(scope, lead.id, keys)
+
+
 def commit_change(
     scope: TenantScope,
     lead: Lead,
@@ -160,9 +201,11 @@ def commit_change(
     warnings = derive_warnings(lead)
     if warnings != lead.warnings:
         lead.warnings = warnings
+    apply_score(lead)
     if not created:
         lead.version += 1
     scope.session.flush()
+    refresh_match_keys(scope, lead)
     timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
     outbox.enqueue(scope, outbox.CRM_SYNC, lead)
     if lead.email:
@@ -195,6 +238,7 @@ def commit_creations(
     for lead, detail in zip(leads, details, strict=True):
         lead.tenant_id = scope.tenant_id
         lead.warnings = derive_warnings(lead)
+        apply_score(lead)
         lead.created_at = lead.updated_at = now
         lead_rows.append(
             {column.key: getattr(lead, column.key) for column in Lead.__table__.c}
@@ -220,6 +264,7 @@ def commit_creations(
     if not lead_rows:
         return
     scope.session.execute(insert(Lead.__table__), lead_rows)
+    match_keys.add(scope, [(lead.id, match_keys_of(lead)) for lead in leads])
     scope.session.execute(insert(TimelineEvent.__table__), events)
     scope.session.execute(insert(OutboxItem.__table__), owed)
 

@@ -141,9 +141,10 @@ def accept(
         with open(descriptor, "wb") as target:
             size = _copy(source, target, max_bytes)
         # Reads the encoding and the header only; the records wait for the run.
-        open_records(path, mapping).close()
+        with open_records(path, mapping) as opened:
+            read = (opened.encoding, opened.delimiter, dict(opened.headers))
         with store.write(tenant_id) as scope:
-            return stored.create(
+            row = stored.create(
                 scope,
                 filename=Path(filename or "upload.csv").name[:255],
                 path=str(path),
@@ -152,9 +153,20 @@ def accept(
                 dry_run=dry_run,
                 chunk_size=chunk_size,
             )
+            _note_reading(row, *read)
+            return row
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _note_reading(
+    row: LeadImport, encoding: str, delimiter: str, headers: Mapping[str, str]
+) -> None:
+    """Records how the file reads: its encoding, delimiter and columns in order."""
+    row.encoding, row.delimiter = encoding, delimiter
+    # Pairs, not an object: a JSONB object would not keep the file's order.
+    row.columns = [[header, name] for header, name in headers.items()]
 
 
 def _copy(source: BinaryIO, target: BinaryIO, max_bytes: int) -> int:
@@ -224,9 +236,14 @@ def chunks(store: Store, job: Job) -> Iterator[Chunk]:
         job.headers = opened.headers
         with store.write(job.tenant_id) as scope:
             row = stored.get(scope, job.import_id)
-            row.encoding, row.delimiter = opened.encoding, opened.delimiter
-            row.columns = [[header, name] for header, name in opened.headers.items()]
-        yield from _batches(opened, job, done)
+            _note_reading(row, opened.encoding, opened.delimiter, opened.headers)
+        try:
+            yield from _batches(opened, job, done)
+        except ImportFileError as exc:
+            # A line too long for a lead file, found part way through: what
+            # was committed stays, and the import says where and why it stopped.
+            fail(store, job, str(exc))
+            raise
 
 
 def _batches(opened: CsvFile, job: Job, done: int) -> Iterator[Chunk]:

@@ -14,23 +14,29 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 
+from leads import rulebook
 from leads.changes import (
     commit_change,
     commit_creations,
     jsonable,
     keep_found_warnings,
+    lead_values,
     require_contact,
     set_value,
 )
 from leads.errors import FieldError, LeadRejected, field_errors
+from leads.fuzzy import BlockIndex, MatchRules, Profile, Verdict
 from leads.matching import mailbox_key
 from leads.models import LeadInput, Outcome
 from leads.normalise import clean_fields, clean_text
-from leads.store import Store, TenantScope, duplicates, timeline
+from leads.store import Store, TenantScope, duplicates, match_keys, timeline
 from leads.store.leads import find_by_email, stored_keys
 from leads.store.schema import describe_error
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import Lead, new_id
+
+# The review reason of a pair fuzzy matching found possibly one person.
+SIMILAR_DETAILS = "similar_details"
 
 
 @dataclass(frozen=True)
@@ -116,9 +122,15 @@ def store_prepared(
     duplicates.lock_mailboxes(scope, [mailbox_key(email)])
     existing = find_by_email(scope, email, lock=True) if email else None
     if existing is None:
+        match = find_match(scope, values)
+        if match is not None and match.mergeable(email):
+            return _merge_into(scope, match, values, channel, detail)
         lead = _new_lead(values, channel)
         scope.add(lead)
         review = duplicates.flag_if_duplicate(scope, lead)
+        if review is None and match is not None:
+            review = duplicates.pair(scope, lead, match.lead, SIMILAR_DETAILS)
+            detail["matched"] = match.describe()
         if review is not None:
             detail["possible_duplicate_of"] = review.duplicate_of_id
         commit_change(
@@ -139,6 +151,77 @@ def store_prepared(
         scope, existing, "lead.updated", channel=channel, detail=detail, created=False
     )
     return IntakeResult(existing, "updated", tuple(changes))
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stored lead that fuzzy matching found like a new one, and the verdict."""
+
+    lead: Lead
+    verdict: Verdict
+
+    def mergeable(self, email: str | None) -> bool:
+        """Whether the new lead may be folded into this one.
+
+        Only a `match`, and never across two different addresses: a lead keeps
+        one e-mail key, so merging would drop one, and two mailboxes can be two
+        people sharing a name and a company. Such a pair is flagged instead.
+        """
+        if self.verdict.decision != "match":
+            return False
+        return not (email and self.lead.email and email != self.lead.email)
+
+    def describe(self) -> dict[str, Any]:
+        """For the timeline: whom it matched, how strongly, and why."""
+        return {
+            "lead_id": self.lead.id,
+            "decision": self.verdict.decision,
+            "score": round(self.verdict.score, 2),
+            "reasons": list(self.verdict.reasons),
+        }
+
+
+def find_match(scope: TenantScope, values: dict[str, Any]) -> Match | None:
+    """The stored lead fuzzy matching finds most like `values`, unless none is.
+
+    Candidates come from the blocking keys' index, so the cost grows with them,
+    not with the store; None when no rules are configured.
+    """
+    rules = rulebook.matching_rules()
+    if rules is None:
+        return None
+    profile = rules.profile(values)
+    [ids] = match_keys.candidates(scope, rules, [rules.blocking_keys(profile)])
+    return _best(rules, profile, match_keys.leads_by_id(scope, ids))
+
+
+def _best(rules: MatchRules, profile: Profile, stored: dict[str, Lead]) -> Match | None:
+    pairs = (
+        (lead_id, rules.profile(lead_values(lead))) for lead_id, lead in stored.items()
+    )
+    best = rules.best_match(profile, pairs)
+    if best is None or best[1].decision == "distinct":
+        return None
+    return Match(stored[str(best[0])], best[1])
+
+
+def _merge_into(
+    scope: TenantScope,
+    match: Match,
+    values: dict[str, Any],
+    channel: str,
+    detail: dict[str, Any],
+) -> IntakeResult:
+    """Folds a new lead into the stored one fuzzy matching says is the same person."""
+    target = scope.get(Lead, match.lead.id, lock=True)
+    assert target is not None, "a candidate of this transaction's tenant"
+    changes = _merge(target, values)
+    detail["matched"] = match.describe()
+    detail["changes"] = changes
+    commit_change(
+        scope, target, "lead.merged", channel=channel, detail=detail, created=False
+    )
+    return IntakeResult(target, "merged", tuple(changes))
 
 
 def _new_lead(values: dict[str, Any], channel: str) -> Lead:
@@ -200,6 +283,9 @@ def store_many(
         if box:
             boxes.add(box)
 
+    fresh, alike = _without_matches(scope, items, fresh)
+    later = sorted(later + alike)
+
     results: list[IntakeResult | list[FieldError]] = [[] for _ in items]
     try:
         with scope.session.begin_nested():
@@ -215,6 +301,41 @@ def store_many(
         reference, values = items[position]
         results[position] = _store_alone(scope, values, channel, reference)
     return results
+
+
+def _without_matches(
+    scope: TenantScope,
+    items: list[tuple[str | None, dict[str, Any]]],
+    fresh: list[int],
+) -> tuple[list[int], list[int]]:
+    """Splits `fresh` into items like no lead at all, and those like some lead.
+
+    An item is compared with its candidates in the store (found for the whole
+    chunk at once) and with the earlier items of the chunk: one like any of
+    them is taken alone, after the others are inserted, as a sequence of
+    single intakes would.
+    """
+    rules = rulebook.matching_rules()
+    if rules is None or not fresh:
+        return fresh, []
+    profiles = [rules.profile(items[position][1]) for position in fresh]
+    found = match_keys.candidates(scope, rules, [p.keys for p in profiles])
+    stored = match_keys.leads_by_id(scope, {i for ids in found for i in ids})
+    stored_profiles = {
+        i: rules.profile(lead_values(lead)) for i, lead in stored.items()
+    }
+    earlier = BlockIndex.for_rules(rules)
+    unlike, alike = [], []
+    for position, profile, ids in zip(fresh, profiles, found, strict=True):
+        candidates = [(i, stored_profiles[i]) for i in ids if i in stored_profiles]
+        candidates += earlier.candidate_profiles(profile)
+        best = rules.best_match(profile, candidates)
+        if best is None or best[1].decision == "distinct":
+            unlike.append(position)
+        else:
+            alike.append(position)
+        earlier.add(position, profile)
+    return unlike, alike
 
 
 def _create_many(

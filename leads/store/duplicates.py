@@ -75,13 +75,22 @@ def flag_if_duplicate(scope: TenantScope, lead: Lead) -> DuplicateReview | None:
     ).first()
     if earlier is None or earlier.email is None or lead.email is None:
         return None
+    return pair(scope, lead, earlier, match_reason(lead.email, earlier.email))
 
+
+def pair(scope: TenantScope, lead: Lead, earlier: Lead, reason: str) -> DuplicateReview:
+    """Flags `lead` as a possible duplicate of `earlier` and opens their review item.
+
+    Args:
+        scope: the tenant's open write transaction; `lead` is already added.
+        lead: the lead being created.
+        earlier: the stored lead it may be.
+        reason: why they were paired, e.g. `email_plus_tag` or `similar_details`.
+    """
+    scope.session.flush()
     lead.flags = [*(lead.flags or []), FLAG_PREFIX + earlier.id]
     review = DuplicateReview(
-        lead_id=lead.id,
-        duplicate_of_id=earlier.id,
-        reason=match_reason(lead.email, earlier.email),
-        status=OPEN,
+        lead_id=lead.id, duplicate_of_id=earlier.id, reason=reason, status=OPEN
     )
     scope.add(review)
     return review

@@ -200,7 +200,8 @@ class TestCreate:
         ).json()
 
         assert lead["id"] != "mine"
-        assert lead["score"] is None
+        # Scored by the rules in config/, never taken from the caller.
+        assert lead["score"] != 99 and lead["score_reasons"] is not None
         assert "score" not in lead["custom"] and "id" not in lead["custom"]
 
     def test_captured_at_needs_a_zone(self, client):
