@@ -12,14 +12,16 @@ import logging
 import multiprocessing
 import tempfile
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from leads import rulebook
 from leads.errors import FieldError, LeadRejected
+from leads.fuzzy import BlockIndex
 from leads.imports import CsvFile, ImportFileError, Record, RecordProblem, open_records
 from leads.intake import IntakeResult, prepare, store_many
 from leads.matching import mailbox_key
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 CHANNEL = "import"
 DEFAULT_CHUNK_SIZE = 1000
 COPY_BLOCK = 1024 * 1024
+# Profiles a dry run keeps to count fuzzy matches across chunks; beyond this a
+# dry run of a huge file would hold too much memory, and it says so.
+MAX_REMEMBERED = 200_000
 # A run extends it with every chunk; a dead run's import is resumable after it.
 DEFAULT_LEASE = timedelta(seconds=60)
 
@@ -51,7 +56,8 @@ class Job:
     whichever chunk it falls. A resumed run rebuilds it from the records it
     skips. A dry run rolls every chunk back, so the next chunk cannot find the
     leads the earlier ones would have made; it counts as the real run would
-    by these keys, and by `mailboxes` for possible duplicates.
+    by these keys, by `mailboxes` for possible duplicates, and by the
+    profiles in `made` for fuzzy matches.
     """
 
     import_id: str
@@ -63,6 +69,9 @@ class Job:
     headers: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     mailboxes: set[str] = field(default_factory=set)
+    # A dry run's leads of earlier chunks, for fuzzy matching (see above).
+    made: BlockIndex | None = None
+    made_emails: dict[Hashable, str] = field(default_factory=dict)
     lease: timedelta = DEFAULT_LEASE
 
     def note(self, emails: Iterable[str]) -> None:
@@ -347,13 +356,18 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
             for record, values in prepared
         ]
         results = store_many(scope, references, channel=CHANNEL)
+        made: list[tuple[int, dict[str, Any]]] = []
         for (record, values), result in zip(prepared, results, strict=True):
             if not isinstance(result, IntakeResult):
                 cells = _by_header(job.headers, record)
                 rejects.append(_reject(record.number, record.line, result, cells))
                 counts["rejected"] += 1
                 continue
-            counts[_outcome(job, keys, values.get("email"), result)] += 1
+            outcome = _outcome(job, keys, values.get("email"), result)
+            if job.dry_run and outcome == "created":
+                outcome = _like_an_earlier_chunk(job, values)
+                made.append((record.number, values))
+            counts[outcome] += 1
         if job.dry_run:
             leads.rollback()
         else:
@@ -362,7 +376,45 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         _advance(row, job, chunk, counts)
     # Only once the chunk is committed: a retried chunk starts from the same keys.
     job.note(keys)
+    _remember(job, made)
     return dict(counts)
+
+
+def _like_an_earlier_chunk(job: Job, values: dict[str, Any]) -> str:
+    """What a lead a dry run would create becomes when the real run made the
+    earlier chunks' leads: merged into one fuzzy matching finds, or flagged."""
+    rules = rulebook.matching_rules()
+    if rules is None or not job.made:
+        return "created"
+    profile = rules.profile(values)
+    best = rules.best_match(profile, job.made.candidate_profiles(profile))
+    if best is None or best[1].decision == "distinct":
+        return "created"
+    email, other = values.get("email"), job.made_emails.get(best[0])
+    if best[1].decision == "match" and not (email and other and email != other):
+        return "merged"
+    return "possible_duplicate"
+
+
+def _remember(job: Job, made: list[tuple[int, dict[str, Any]]]) -> None:
+    """Keeps the profiles of leads a dry run would have created, for later chunks."""
+    rules = rulebook.matching_rules()
+    if rules is None or not made:
+        return
+    if job.made is None:
+        job.made = BlockIndex.for_rules(rules)
+    for number, values in made:
+        if len(job.made) >= MAX_REMEMBERED:
+            logger.warning(
+                "dry run of import %s: past %d leads, fuzzy matches with earlier "
+                "chunks are no longer counted",
+                job.import_id,
+                MAX_REMEMBERED,
+            )
+            return
+        job.made.add(number, rules.profile(values))
+        if values.get("email"):
+            job.made_emails[number] = values["email"]
 
 
 def _outcome(job: Job, keys: set[str], email: str | None, result: IntakeResult) -> str:
