@@ -370,7 +370,7 @@ def _zipf_picker(
 
 
 @dataclass
-class _Population:
+class Population:
     """Pools of invented names, companies and cities, drawn with Zipf weights."""
 
     generator: random.Random
@@ -380,7 +380,7 @@ class _Population:
     city: Callable[[], str]
 
     @classmethod
-    def invent(cls, seed: int) -> _Population:
+    def invent(cls, seed: int) -> Population:
         generator = random.Random(seed)
 
         def pool(size: int, syllables: tuple[int, int]) -> list[str]:
@@ -447,7 +447,7 @@ def run_synthetic(rules: MatchRules, size: int, queries: int) -> SyntheticOutcom
     Half the queries resubmit an indexed lead with a typo and a new e-mail;
     the other half are new people.
     """
-    population = _Population.invent(SYNTHETIC_SEED)
+    population = Population.invent(SYNTHETIC_SEED)
     index = BlockIndex.for_rules(rules)
     kept: list[tuple[int, dict[str, Any]]] = []
     started = perf_counter()

@@ -20,12 +20,11 @@ from leads.changes import (
     commit_creations,
     jsonable,
     keep_found_warnings,
-    lead_values,
     require_contact,
     set_value,
 )
 from leads.errors import FieldError, LeadRejected, field_errors
-from leads.fuzzy import BlockIndex, MatchRules, Profile, Verdict
+from leads.fuzzy import BlockIndex, Verdict
 from leads.matching import mailbox_key
 from leads.models import LeadInput, Outcome
 from leads.normalise import clean_fields, clean_text
@@ -192,17 +191,14 @@ def find_match(scope: TenantScope, values: dict[str, Any]) -> Match | None:
         return None
     profile = rules.profile(values)
     [ids] = match_keys.candidates(scope, rules, [rules.blocking_keys(profile)])
-    return _best(rules, profile, match_keys.leads_by_id(scope, ids))
-
-
-def _best(rules: MatchRules, profile: Profile, stored: dict[str, Lead]) -> Match | None:
-    pairs = (
-        (lead_id, rules.profile(lead_values(lead))) for lead_id, lead in stored.items()
-    )
+    stored = match_keys.compared_values(scope, rules.fields, ids)
+    pairs = ((i, rules.profile(row, keys=False)) for i, row in stored.items())
     best = rules.best_match(profile, pairs)
     if best is None or best[1].decision == "distinct":
         return None
-    return Match(stored[str(best[0])], best[1])
+    lead = scope.get(Lead, str(best[0]))
+    assert lead is not None, "a candidate of this transaction's tenant"
+    return Match(lead, best[1])
 
 
 def _merge_into(
@@ -320,9 +316,10 @@ def _without_matches(
         return fresh, []
     profiles = [rules.profile(items[position][1]) for position in fresh]
     found = match_keys.candidates(scope, rules, [p.keys for p in profiles])
-    stored = match_keys.leads_by_id(scope, {i for ids in found for i in ids})
+    wanted = {i for ids in found for i in ids}
     stored_profiles = {
-        i: rules.profile(lead_values(lead)) for i, lead in stored.items()
+        i: rules.profile(row, keys=False)
+        for i, row in match_keys.compared_values(scope, rules.fields, wanted).items()
     }
     earlier = BlockIndex.for_rules(rules)
     unlike, alike = [], []

@@ -138,23 +138,30 @@ class MatchRules:
                 f"can score ({self._best_total})",
             )
 
-    def profile(self, values: Mapping[str, Any]) -> Profile:
+    @property
+    def fields(self) -> frozenset[str]:
+        """The columns comparing and blocking read (`custom.x` for custom ones)."""
+        return self._blocking_fields | {item.field for item in self._comparisons}
+
+    def profile(self, values: Mapping[str, Any], *, keys: bool = True) -> Profile:
         """The lead's values prepared for comparing, with its blocking keys.
 
         Args:
             values: the lead's columns as stored (`first_name`, `email`, …,
                 with other input columns in a `custom` mapping); a column that
                 is absent counts as missing.
+            keys: False leaves the blocking keys out (empty), for a stored
+                lead that is only compared.
         """
         prepared = tuple(
             item.kind.prepare(_lookup(values, item.field)) for item in self._comparisons
         )
         texts = {}
-        for field in self._blocking_fields:
+        for field in self._blocking_fields if keys else ():
             text = _as_text(_lookup(values, field))
             if text:
                 texts[field] = text
-        keys = frozenset(
+        found = frozenset(
             key for rule in self._blocking if (key := rule.key(texts)) is not None
         )
         rarity = self._no_rarity
@@ -165,7 +172,7 @@ class MatchRules:
                 else 0.0
                 for index in range(len(prepared))
             )
-        return Profile(prepared, keys, rarity)
+        return Profile(prepared, found, rarity)
 
     def with_frequencies(self, leads: Iterable[Mapping[str, Any]]) -> MatchRules:
         """These rules, weighing agreement by how rare a value is among `leads`.
