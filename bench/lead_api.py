@@ -332,7 +332,7 @@ def report(
         load_at_start: the load averages before any server started; other
             work on the machine shows here.
     """
-    command = shlex.join([_shown_python(), "-m", "bench", *argv])
+    command = shlex.join([_shown_python(), "-m", "bench.lead_api", *argv])
     lines = [
         "# Lead API benchmark",
         "",
@@ -399,10 +399,10 @@ def parse_plan(argv: list[str]) -> Plan:
     """The plan from the command line; `--quick` lowers every default.
 
     Args:
-        argv: the arguments after `python -m bench`.
+        argv: the arguments after `python -m bench.lead_api`.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog="python -m bench.lead_api",
         description="Benchmarks lead intake through the API on loopback and "
         f"writes a Markdown report to {RESULTS.relative_to(REPO_ROOT)}.",
     )
@@ -505,3 +505,7 @@ def main(argv: list[str]) -> int:
         print("FAILED: some requests did not succeed; see Notes above.", flush=True)
         return 1
     return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
