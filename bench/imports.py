@@ -3,8 +3,8 @@
 Each import runs in a child process (`python -m bench.imports --child …`), the
 way `orchestrator import --local` runs one, so its peak RSS is its own. The
 store is first filled with `--preload` leads through the same import path; the
-measured files hold new people only (unique e-mails and phones), the common
-case of an import, plus 2 % rows with an invalid e-mail and no phone (rejects).
+measured files hold invented people (see `write_leads`), plus 2 % rows with an
+invalid e-mail and no phone (rejects).
 
     python -m bench.imports [--sizes 10000 100000 1000000] [--preload 100000]
         [--backend sqlite|postgresql]
@@ -24,71 +24,53 @@ import time
 from pathlib import Path
 
 from bench import machine
+from bench.matching import Population
 
 RESULTS = Path(__file__).parent / "results" / "imports-latest.md"
 TARGET_ROWS_PER_SECOND = 10_000
 TARGET_PEAK_RSS_MB = 500
-FIRST_NAMES = [
-    "Ada",
-    "Grace",
-    "Alan",
-    "Edsger",
-    "Barbara",
-    "Donald",
-    "Frances",
-    "Ken",
-    "Margaret",
-    "Niklaus",
-]
-LAST_NAMES = [
-    "Lovelace",
-    "Hopper",
-    "Turing",
-    "Dijkstra",
-    "Liskov",
-    "Knuth",
-    "Allen",
-    "Thompson",
-    "Hamilton",
-    "Wirth",
-]
 TITLES = ["VP Sales", "Head of Marketing", "Engineer", "CEO", "Analyst", ""]
+HEADER = [
+    "Email",
+    "First Name",
+    "Last Name",
+    "Company",
+    "Title",
+    "Phone",
+    "City",
+    "Country",
+    "Lead Source",
+]
 
 
 def write_leads(path: Path, rows: int, offset: int, seed: int) -> None:
-    """A lead file of `rows` new people, numbered from `offset`: files never overlap."""
+    """A lead file of `rows` invented people, numbered from `offset`.
+
+    Names, companies and cities are drawn as `bench.matching` draws them (Zipf
+    weights over tens of thousands of invented names, so some people share a
+    name, as in life); e-mails and phones are unique, so files never overlap.
+    Every 50th row has an invalid e-mail and no phone: a reject.
+    """
+    population = Population.invent(seed)
     chooser = random.Random(seed)
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(
-            [
-                "Email",
-                "First Name",
-                "Last Name",
-                "Company",
-                "Title",
-                "Phone",
-                "City",
-                "Country",
-                "Lead Source",
-            ]
-        )
+        writer.writerow(HEADER)
         for number in range(offset, offset + rows):
-            first, last = chooser.choice(FIRST_NAMES), chooser.choice(LAST_NAMES)
+            lead = population.lead()
+            local, _, domain = lead["email"].partition("@")
             invalid = number % 50 == 0
             writer.writerow(
                 [
-                    f"{first}.{last}{number}@@example.com"
-                    if invalid
-                    else f"{first}.{last}.{number}@example{number % 97}.com",
-                    first,
-                    last,
-                    f"Company {number % 9973}",
+                    f"{local}@@{domain}" if invalid else f"{local}.{number}@{domain}",
+                    lead["first_name"],
+                    lead["last_name"],
+                    lead["company"],
                     chooser.choice(TITLES),
                     ""
                     if invalid
                     else f"+1 415 {number // 10000 % 1000:03d} {number % 10000:04d}",
-                    "San Francisco",
+                    lead["city"],
                     "US",
                     "webinar",
                 ]
@@ -174,8 +156,8 @@ def run(sizes: list[int], preload: int, backend: str) -> list[str]:
             lines += [
                 "",
                 "| Rows | Store before | Seconds | Rows/s | µs per row | Peak RSS "
-                "| Created | Rejected |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| Created | Merged | Flagged | Rejected |",
+                "|" + " ---: |" * 10,
             ]
             stored = preload
             for size in sizes:
@@ -190,7 +172,8 @@ def run(sizes: list[int], preload: int, backend: str) -> list[str]:
                     f"| {size / done['seconds']:,.0f} "
                     f"| {1e6 * done['seconds'] / size:,.0f} "
                     f"| {done['peak_kb'] / 1024:,.0f} MB "
-                    f"| {counts['created']:,} | {counts['rejected']:,} |"
+                    f"| {counts['created']:,} | {counts['merged']:,} "
+                    f"| {counts['possible_duplicate']:,} | {counts['rejected']:,} |"
                 )
                 print(lines[-1], flush=True)
                 stored += counts["created"]

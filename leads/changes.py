@@ -219,6 +219,7 @@ def commit_creations(
     details: Sequence[dict[str, Any]],
     *,
     channel: str,
+    keys: Sequence[frozenset[str] | None] | None = None,
 ) -> None:
     """Inserts many new leads with what `commit_change` leaves behind for a create.
 
@@ -232,6 +233,7 @@ def commit_creations(
         leads: transient leads (not added to the session), with ids set.
         details: each lead's `lead.created` event detail, in the same order.
         channel: the door they came in by.
+        keys: each lead's blocking keys where the caller has them already.
     """
     now = utcnow()
     lead_rows, events, owed = [], [], []
@@ -264,7 +266,14 @@ def commit_creations(
     if not lead_rows:
         return
     scope.session.execute(insert(Lead.__table__), lead_rows)
-    match_keys.add(scope, [(lead.id, match_keys_of(lead)) for lead in leads])
+    known = keys or [None] * len(leads)
+    match_keys.add(
+        scope,
+        [
+            (lead.id, found if found is not None else match_keys_of(lead))
+            for lead, found in zip(leads, known, strict=True)
+        ],
+    )
     scope.session.execute(insert(TimelineEvent.__table__), events)
     scope.session.execute(insert(OutboxItem.__table__), owed)
 

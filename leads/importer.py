@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 CHANNEL = "import"
 DEFAULT_CHUNK_SIZE = 1000
 COPY_BLOCK = 1024 * 1024
+# Chunks between refreshes of the planner's statistics.
+STATISTICS_EVERY = 25
 # Profiles a dry run keeps to count fuzzy matches across chunks; beyond this a
 # dry run of a huge file would hold too much memory, and it says so.
 MAX_REMEMBERED = 200_000
@@ -247,7 +249,12 @@ def chunks(store: Store, job: Job) -> Iterator[Chunk]:
             row = stored.get(scope, job.import_id)
             _note_reading(row, opened.encoding, opened.delimiter, opened.headers)
         try:
-            yield from _batches(opened, job, done)
+            for number, chunk in enumerate(_batches(opened, job, done)):
+                if number % STATISTICS_EVERY == 0:
+                    # A store filled by this import must not be planned as
+                    # the empty one it was (see `refresh_statistics`).
+                    refresh_statistics(store)
+                yield chunk
         except ImportFileError as exc:
             # A line too long for a lead file, found part way through: what
             # was committed stays, and the import says where and why it stopped.

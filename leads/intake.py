@@ -279,13 +279,15 @@ def store_many(
         if box:
             boxes.add(box)
 
-    fresh, alike = _without_matches(scope, items, fresh)
+    fresh, alike, keys = _without_matches(scope, items, fresh)
     later = sorted(later + alike)
 
     results: list[IntakeResult | list[FieldError]] = [[] for _ in items]
     try:
         with scope.session.begin_nested():
-            created = _create_many(scope, [items[p] for p in fresh], channel)
+            created = _create_many(
+                scope, [items[p] for p in fresh], channel, [keys.get(p) for p in fresh]
+            )
     except (IntegrityError, DataError):
         # A concurrent writer took a key, or one value is refused: each item
         # then goes alone, and only the offending one fails.
@@ -303,17 +305,21 @@ def _without_matches(
     scope: TenantScope,
     items: list[tuple[str | None, dict[str, Any]]],
     fresh: list[int],
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], dict[int, frozenset[str]]]:
     """Splits `fresh` into items like no lead at all, and those like some lead.
 
     An item is compared with its candidates in the store (found for the whole
     chunk at once) and with the earlier items of the chunk: one like any of
     them is taken alone, after the others are inserted, as a sequence of
     single intakes would.
+
+    Returns:
+        The positions of items like none, of items like some, and each item's
+        blocking keys (so that they are not worked out again to be stored).
     """
     rules = rulebook.matching_rules()
     if rules is None or not fresh:
-        return fresh, []
+        return fresh, [], {}
     profiles = [rules.profile(items[position][1]) for position in fresh]
     found = match_keys.candidates(scope, rules, [p.keys for p in profiles])
     wanted = {i for ids in found for i in ids}
@@ -332,13 +338,15 @@ def _without_matches(
         else:
             alike.append(position)
         earlier.add(position, profile)
-    return unlike, alike
+    keys = {p: profile.keys for p, profile in zip(fresh, profiles, strict=True)}
+    return unlike, alike, keys
 
 
 def _create_many(
     scope: TenantScope,
     items: list[tuple[str | None, dict[str, Any]]],
     channel: str,
+    keys: list[frozenset[str] | None],
 ) -> list[Lead]:
     leads, details = [], []
     for reference, values in items:
@@ -349,7 +357,7 @@ def _create_many(
         if reference:
             detail["reference"] = reference
         details.append(detail)
-    commit_creations(scope, leads, details, channel=channel)
+    commit_creations(scope, leads, details, channel=channel, keys=keys)
     return leads
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from leads.changes import commit_change, jsonable, set_value
 from leads.errors import LeadError
@@ -67,12 +67,21 @@ def flag_if_duplicate(scope: TenantScope, lead: Lead) -> DuplicateReview | None:
     lock_mailboxes(scope, [lead.mailbox_key])
     # The lead needs its id (given at insert) before it can be paired.
     scope.session.flush()
-    earlier = scope.session.scalars(
-        scope.select(Lead)
-        .where(Lead.mailbox_key == lead.mailbox_key, Lead.id != lead.id)
-        .order_by(Lead.created_at, Lead.id)
-        .limit(1)
-    ).first()
+    # By the mailbox key alone, sorted here: with the tenant and an ORDER BY
+    # in SQL, SQLite may walk the tenant's (created_at) index to skip a sort,
+    # reading every lead the tenant has. One mailbox has a handful of leads.
+    sharing = scope.session.scalars(
+        select(Lead).where(Lead.mailbox_key == lead.mailbox_key)
+    )
+    earlier = min(
+        (
+            other
+            for other in sharing
+            if other.tenant_id == scope.tenant_id and other.id != lead.id
+        ),
+        key=lambda other: (other.created_at, other.id),
+        default=None,
+    )
     if earlier is None or earlier.email is None or lead.email is None:
         return None
     return pair(scope, lead, earlier, match_reason(lead.email, earlier.email))

@@ -40,5 +40,18 @@ def test_stale_tables_are_analysed(store):
 
 
 @pytest.mark.parametrize("migrated_store", ["sqlite"], indirect=True)
-def test_sqlite_needs_nothing(store):
-    assert refresh_statistics(store) == []
+def test_on_sqlite_the_mailbox_lookup_uses_its_index_once_analysed(store):
+    for i in range(20):
+        submit(
+            store, "default", {"email": f"a{i}@x.example"}, channel="api", region="US"
+        )
+    query = (
+        "EXPLAIN QUERY PLAN SELECT id FROM leads WHERE tenant_id = 'default' "
+        "AND mailbox_key = 'a@example.com' ORDER BY created_at LIMIT 1"
+    )
+
+    assert refresh_statistics(store) == list(TABLES)
+
+    with store.engine.connect() as connection:
+        plan = " ".join(str(row) for row in connection.exec_driver_sql(query))
+    assert "ix_leads_mailbox" in plan
