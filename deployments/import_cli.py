@@ -14,6 +14,7 @@ import typer
 import yaml
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from leads.imports import ImportFileError, read_mapping
 from leads.settings import Settings
 
 # How often the bar asks the API how far the import got.
@@ -30,7 +31,8 @@ def import_file(
         typer.Option(
             exists=True,
             dir_okay=False,
-            help="YAML or JSON object: file header → lead field or custom name.",
+            help="YAML or JSON object: file header → lead field or custom name, "
+            "or {field: NAME, type: number} to store the values as numbers.",
         ),
     ] = None,
     dry_run: Annotated[
@@ -62,7 +64,7 @@ def import_file(
         _fail(f"the import failed: {view['error']}")
 
 
-def _read_mapping(path: Path) -> dict[str, str]:
+def _read_mapping(path: Path) -> dict[str, Any]:
     from deployments.cli import _fail
 
     try:
@@ -74,10 +76,12 @@ def _read_mapping(path: Path) -> dict[str, str]:
         _fail(f"--mapping {path}: not YAML or JSON{where}: {problem}")
     except UnicodeDecodeError:
         _fail(f"--mapping {path}: not UTF-8 text")
-    if not isinstance(mapping, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-    ):
+    if not isinstance(mapping, dict):
         _fail(f"--mapping {path}: expected an object of file header → field name")
+    try:
+        read_mapping(mapping)
+    except ImportFileError as exc:
+        _fail(f"--mapping {path}: {exc}")
     return mapping
 
 
@@ -93,7 +97,7 @@ def _bar() -> Progress:
 def _run_through_api(
     settings: Settings,
     file: Path,
-    mapping: dict[str, str] | None,
+    mapping: dict[str, Any] | None,
     dry_run: bool,
     rejects: Path | None,
 ) -> dict[str, Any]:
@@ -145,7 +149,7 @@ def _problem(answer: httpx.Response) -> str:
 def _run_here(
     settings: Settings,
     file: Path,
-    mapping: dict[str, str] | None,
+    mapping: dict[str, Any] | None,
     dry_run: bool,
     rejects: Path | None,
 ) -> dict[str, Any]:

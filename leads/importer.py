@@ -22,7 +22,15 @@ from typing import Any, BinaryIO
 from leads import rulebook
 from leads.errors import FieldError, LeadRejected
 from leads.fuzzy import BlockIndex
-from leads.imports import CsvFile, ImportFileError, Record, RecordProblem, open_records
+from leads.imports import (
+    CsvFile,
+    ImportFileError,
+    Record,
+    RecordProblem,
+    open_records,
+    parse_decimal,
+    read_mapping,
+)
 from leads.intake import IntakeResult, prepare, store_many
 from leads.matching import mailbox_key
 from leads.normalise import email_key
@@ -69,6 +77,8 @@ class Job:
     dry_run: bool
     chunk_size: int
     headers: dict[str, str] = field(default_factory=dict)
+    # Fields the mapping declares numbers, with their decimal marks.
+    numbers: dict[str, str | None] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     mailboxes: set[str] = field(default_factory=set)
     # A dry run's leads of earlier chunks, for fuzzy matching (see above).
@@ -129,7 +139,7 @@ def accept(
     *,
     filename: str,
     folder: Path,
-    mapping: Mapping[str, str] | None = None,
+    mapping: Mapping[str, Any] | None = None,
     dry_run: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_bytes: int,
@@ -152,7 +162,8 @@ def accept(
         with open(descriptor, "wb") as target:
             size = _copy(source, target, max_bytes)
         # Reads the encoding and the header only; the records wait for the run.
-        with open_records(path, mapping) as opened:
+        columns = read_mapping(mapping)
+        with open_records(path, columns.names) as opened:
             read = (opened.encoding, opened.delimiter, dict(opened.headers))
         with store.write(tenant_id) as scope:
             row = stored.create(
@@ -239,7 +250,9 @@ def chunks(store: Store, job: Job) -> Iterator[Chunk]:
         row = stored.get(scope, job.import_id)
         path, mapping, done = Path(row.path), dict(row.mapping), row.records_done
     try:
-        opened = open_records(path, mapping or None)
+        columns = read_mapping(mapping)
+        job.numbers = columns.numbers
+        opened = open_records(path, columns.names or None)
     except (ImportFileError, OSError) as exc:
         fail(store, job, str(exc))
         raise
@@ -289,10 +302,16 @@ def _note_key(job: Job, item: Record | RecordProblem) -> None:
         job.note([key])
 
 
-def clean_chunk(chunk: Chunk, region: str, headers: dict[str, str]) -> Chunk:
+def clean_chunk(
+    chunk: Chunk,
+    region: str,
+    headers: dict[str, str],
+    numbers: Mapping[str, str | None] | None = None,
+) -> Chunk:
     """The chunk with its records cleaned and checked (`prepare`); no store needed.
 
     Pure, so it can run in a worker process while the last chunk is written.
+    Fields in `numbers` (declared numbers by the mapping) become numbers.
     """
     leads: list[tuple[Record, dict[str, Any]]] = []
     rejects: list[dict[str, Any]] = []
@@ -302,11 +321,39 @@ def clean_chunk(chunk: Chunk, region: str, headers: dict[str, str]) -> Chunk:
             rejects.append(_reject(item.number, item.line, [error], {}))
             continue
         try:
-            leads.append((item, prepare(item.values, region)))
+            given = _with_numbers(item.values, numbers) if numbers else item.values
+            leads.append((item, prepare(given, region)))
         except LeadRejected as exc:
             cells = _by_header(headers, item)
             rejects.append(_reject(item.number, item.line, exc.errors, cells))
     return replace(chunk, cleaned=Cleaned(tuple(leads), tuple(rejects)))
+
+
+def _with_numbers(
+    values: dict[str, str], numbers: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """The record's values with declared number columns as numbers.
+
+    Raises:
+        LeadRejected: a declared number column holds text that is no number.
+    """
+    converted: dict[str, Any] = dict(values)
+    errors = []
+    for name, mark in numbers.items():
+        text = (values.get(name) or "").strip()
+        if not text:
+            continue
+        try:
+            number = parse_decimal(text, mark)
+        except ValueError as exc:
+            errors.append(FieldError(name, "not_a_number", str(exc)))
+            continue
+        converted[name] = (
+            int(number) if number == number.to_integral() else float(number)
+        )
+    if errors:
+        raise LeadRejected(errors)
+    return converted
 
 
 def cleaned_chunks(job: Job, source: Iterable[Chunk], workers: int) -> Iterator[Chunk]:
@@ -318,7 +365,7 @@ def cleaned_chunks(job: Job, source: Iterable[Chunk], workers: int) -> Iterator[
     """
     if workers < 1:
         for chunk in source:
-            yield clean_chunk(chunk, job.region, job.headers)
+            yield clean_chunk(chunk, job.region, job.headers, job.numbers)
         return
     # Forked from a clean server process: forking this one, which may run
     # Prefect's threads, could copy a lock some thread holds.
@@ -327,7 +374,9 @@ def cleaned_chunks(job: Job, source: Iterable[Chunk], workers: int) -> Iterator[
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending: deque[Future[Chunk]] = deque()
         for chunk in source:
-            pending.append(pool.submit(clean_chunk, chunk, job.region, job.headers))
+            pending.append(
+                pool.submit(clean_chunk, chunk, job.region, job.headers, job.numbers)
+            )
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
@@ -345,7 +394,7 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
             another run took it); nothing of this chunk was written.
     """
     if chunk.cleaned is None:
-        chunk = clean_chunk(chunk, job.region, job.headers)
+        chunk = clean_chunk(chunk, job.region, job.headers, job.numbers)
     assert chunk.cleaned is not None
     prepared, rejects = list(chunk.cleaned.leads), list(chunk.cleaned.rejects)
     # E-mail key order, so concurrent writers lock rows in one order.

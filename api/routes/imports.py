@@ -23,7 +23,7 @@ from api.problems import problem
 from leads import importer
 from leads.errors import FieldError, LeadRejected
 from leads.importer import ImportTooLarge
-from leads.imports import ImportFileError
+from leads.imports import ImportFileError, read_mapping
 from leads.settings import Settings
 from leads.store import Store
 from leads.store import imports as stored
@@ -105,17 +105,19 @@ def _view(row: LeadImport) -> ImportView:
     )
 
 
-def _mapping(text: str | None) -> dict[str, str] | None:
+def _mapping(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
     try:
         mapping = json.loads(text)
     except ValueError as exc:
         raise _bad_mapping(f"not JSON: {exc}") from exc
-    if not isinstance(mapping, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-    ):
+    if not isinstance(mapping, dict):
         raise _bad_mapping("expected a JSON object of file header → field name")
+    try:
+        read_mapping(mapping)
+    except ImportFileError as exc:
+        raise _bad_mapping(str(exc)) from exc
     return mapping
 
 

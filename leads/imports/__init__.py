@@ -7,7 +7,13 @@ from leads.imports.errors import (
     ImportFileError,
     LineTooLongError,
 )
-from leads.imports.headers import LEAD_FIELDS, header_key, match_headers
+from leads.imports.headers import (
+    LEAD_FIELDS,
+    ColumnMapping,
+    header_key,
+    match_headers,
+    read_mapping,
+)
 from leads.imports.reader import (
     CsvFile,
     ProblemReason,
@@ -18,6 +24,7 @@ from leads.imports.reader import (
 
 __all__ = [
     "LEAD_FIELDS",
+    "ColumnMapping",
     "CsvFile",
     "EncodingError",
     "HeaderError",
@@ -30,4 +37,5 @@ __all__ = [
     "match_headers",
     "open_records",
     "parse_decimal",
+    "read_mapping",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from leads.imports.errors import HeaderError
 
@@ -185,3 +187,54 @@ def _refuse_collisions(names: Sequence[str], chosen: Sequence[str]) -> None:
         "one, or send the others elsewhere with the mapping",
         columns=tuple(sorted(col for cols in clashes.values() for col in cols)),
     )
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """A user's mapping: where columns go, and which hold numbers.
+
+    Attributes:
+        names: file header → lead field or custom name.
+        numbers: field or custom name → its decimal mark (`,` or `.`), or None
+            to tell it from each value, for the columns declared numbers.
+    """
+
+    names: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, str | None] = field(default_factory=dict)
+
+
+def read_mapping(given: Mapping[str, Any] | None) -> ColumnMapping:
+    """Reads a mapping: each header → a name, or `{field, type, decimal_mark}`.
+
+    `{"Deal Value": {"field": "deal_value", "type": "number"}}` sends the
+    column to `deal_value` and stores its values as numbers (`1.234,50` becomes
+    1234.5); `{"Deal Value": "deal_value"}` keeps them as written.
+
+    Raises:
+        HeaderError: an entry is neither a name nor such an object; the message
+            names the header.
+    """
+    names: dict[str, str] = {}
+    numbers: dict[str, str | None] = {}
+    for header, target in (given or {}).items():
+        if isinstance(target, str):
+            names[header] = target
+            continue
+        if not isinstance(target, Mapping) or not isinstance(target.get("field"), str):
+            raise HeaderError(
+                f"mapping for {header!r}: expected a field name, or an object "
+                'such as {"field": "deal_value", "type": "number"}'
+            )
+        unknown = set(target) - {"field", "type", "decimal_mark"}
+        kind = target.get("type", "text")
+        mark = target.get("decimal_mark")
+        if unknown or kind not in ("text", "number") or mark not in (None, ",", "."):
+            raise HeaderError(
+                f"mapping for {header!r}: `type` is `text` or `number`, "
+                "`decimal_mark` is `,` or `.`, and nothing else may be set"
+                + (f" (got {', '.join(sorted(unknown))})" if unknown else "")
+            )
+        names[header] = target["field"]
+        if kind == "number":
+            numbers[target["field"]] = mark
+    return ColumnMapping(names, numbers)

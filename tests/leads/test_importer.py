@@ -251,6 +251,40 @@ class TestAcceptanceCases:
             "l.rossi@example.com": ("Via Roma, 3", {"deal_value": "12.000,00"}),
         }
 
+    def test_csv03_a_column_the_mapping_declares_a_number_is_stored_as_one(
+        self, store, tmp_path
+    ):
+        mapping = {"deal_value": {"field": "deal_value", "type": "number"}}
+
+        _, counts = run_import(
+            store, tmp_path / "imports", FIXTURES / "CSV-03.csv", mapping=mapping
+        )
+
+        assert counts == outcomes(created=3)
+        deals = {
+            e: lead.custom["deal_value"] for e, lead in leads_by_email(store).items()
+        }
+        assert deals == {
+            "claire.dubois@example.com": 1234.5,
+            "k.schmidt@example.com": 980,
+            "l.rossi@example.com": 12000,
+        }
+
+    def test_a_declared_number_column_holding_text_rejects_the_record(
+        self, store, tmp_path
+    ):
+        content = csv_bytes("email,deal", 'a@example.com,"12,5"', "b@example.com,soon")
+        mapping = {"deal": {"field": "deal", "type": "number", "decimal_mark": ","}}
+
+        import_id, counts = run_import(
+            store, tmp_path / "imports", content, mapping=mapping
+        )
+
+        assert counts == outcomes(created=1, rejected=1)
+        [reject] = rejects_of(store, import_id)
+        assert (reject.record, reject.errors[0]["field"]) == (2, "deal")
+        assert reject.errors[0]["reason"] == "not_a_number"
+
     def test_csv05_postal_codes_stay_text_and_short_zips_are_padded(
         self, store, tmp_path
     ):
