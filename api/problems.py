@@ -20,6 +20,7 @@ from leads.errors import (
     LeadRejected,
     field_errors,
 )
+from leads.intake import StoreConflict
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return problem(409, str(exc), slug="lead-conflict", errors=[error])
 
 
+def _store_conflict(_: Request, exc: Exception) -> JSONResponse:
+    return problem(503, str(exc), slug="store-conflict", headers={"Retry-After": "1"})
+
+
 def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_FAILURE:
@@ -132,6 +137,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LeadRejected, _lead_rejected)
     app.add_exception_handler(LeadNotFound, _not_found)
     app.add_exception_handler(LeadConflict, _conflict)
+    app.add_exception_handler(StoreConflict, _store_conflict)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(OperationalError, _store_down)
     app.add_exception_handler(PoolTimeout, _store_down)

@@ -23,7 +23,7 @@ from leads.changes import (
     require_contact,
     set_value,
 )
-from leads.errors import FieldError, LeadRejected, field_errors
+from leads.errors import FieldError, LeadError, LeadRejected, field_errors
 from leads.fuzzy import BlockIndex, Verdict
 from leads.matching import mailbox_key
 from leads.models import LeadInput, Outcome
@@ -33,6 +33,19 @@ from leads.store.leads import find_by_email, stored_keys
 from leads.store.schema import describe_error
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import Lead, new_id
+
+
+class StoreConflict(LeadError):
+    """A lead could not be written for a key another writer keeps taking."""
+
+    def __init__(self, reference: str | None, summary: str) -> None:
+        self.reference = reference
+        where = f" ({reference})" if reference else ""
+        super().__init__(
+            f"a lead{where} conflicted twice with a concurrent write: {summary}; "
+            "send it again"
+        )
+
 
 # The review reason of a pair fuzzy matching found possibly one person.
 SIMILAR_DETAILS = "similar_details"
@@ -196,8 +209,14 @@ def find_match(scope: TenantScope, values: dict[str, Any]) -> Match | None:
     best = rules.best_match(profile, pairs)
     if best is None or best[1].decision == "distinct":
         return None
-    lead = scope.get(Lead, str(best[0]))
-    assert lead is not None, "a candidate of this transaction's tenant"
+    # Locked and read afresh: another writer may have merged into it (given
+    # it an address) or deleted it since the candidates were read, and
+    # `mergeable` must judge the row as it now is.
+    lead = scope.session.get(
+        Lead, str(best[0]), with_for_update=True, populate_existing=True
+    )
+    if lead is None or lead.tenant_id != scope.tenant_id:
+        return None
     return Match(lead, best[1])
 
 
@@ -208,12 +227,19 @@ def _merge_into(
     channel: str,
     detail: dict[str, Any],
 ) -> IntakeResult:
-    """Folds a new lead into the stored one fuzzy matching says is the same person."""
-    target = scope.get(Lead, match.lead.id, lock=True)
-    assert target is not None, "a candidate of this transaction's tenant"
+    """Folds a new lead into the stored one fuzzy matching says is the same person.
+
+    `match.lead` is locked (see `find_match`). A lead that gains an address
+    here is checked against the other spellings of its mailbox like a new one.
+    """
+    target = match.lead
     changes = _merge(target, values)
     detail["matched"] = match.describe()
     detail["changes"] = changes
+    if "email" in changes:
+        review = duplicates.flag_if_duplicate(scope, target)
+        if review is not None:
+            detail["possible_duplicate_of"] = review.duplicate_of_id
     commit_change(
         scope, target, "lead.merged", channel=channel, detail=detail, created=False
     )
@@ -263,7 +289,10 @@ def store_many(
     """
     emails = [values["email"] for _, values in items if values.get("email")]
     duplicates.lock_mailboxes(scope, map(mailbox_key, emails))
-    taken = stored_keys(scope, Lead.email, emails)
+    # The stored leads these addresses update, locked now in key order: the
+    # items are then applied in their own order, and two writers still take
+    # row locks in one order (no deadlock on PostgreSQL).
+    taken = stored_keys(scope, Lead.email, emails, lock=True)
     boxes = stored_keys(scope, Lead.mailbox_key, map(mailbox_key, emails))
     fresh: list[int] = []
     later: list[int] = []
@@ -279,7 +308,7 @@ def store_many(
         if box:
             boxes.add(box)
 
-    fresh, alike, keys = _without_matches(scope, items, fresh)
+    fresh, alike, keys = _without_matches(scope, items, fresh, later)
     later = sorted(later + alike)
 
     results: list[IntakeResult | list[FieldError]] = [[] for _ in items]
@@ -305,13 +334,14 @@ def _without_matches(
     scope: TenantScope,
     items: list[tuple[str | None, dict[str, Any]]],
     fresh: list[int],
+    later: list[int],
 ) -> tuple[list[int], list[int], dict[int, frozenset[str]]]:
     """Splits `fresh` into items like no lead at all, and those like some lead.
 
     An item is compared with its candidates in the store (found for the whole
-    chunk at once) and with the earlier items of the chunk: one like any of
-    them is taken alone, after the others are inserted, as a sequence of
-    single intakes would.
+    chunk at once) and with every earlier item of the chunk, `later` ones
+    included: one like any of them is taken alone, in order, after the others
+    are inserted, as a sequence of single intakes would.
 
     Returns:
         The positions of items like none, of items like some, and each item's
@@ -329,7 +359,13 @@ def _without_matches(
     }
     earlier = BlockIndex.for_rules(rules)
     unlike, alike = [], []
+    waiting = sorted(later, reverse=True)
     for position, profile, ids in zip(fresh, profiles, found, strict=True):
+        while waiting and waiting[-1] < position:
+            # Taken alone later, but earlier in the chunk: a fresh item like
+            # it must wait for it.
+            before = waiting.pop()
+            earlier.add(before, rules.profile(items[before][1]))
         candidates = [(i, stored_profiles[i]) for i in ids if i in stored_profiles]
         candidates += earlier.candidate_profiles(profile)
         best = rules.best_match(profile, candidates)
@@ -375,9 +411,11 @@ def _store_alone(
                 )
                 scope.session.flush()
             return result
-        except IntegrityError:
+        except IntegrityError as exc:
             if attempt == 2:
-                raise
+                # The driver's text names the conflicting key (an address);
+                # it must not reach logs or Prefect, which keep no personal data.
+                raise StoreConflict(reference, describe_error(exc)) from None
         except DataError as exc:
             # A value the database refuses that our checks let through: this
             # item is refused, the rest stand.
@@ -440,9 +478,9 @@ def submit(
                     region=region,
                     reference=reference,
                 )
-        except IntegrityError:
+        except IntegrityError as exc:
             if attempt == 2:
-                raise
+                raise StoreConflict(reference, describe_error(exc)) from None
     raise AssertionError("unreachable")
 
 
@@ -466,11 +504,12 @@ def submit_batch(
 ) -> list[ItemResult]:
     """Takes in many leads in one transaction, each item standing alone.
 
-    An invalid item is reported and skipped; the valid ones are all written.
-    Items are written in e-mail key order (input order among equal keys), so
-    concurrent batches lock rows in one global order and cannot deadlock on
-    PostgreSQL. Each item runs in a savepoint: a store conflict on one (a
-    unique-key race) undoes that item only, and it is tried once more.
+    An invalid item is reported and skipped; the valid ones are all written,
+    in input order, as if sent one by one (`store_many`). The leads they
+    update are locked first in e-mail key order, so concurrent batches cannot
+    deadlock on PostgreSQL. An item taken alone runs in a savepoint: a store
+    conflict on it (a unique-key race) undoes that item only, and it is tried
+    once more.
     """
     results: dict[int, ItemResult] = {}
     prepared: list[tuple[int, dict[str, Any]]] = []
@@ -479,7 +518,6 @@ def submit_batch(
             prepared.append((index, prepare(item, region)))
         except LeadRejected as exc:
             results[index] = ItemResult(index, "rejected", errors=exc.errors)
-    prepared.sort(key=lambda pair: pair[1].get("email") or "")
 
     with store.write(tenant_id) as scope:
         stored = store_many(

@@ -57,9 +57,17 @@ IN_LIST_SIZE = 500
 
 
 def stored_keys(
-    scope: TenantScope, column: Any, keys: Iterable[str | None]
+    scope: TenantScope,
+    column: Any,
+    keys: Iterable[str | None],
+    *,
+    lock: bool = False,
 ) -> set[str]:
-    """Which of `keys` some lead of the tenant holds in `column` (an indexed key)."""
+    """Which of `keys` some lead of the tenant holds in `column` (an indexed key).
+
+    With `lock`, those leads are locked until the transaction ends, in key
+    order (FOR UPDATE on PostgreSQL; SQLite serialises writers already).
+    """
     wanted = sorted({key for key in keys if key})
     found: set[str] = set()
     for start in range(0, len(wanted), IN_LIST_SIZE):
@@ -67,6 +75,8 @@ def stored_keys(
         query = select(column).where(
             Lead.tenant_id == scope.tenant_id, column.in_(part)
         )
+        if lock:
+            query = query.order_by(column).with_for_update()
         found.update(scope.session.scalars(query))
     return found
 
