@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import time
@@ -13,6 +12,7 @@ import httpx
 import typer
 import yaml
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from sqlalchemy.exc import OperationalError
 
 from leads.imports import ImportFileError, read_mapping
 from leads.settings import Settings
@@ -155,7 +155,6 @@ def _run_here(
 ) -> dict[str, Any]:
     from deployments.cli import _fail
     from leads import importer
-    from leads.imports import ImportFileError
     from leads.store import Store
     from leads.store import imports as stored
     from leads.store.schema import schema_state
@@ -187,9 +186,7 @@ def _run_here(
                 percent = min(100.0, 100.0 * chunk.bytes_read / size)
                 bar.update(task, completed=percent, records=chunk.last)
 
-            # A file that turns out unreadable is marked failed with its
-            # reason, which the summary shows.
-            with contextlib.suppress(ImportFileError):
+            try:
                 importer.run(
                     store,
                     row.id,
@@ -198,6 +195,21 @@ def _run_here(
                     on_chunk=advance,
                     workers=settings.import_workers,
                 )
+            except importer.ImportBusy:
+                _fail(
+                    f"import {row.id} was taken by another run (the stack's "
+                    f"sweeper); follow it with GET /api/imports/{row.id}"
+                )
+            except OperationalError:
+                _fail(
+                    f"the lead store stopped answering; import {row.id} resumes "
+                    "from its last committed chunk when the stack's sweeper "
+                    "runs, or run `orchestrator import` on the file again"
+                )
+            except Exception:  # noqa: BLE001 - marked failed with its reason
+                # An unreadable file or any other stop is on the import, with
+                # its reason, which the summary shows.
+                pass
             bar.update(task, completed=100.0)
         with store.read("default") as scope:
             done = stored.get(scope, row.id)

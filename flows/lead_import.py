@@ -66,6 +66,15 @@ def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]
         # Marked failed with this reason, which the import's status shows.
         logger.error("import %s: failed: %s", import_id, exc)
         return {}
+    except importer.ImportBusy as exc:
+        logger.warning("import %s: let go: %s", import_id, exc)
+        return {}
+    except Exception as exc:
+        # Failed with how far it got (or, with the store down, left for the
+        # sweeper); the error's text stays out of Prefect, it may quote a record.
+        importer.stop(store, job, exc)
+        logger.error("import %s: stopped by %s", import_id, type(exc).__name__)
+        return {}
 
     counts = importer.finish(store, job)
     logger.info("import %s: finished %s", import_id, counts)

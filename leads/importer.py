@@ -19,6 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlalchemy.exc import OperationalError
+
 from leads import rulebook
 from leads.errors import FieldError, LeadRejected
 from leads.fuzzy import BlockIndex
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 CHANNEL = "import"
 DEFAULT_CHUNK_SIZE = 1000
 COPY_BLOCK = 1024 * 1024
+# Records skipped on a resume between renewals of the lease.
+RENEW_EVERY = 5000
 # Chunks between refreshes of the planner's statistics.
 STATISTICS_EVERY = 25
 # Profiles a dry run keeps to count fuzzy matches across chunks; beyond this a
@@ -262,7 +266,7 @@ def chunks(store: Store, job: Job) -> Iterator[Chunk]:
             row = stored.get(scope, job.import_id)
             _note_reading(row, opened.encoding, opened.delimiter, opened.headers)
         try:
-            for number, chunk in enumerate(_batches(opened, job, done)):
+            for number, chunk in enumerate(_batches(store, opened, job, done)):
                 if number % STATISTICS_EVERY == 0:
                     # A store filled by this import must not be planned as
                     # the empty one it was (see `refresh_statistics`).
@@ -275,11 +279,14 @@ def chunks(store: Store, job: Job) -> Iterator[Chunk]:
             raise
 
 
-def _batches(opened: CsvFile, job: Job, done: int) -> Iterator[Chunk]:
+def _batches(store: Store, opened: CsvFile, job: Job, done: int) -> Iterator[Chunk]:
     batch: list[Record | RecordProblem] = []
     for item in opened:
         if item.number <= done:
             _note_key(job, item)
+            if item.number % RENEW_EVERY == 0:
+                # Skipping a long committed stretch takes time: hold on to it.
+                stored.extend(store, job.import_id, job.owner, lease=job.lease)
             continue
         batch.append(item)
         if len(batch) == job.chunk_size:
@@ -405,6 +412,10 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         row = stored.get(scope, job.import_id, lock=True)
         if not stored.holds(row, job.owner):
             raise ImportBusy(f"import {job.import_id} was taken over by another run")
+        if row.records_done >= chunk.last:
+            # A retry of a chunk whose commit did reach the store, though its
+            # answer was lost: it is in already.
+            return {}
         leads = scope.session.begin_nested()
         references = [
             (f"import:{job.import_id}#{record.number}", values)
@@ -540,13 +551,51 @@ def finish(store: Store, job: Job) -> dict[str, int]:
 
 
 def fail(store: Store, job: Job, reason: str) -> None:
-    """Marks the import failed with a reason a user can act on."""
+    """Marks the import failed with a reason a user can act on.
+
+    What earlier chunks took in stays. The upload is deleted: a failed import
+    is not resumed (it would fail again), and the file holds every row's
+    personal data. A run that lost the import to another changes nothing.
+    """
     with store.write(job.tenant_id) as scope:
         row = stored.get(scope, job.import_id, lock=True)
+        if row.status == stored.RUNNING and row.lease_owner not in (job.owner, None):
+            return
         row.status = stored.FAILED
         row.error = reason
         row.finished_at = utcnow()
         row.lease_owner = row.lease_expires_at = None
+        path = Path(row.path)
+    path.unlink(missing_ok=True)
+
+
+def stop(store: Store, job: Job, error: Exception) -> None:
+    """Ends an import that an error other than its file's stopped.
+
+    The store being unreachable leaves it running: the sweeper resumes it from
+    its last committed chunk once the lease runs out. Any other error would
+    stop every later run at the same place, so the import is failed, saying
+    how far it got; the details go to this process's log only, since an error's
+    text may quote a record.
+
+    Raises:
+        OperationalError: the store could not be reached (re-raised).
+    """
+    if isinstance(error, OperationalError):
+        raise error
+    logger.error(
+        "import %s stopped by %s", job.import_id, type(error).__name__, exc_info=error
+    )
+    with store.read(job.tenant_id) as scope:
+        done = stored.get(scope, job.import_id).records_done
+    fail(
+        store,
+        job,
+        f"stopped by an unexpected error ({type(error).__name__}) after record "
+        f"{done:,}; the records up to it were taken in. Import the rest again "
+        "(the rejects file and the counts say which), or report the error with "
+        "the import's id",
+    )
 
 
 def run(
@@ -577,10 +626,16 @@ def run(
         The import's counts by outcome.
     """
     job = start(store, import_id, owner=owner, region=region, lease=lease)
-    for chunk in cleaned_chunks(job, chunks(store, job), workers):
-        counts = run_chunk(store, job, chunk)
-        if on_chunk is not None:
-            on_chunk(job, chunk, counts)
+    try:
+        for chunk in cleaned_chunks(job, chunks(store, job), workers):
+            counts = run_chunk(store, job, chunk)
+            if on_chunk is not None:
+                on_chunk(job, chunk, counts)
+    except (ImportFileError, ImportBusy):
+        raise
+    except Exception as exc:
+        stop(store, job, exc)
+        raise
     return finish(store, job)
 
 

@@ -111,6 +111,22 @@ def claim(
         return taken.rowcount == 1
 
 
+def extend(store: Store, import_id: str, owner: str, *, lease: timedelta) -> bool:
+    """Renews `owner`'s lease on the import; False when it no longer holds it."""
+    with store.write_across_tenants() as session:
+        renewed = session.execute(
+            update(LeadImport)
+            .where(
+                LeadImport.id == import_id,
+                LeadImport.status == RUNNING,
+                LeadImport.lease_owner == owner,
+            )
+            .values(lease_expires_at=utcnow() + lease)
+            .execution_options(synchronize_session=False)
+        )
+        return renewed.rowcount == 1
+
+
 def resumable(store: Store, now: datetime | None = None) -> list[str]:
     """Imports no run holds: queued, or running under a lease that has run out."""
     now = now or utcnow()
