@@ -1,5 +1,8 @@
 """Lead imports with their rejects, and the blocking keys fuzzy matching looks up.
 
+Leads stored before this revision get their keys here, under the matching rules
+in the configured `matching.yaml`, so fuzzy matching finds them too.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-04
@@ -9,7 +12,12 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from leads.fuzzy import load_rules
+from leads.settings import get_settings
+
 BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Leads read and given their keys at a time.
+BACKFILL_CHUNK = 1000
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 revision = "0004"
@@ -77,6 +85,54 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_lead_match_keys_key", ["key", "tenant_id"], unique=False
         )
+    _backfill_match_keys()
+
+
+def _backfill_match_keys() -> None:
+    """Gives every stored lead its blocking keys, a chunk of ids at a time."""
+    path = get_settings().config_dir / "matching.yaml"
+    if not path.is_file():
+        return
+    rules = load_rules(path)
+    names = sorted({field.partition(".")[0] for field in rules.fields})
+    leads = sa.table(
+        "leads",
+        sa.column("id", sa.String),
+        sa.column("tenant_id", sa.String),
+        *(
+            sa.column(name, sa.JSON if name == "custom" else sa.String)
+            for name in names
+        ),
+    )
+    keys = sa.table(
+        "lead_match_keys",
+        sa.column("lead_id", sa.String),
+        sa.column("key", sa.String),
+        sa.column("tenant_id", sa.String),
+    )
+    connection = op.get_bind()
+    last_id = ""
+    while True:
+        rows = (
+            connection.execute(
+                sa.select(leads)
+                .where(leads.c.id > last_id)
+                .order_by(leads.c.id)
+                .limit(BACKFILL_CHUNK)
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return
+        values = [
+            {"lead_id": row["id"], "key": key, "tenant_id": row["tenant_id"]}
+            for row in rows
+            for key in rules.blocking_keys(rules.profile(row))
+        ]
+        if values:
+            connection.execute(keys.insert(), values)
+        last_id = rows[-1]["id"]
 
 
 def downgrade() -> None:
