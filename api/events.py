@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 
 import httpx
 
+from leads.store import outbox
+
 logger = logging.getLogger(__name__)
 
-EVENT = "leads.pending"
-RESOURCE_ID = "orchestrator.leads"
+EVENT = outbox.PENDING_EVENT
+RESOURCE_ID = outbox.PENDING_RESOURCE
 
 
 class PendingSignal:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
 from prefect.utilities.annotations import quote
 
 from leads import importer
 from leads.importer import Chunk, Job
 from leads.settings import Settings, get_settings
-from leads.store import Store
+from leads.store import Store, outbox
 from leads.store import imports as stored
 from tasks.import_chunks import import_chunk
 
@@ -60,8 +61,15 @@ def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]
     try:
         chunks = importer.chunks(store, job)
         for chunk in importer.cleaned_chunks(job, chunks, settings.import_workers):
-            import_chunk(store, quote(job), quote(chunk))
+            counts = import_chunk(store, quote(job), quote(chunk))
             _log_progress(job, chunk)
+            if not job.dry_run and counts:
+                # The drains take the new rows now, not at the next minute.
+                emit_event(
+                    event=outbox.PENDING_EVENT,
+                    resource={"prefect.resource.id": outbox.PENDING_RESOURCE},
+                    payload={"leads": sum(counts.values())},
+                )
     except importer.ImportFileError as exc:
         # Marked failed with this reason, which the import's status shows.
         logger.error("import %s: failed: %s", import_id, exc)

@@ -33,7 +33,7 @@ from leads.imports import (
     parse_decimal,
     read_mapping,
 )
-from leads.intake import IntakeResult, prepare, store_many
+from leads.intake import IntakeResult, fold, prepare, store_many
 from leads.matching import mailbox_key
 from leads.normalise import email_key
 from leads.store import Store, TenantScope
@@ -403,10 +403,14 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
     if chunk.cleaned is None:
         chunk = clean_chunk(chunk, job.region, job.headers, job.numbers)
     assert chunk.cleaned is not None
-    prepared, rejects = list(chunk.cleaned.leads), list(chunk.cleaned.rejects)
-    # In file order: `store_many` locks rows in key order itself.
+    rejects = list(chunk.cleaned.rejects)
+    # In file order (`store_many` locks rows in key order itself), with the
+    # records of one address folded into its first, before anything is
+    # written: one write per person, and the same file imported again finds
+    # nothing to change.
+    prepared, folded = _fold_repeats(chunk.cleaned.leads)
 
-    counts: Counter[str] = Counter(rejected=len(rejects))
+    counts: Counter[str] = Counter(rejected=len(rejects), merged=folded)
     keys: set[str] = set()
     with store.write(job.tenant_id) as scope:
         row = stored.get(scope, job.import_id, lock=True)
@@ -481,6 +485,30 @@ def _remember(job: Job, made: list[tuple[int, dict[str, Any]]]) -> None:
         job.made.add(number, rules.profile(values))
         if values.get("email"):
             job.made_emails[number] = values["email"]
+
+
+def _fold_repeats(
+    leads: Iterable[tuple[Record, dict[str, Any]]],
+) -> tuple[list[tuple[Record, dict[str, Any]]], int]:
+    """The chunk's leads with later records of an address folded into the first.
+
+    Returns:
+        The leads to write, in file order, and how many records were folded.
+    """
+    kept: list[tuple[Record, dict[str, Any]]] = []
+    first: dict[str, int] = {}
+    folded = 0
+    for record, values in leads:
+        email = values.get("email")
+        if email and email in first:
+            position = first[email]
+            kept[position] = (kept[position][0], fold(kept[position][1], values))
+            folded += 1
+            continue
+        if email:
+            first[email] = len(kept)
+        kept.append((record, values))
+    return kept, folded
 
 
 def _outcome(job: Job, keys: set[str], email: str | None, result: IntakeResult) -> str:

@@ -447,6 +447,33 @@ def _merge(lead: Lead, values: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def fold(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """Two prepared submissions of one person as one, as `_merge` would store them.
+
+    Newer non-empty values win, a blank never erases, custom fields merge key
+    by key and warnings add up; a valid phone is not displaced by a later
+    unreadable one.
+    """
+    folded = dict(earlier)
+    for name, value in later.items():
+        if name in ("custom", "warnings") or _blank(value):
+            continue
+        if name == "phone_raw" and folded.get("phone") and not later.get("phone"):
+            continue
+        folded[name] = value
+    if later.get("phone"):
+        folded["phone_raw"] = None
+    custom = {k: v for k, v in (later.get("custom") or {}).items() if not _blank(v)}
+    if custom:
+        folded["custom"] = {**(folded.get("custom") or {}), **custom}
+    warnings = [
+        w for w in later.get("warnings") or [] if w not in folded.get("warnings", [])
+    ]
+    if warnings:
+        folded["warnings"] = [*folded.get("warnings", []), *warnings]
+    return folded
+
+
 def _blank(value: Any) -> bool:
     """Null, white space only, or an empty list or object: nothing to merge."""
     if isinstance(value, str):

@@ -18,7 +18,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from leads.control_characters import MULTI_LINE_FIELDS, keep_line_breaks, to_one_line
-from leads.countries import country_code
+from leads.countries import country_code, is_country_code
 from leads.deliverability import UNDELIVERABLE_EMAIL, Resolver, check_deliverable
 from leads.errors import FieldError
 from leads.fields import TEXT_FIELDS
@@ -111,12 +111,15 @@ def clean_fields(
     Args:
         given: the fields as sent.
         region: alpha-2 region for phones without a country prefix, and the
-            country of a postal code when the lead names none.
+            country of a postal code, when the lead names no country.
         resolver: when given, an e-mail's domain must accept mail (a DNS
             lookup through it); None checks the syntax only.
     """
     result = Cleaned()
-    for name, value in given.items():
+    # Phones are read last, in the lead's own country when it names one: a
+    # national number of a GB lead is a GB number, whatever the default.
+    ordered = sorted(given.items(), key=lambda item: item[0] == "phone")
+    for name, value in ordered:
         before = len(result.errors)
         check_value(name, value, result.errors)
         if len(result.errors) > before:
@@ -124,7 +127,7 @@ def clean_fields(
         if name == "email":
             _clean_email(value, result, resolver)
         elif name == "phone":
-            _clean_phone(value, region, result)
+            _clean_phone(value, _phone_region(result, region), result)
         elif isinstance(value, str):
             _clean_text_field(name, value, result)
         elif isinstance(value, datetime):
@@ -134,6 +137,11 @@ def clean_fields(
         _check_length(name, result)
     _pad_postal_code(given, region, result)
     return result
+
+
+def _phone_region(result: Cleaned, region: str) -> str:
+    country = result.values.get("country")
+    return country if isinstance(country, str) and is_country_code(country) else region
 
 
 # Deeper `custom` values are refused: nothing a form or CRM sends nests this far,

@@ -13,6 +13,10 @@ from leads.store.tables import Lead, OutboxItem, utcnow
 CRM_SYNC = "crm_sync"
 SEQUENCE_ENROLMENT = "sequence_enrolment"
 TOPICS = (CRM_SYNC, SEQUENCE_ENROLMENT)
+# The Prefect event that says rows are waiting (the API's coalesced signal, an
+# import's chunks), and the resource the drains' triggers match it on.
+PENDING_EVENT = "leads.pending"
+PENDING_RESOURCE = "orchestrator.leads"
 
 
 def enqueue(

@@ -230,6 +230,19 @@ class TestCountryAndPostalCode:
         assert fixed["warnings"] == []
         assert (put["postal_code"], put["warnings"]) == ("08540", ["zip_zero_padded"])
 
+    def test_a_national_phone_is_read_in_the_leads_own_country(self, client):
+        uk = created(
+            client,
+            {"email": "uk@example.co.uk", "phone": "020 7946 0958", "country": "GB"},
+        )
+        unknown = created(
+            client,
+            {"email": "x@example.com", "phone": "(415) 555-0100", "country": "Narnia"},
+        )
+
+        assert (uk["phone"], uk["warnings"]) == ("+442079460958", [])
+        assert unknown["phone"] == "+14155550100"
+
     def test_a_uk_postcode_is_untouched(self, client):
         lead = created(
             client,

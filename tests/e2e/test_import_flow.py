@@ -6,11 +6,13 @@ import asyncio
 import csv
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
@@ -81,6 +83,30 @@ def queue(store: Store, path: Path, **options: Any) -> LeadImport:
             max_bytes=get_settings().max_import_bytes,
             **options,
         )
+
+
+def pending_signals(url: str, run_id: Any) -> int:
+    """How many `leads.pending` events the flow run emitted (the drains' trigger)."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = httpx.post(
+            f"{url}/events/filter",
+            json={"filter": {"event": {"name": ["leads.pending"]}}, "limit": 50},
+            timeout=10,
+        ).json()["events"]
+        mine = [
+            event
+            for event in found
+            if event["resource"]["prefect.resource.id"] == "orchestrator.leads"
+            and any(
+                str(run_id) in related["prefect.resource.id"]
+                for related in event.get("related", [])
+            )
+        ]
+        # Events reach the server a moment after the run ends.
+        if len(mine) >= 3 or time.monotonic() > deadline:
+            return len(mine)
+        time.sleep(0.5)
 
 
 def the_import(store: Store, import_id: str) -> LeadImport:
@@ -161,6 +187,7 @@ class TestOneImport:
         assert "@" not in text
         leaked = {value for value in personal_data(SALESFORCE_LEADS) if value in text}
         assert leaked == set(), "the artifact carries counts, never lead data"
+        assert pending_signals(prefect_server.api_url, run_id) == 3, "one a chunk"
 
     def test_a_dry_run_says_so_on_its_artifact(self, store, prefect_server):
         row = queue(store, FIXTURES / "CSV-01.csv", dry_run=True)
