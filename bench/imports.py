@@ -206,17 +206,8 @@ def main(argv: list[str]) -> int:
         f"{TARGET_PEAK_RSS_MB} MB, flat µs per row as files and the store grow.",
         "",
         *body,
-        "",
-        f"Code: {machine.code_version()}",
-        "",
-        "## Machine",
-        *[f"- {label}: {value}" for label, value in machine.describe()],
-        f"- Load average at the end: {machine.load_average()}",
     ]
-    text = "\n".join(report) + "\n"
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text, encoding="utf-8")
+    machine.publish(RESULTS, report)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -129,3 +130,29 @@ def code_version() -> str:
     if head.returncode != 0:
         return "unknown (not a git checkout, or no commit yet)"
     return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout else "")
+
+
+def shown_python() -> str:
+    """The interpreter as a reader would type it: relative to here when inside."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return str(executable)
+
+
+def publish(path: Path, lines: list[str]) -> None:
+    """Ends a report with the commit and the machine, prints it and writes it."""
+    lines = [
+        *lines,
+        "",
+        f"Code: {code_version()}",
+        "",
+        "## Machine",
+        *[f"- {label}: {value}" for label, value in describe()],
+        f"- Load average at the end: {load_average()}",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

@@ -92,14 +92,6 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _shown_python() -> str:
-    executable = Path(sys.executable)
-    try:
-        return str(executable.relative_to(Path.cwd()))
-    except ValueError:
-        return str(executable)
-
-
 def report(
     argv: list[str],
     path: Path,
@@ -118,7 +110,7 @@ def report(
         if trained.auc_mean >= TARGET_AUC
         else f"missed by {TARGET_AUC - trained.auc_mean:.3f}"
     )
-    command = shlex.join([_shown_python(), "-m", "bench.scoring", *argv])
+    command = shlex.join([machine.shown_python(), "-m", "bench.scoring", *argv])
     machine_facts = [
         (label, value) for label, value in machine.describe() if label != "Packages"
     ]

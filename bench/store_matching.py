@@ -171,17 +171,8 @@ def main(argv: list[str]) -> int:
         "e-mail; half are new people.",
         "",
         *body,
-        "",
-        f"Code: {machine.code_version()}",
-        "",
-        "## Machine",
-        *[f"- {label}: {value}" for label, value in machine.describe()],
-        f"- Load average at the end: {machine.load_average()}",
     ]
-    text_ = "\n".join(report) + "\n"
-    print(text_)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text_, encoding="utf-8")
+    machine.publish(RESULTS, report)
     return 0
 
 
