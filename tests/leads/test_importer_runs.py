@@ -1,4 +1,4 @@
-"""Import runs: stopped ones end saying how far they got; repeats fold into one write."""
+"""Import runs: a stopped one says how far it got; repeats fold into one write."""
 
 from __future__ import annotations
 
