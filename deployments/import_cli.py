@@ -60,6 +60,8 @@ def import_file(
     else:
         view = _run_through_api(settings, file, columns, dry_run, rejects)
     _summarise(view)
+    if view.get("rejects_written"):
+        typer.echo(f"  rejects written to {rejects}")
     if view["status"] == "failed":
         _fail(f"the import failed: {view['error']}")
 
@@ -135,6 +137,7 @@ def _run_through_api(
                 )
         if rejects is not None and view["counts"].get("rejected"):
             rejects.write_bytes(client.get(view["rejects_url"]).content)
+            view["rejects_written"] = True
     return view
 
 
@@ -213,10 +216,12 @@ def _run_here(
             bar.update(task, completed=100.0)
         with store.read("default") as scope:
             done = stored.get(scope, row.id)
-            if rejects is not None and done.counts.get("rejected"):
+            written = rejects is not None and bool(done.counts.get("rejected"))
+            if written:
                 with rejects.open("w", encoding="utf-8-sig", newline="") as out:
                     csv.writer(out).writerows(importer.reject_rows(scope, done))
             return {
+                "rejects_written": written,
                 "id": done.id,
                 "status": done.status,
                 "dry_run": done.dry_run,
