@@ -179,18 +179,32 @@ class Match:
         one e-mail key, so merging would drop one, and two mailboxes can be two
         people sharing a name and a company. Such a pair is flagged instead.
         """
-        if self.verdict.decision != "match":
-            return False
-        return not (email and self.lead.email and email != self.lead.email)
+        return _mergeable(self.verdict, email, self.lead.email)
+
+    def describe(self) -> dict[str, Any]:
+        """For the timeline: whom it matched, how strongly, and why."""
+        return Likeness(self.lead.id, self.verdict).describe()
+
+
+@dataclass(frozen=True)
+class Likeness:
+    """A stored lead (by id) a new one is like, and the verdict."""
+
+    lead_id: str
+    verdict: Verdict
 
     def describe(self) -> dict[str, Any]:
         """For the timeline: whom it matched, how strongly, and why."""
         return {
-            "lead_id": self.lead.id,
+            "lead_id": self.lead_id,
             "decision": self.verdict.decision,
             "score": round(self.verdict.score, 2),
             "reasons": list(self.verdict.reasons),
         }
+
+
+def _mergeable(verdict: Verdict, email: str | None, other: str | None) -> bool:
+    return verdict.decision == "match" and not (email and other and email != other)
 
 
 def find_match(scope: TenantScope, values: dict[str, Any]) -> Match | None:
@@ -308,22 +322,28 @@ def store_many(
         if box:
             boxes.add(box)
 
-    fresh, alike, keys = _without_matches(scope, items, fresh, later)
+    fresh, alike, keys, flagged = _without_matches(scope, items, fresh, later)
     later = sorted(later + alike)
 
     results: list[IntakeResult | list[FieldError]] = [[] for _ in items]
     try:
         with scope.session.begin_nested():
             created = _create_many(
-                scope, [items[p] for p in fresh], channel, [keys.get(p) for p in fresh]
+                scope,
+                [items[p] for p in fresh],
+                channel,
+                [keys.get(p) for p in fresh],
+                [flagged.get(p) for p in fresh],
             )
     except (IntegrityError, DataError):
-        # A concurrent writer took a key, or one value is refused: each item
-        # then goes alone, and only the offending one fails.
+        # A concurrent writer took a key (or deleted a lead one is like), or
+        # one value is refused: each item then goes alone, and only the
+        # offending one fails.
         later = sorted(fresh + later)
     else:
         for position, lead in zip(fresh, created, strict=True):
-            results[position] = IntakeResult(lead, "created")
+            outcome = "possible_duplicate" if position in flagged else "created"
+            results[position] = IntakeResult(lead, outcome)
     for position in later:
         reference, values = items[position]
         results[position] = _store_alone(scope, values, channel, reference)
@@ -335,30 +355,32 @@ def _without_matches(
     items: list[tuple[str | None, dict[str, Any]]],
     fresh: list[int],
     later: list[int],
-) -> tuple[list[int], list[int], dict[int, frozenset[str]]]:
-    """Splits `fresh` into items like no lead at all, and those like some lead.
+) -> tuple[list[int], list[int], dict[int, frozenset[str]], dict[int, Likeness]]:
+    """Splits `fresh` into items inserted together and those taken alone.
 
     An item is compared with its candidates in the store (found for the whole
     chunk at once) and with every earlier item of the chunk, `later` ones
-    included: one like any of them is taken alone, in order, after the others
-    are inserted, as a sequence of single intakes would.
+    included. One that would be merged, or is like an earlier item of the
+    chunk, is taken alone, in order, after the others are inserted, as a
+    sequence of single intakes would. One only possibly like a stored lead
+    (or like one with another address) is inserted with the others, flagged.
 
     Returns:
-        The positions of items like none, of items like some, and each item's
-        blocking keys (so that they are not worked out again to be stored).
+        The positions inserted together, those taken alone, each item's
+        blocking keys (not worked out again to be stored), and the stored lead
+        each flagged one is like.
     """
     rules = rulebook.matching_rules()
     if rules is None or not fresh:
-        return fresh, [], {}
+        return fresh, [], {}, {}
     profiles = [rules.profile(items[position][1]) for position in fresh]
     found = match_keys.candidates(scope, rules, [p.keys for p in profiles])
     wanted = {i for ids in found for i in ids}
-    stored_profiles = {
-        i: rules.profile(row, keys=False)
-        for i, row in match_keys.compared_values(scope, rules.fields, wanted).items()
-    }
+    rows = match_keys.compared_values(scope, rules.fields, wanted)
+    stored_profiles = {i: rules.profile(row, keys=False) for i, row in rows.items()}
     earlier = BlockIndex.for_rules(rules)
     unlike, alike = [], []
+    flagged: dict[int, Likeness] = {}
     waiting = sorted(later, reverse=True)
     for position, profile, ids in zip(fresh, profiles, found, strict=True):
         while waiting and waiting[-1] < position:
@@ -371,11 +393,16 @@ def _without_matches(
         best = rules.best_match(profile, candidates)
         if best is None or best[1].decision == "distinct":
             unlike.append(position)
+        elif isinstance(best[0], str) and not _mergeable(
+            best[1], items[position][1].get("email"), rows[best[0]].get("email")
+        ):
+            unlike.append(position)
+            flagged[position] = Likeness(best[0], best[1])
         else:
             alike.append(position)
         earlier.add(position, profile)
     keys = {p: profile.keys for p, profile in zip(fresh, profiles, strict=True)}
-    return unlike, alike, keys
+    return unlike, alike, keys, flagged
 
 
 def _create_many(
@@ -383,17 +410,24 @@ def _create_many(
     items: list[tuple[str | None, dict[str, Any]]],
     channel: str,
     keys: list[frozenset[str] | None],
+    likeness: list[Likeness | None],
 ) -> list[Lead]:
-    leads, details = [], []
-    for reference, values in items:
+    leads, details, pairs = [], [], []
+    for (reference, values), like in zip(items, likeness, strict=True):
         lead = _new_lead(values, channel)
         lead.id = new_id()
         leads.append(lead)
         detail: dict[str, Any] = {"channel": channel, "received": values}
         if reference:
             detail["reference"] = reference
+        if like is not None:
+            lead.flags = [duplicates.FLAG_PREFIX + like.lead_id]
+            detail["matched"] = like.describe()
+            detail["possible_duplicate_of"] = like.lead_id
+            pairs.append((lead.id, like.lead_id))
         details.append(detail)
     commit_creations(scope, leads, details, channel=channel, keys=keys)
+    duplicates.pair_many(scope, pairs, SIMILAR_DETAILS)
     return leads
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 
 from leads.changes import commit_change, jsonable, set_value
 from leads.errors import LeadError
@@ -103,6 +103,30 @@ def pair(scope: TenantScope, lead: Lead, earlier: Lead, reason: str) -> Duplicat
     )
     scope.add(review)
     return review
+
+
+def pair_many(
+    scope: TenantScope, pairs: Iterable[tuple[str, str]], reason: str
+) -> None:
+    """Opens review items for (new lead id, earlier lead id) pairs in one go.
+
+    For leads inserted in bulk already flagged; `pair` for one lead.
+    """
+    now = utcnow()
+    rows = [
+        {
+            "tenant_id": scope.tenant_id,
+            "lead_id": lead_id,
+            "duplicate_of_id": earlier_id,
+            "reason": reason,
+            "status": OPEN,
+            "created_at": now,
+            "resolved_at": None,
+        }
+        for lead_id, earlier_id in pairs
+    ]
+    if rows:
+        scope.session.execute(insert(DuplicateReview.__table__), rows)
 
 
 def lock_mailboxes(scope: TenantScope, keys: Iterable[str | None]) -> None:
