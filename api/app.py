@@ -18,7 +18,7 @@ from api import problems
 from api.access_log import AccessLog
 from api.events import PendingSignal
 from api.limits import BodySizeLimit
-from api.routes import duplicates, health, imports, leads, workflows
+from api.routes import crm, duplicates, health, imports, leads, workflows
 from api.routes.health import VERSION
 from leads.settings import Settings, get_settings
 from leads.store import Store
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(leads.router)
     app.include_router(duplicates.router)
     app.include_router(imports.router)
+    app.include_router(crm.router)
     app.include_router(workflows.router)
     _serve_docs(app)
     app.add_middleware(AccessLog)

@@ -11,6 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from deployments.crm_cli import crm, sandbox, sync
 from deployments.import_cli import import_file
 from deployments.score_cli import score
 from leads.settings import Settings, get_settings
@@ -26,6 +27,9 @@ db = typer.Typer(help="The lead store's schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
 app.command("import")(import_file)
 app.add_typer(score, name="score")
+app.add_typer(crm, name="crm")
+app.command()(sandbox)
+app.command()(sync)
 
 
 def _fail(message: str) -> None:
@@ -91,7 +95,7 @@ def api(
 
 @app.command()
 def up() -> None:
-    """Starts the whole stack: Prefect server, flow runner and API, until Ctrl-C."""
+    """Starts the whole stack (Prefect, CRM sandbox, flow runner, API) until Ctrl-C."""
     from deployments.supervisor import Stack, StackError, run_stack
 
     settings = _settings()

@@ -86,6 +86,15 @@ class Stack:
         self.children = []
         if settings.prefect_api_url is None:
             self.children.append(self._prefect_server(prefect, prefect_root))
+        if settings.crm == "sandbox":
+            self.children.append(
+                Child(
+                    "crm-sandbox",
+                    [orchestrator, "sandbox"],
+                    url=f"{settings.sandbox_url} (records: {settings.sandbox_url}/)",
+                    ready=_answers(f"{settings.sandbox_url}/"),
+                )
+            )
         self.children += [
             Child("flow-runner", [orchestrator, "serve"], url="(polls the server)"),
             Child(
@@ -119,6 +128,10 @@ class Stack:
         if self.settings.prefect_api_url is None:
             wanted.insert(
                 0, (self.settings.prefect_port, "127.0.0.1", "ORCH_PREFECT_PORT")
+            )
+        if self.settings.crm == "sandbox":
+            wanted.append(
+                (self.settings.sandbox_port, "127.0.0.1", "ORCH_SANDBOX_PORT")
             )
         for port, host, setting in wanted:
             if port_in_use(host, port):

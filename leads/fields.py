@@ -35,6 +35,7 @@ READ_ONLY_FIELDS = frozenset(
         "crm_sync_status",
         "crm_sync_reason",
         "crm_synced_at",
+        "crm_state",
         "created_at",
         "updated_at",
         "version",

@@ -269,6 +269,7 @@ def _new_lead(values: dict[str, Any], channel: str) -> Lead:
         custom={},
         version=1,
         crm_sync_status="pending",
+        crm_state={},
     )
     for name, value in values.items():
         setattr(lead, name, getattr(value, "value", value))

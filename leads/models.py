@@ -185,6 +185,13 @@ class LeadView(BaseModel):
     crm_sync_status: str
     crm_sync_reason: str | None
     crm_synced_at: datetime | None
+    crm_state: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "What the CRM last said of the lead: converted, lifecycle stage, "
+            "opted out, replied."
+        ),
+    )
     custom: dict[str, Any]
     captured_at: datetime | None
     created_at: datetime

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         8100,
         ge=1,
         le=65535,
-        description="Port of the bundled CRM sandbox (the CRM milestone).",
+        description="Port of the bundled CRM sandbox.",
     )
     public_base_url: str = Field(
         "http://127.0.0.1:8000",
@@ -78,11 +78,35 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None,
         description=(
-            "Will sign unsubscribe tokens (the e-mail milestone); not used yet."
+            "Encrypts CRM credentials saved through the API (and will sign "
+            "unsubscribe tokens). Unset: a key generated into the data dir."
         ),
     )
     crm: Literal["none", "sandbox", "hubspot", "salesforce"] = Field(
-        "none", description="Which CRM leads are synced to (the CRM milestone)."
+        "sandbox",
+        description=(
+            "Which CRM leads are synced to when a tenant has not configured one "
+            "through `POST /api/crm/config`. `sandbox` is the bundled local CRM; "
+            "`hubspot` and `salesforce` read `ORCH_HUBSPOT_*` / `ORCH_SALESFORCE_*`."
+        ),
+    )
+    sandbox_crm: Literal["hubspot", "salesforce"] = Field(
+        "hubspot",
+        description="Which vendor's API the sandbox is used as when ORCH_CRM=sandbox.",
+    )
+    crm_mode: Literal["upsert", "update_only", "create_only"] = Field(
+        "upsert",
+        description=(
+            "`upsert` creates or updates; `update_only` touches only records the "
+            "CRM already has; `create_only` never changes an existing record."
+        ),
+    )
+    crm_tier: Literal["starter", "professional", "enterprise"] = Field(
+        "professional",
+        description=(
+            "HubSpot subscription tier, which sizes the shared rate budget until "
+            "HubSpot's own headers correct it."
+        ),
     )
     email_backend: Literal["file", "smtp"] = Field(
         "file",
@@ -179,6 +203,16 @@ class Settings(BaseSettings):
     def email_outbox_dir(self) -> Path:
         """Where the file e-mail backend writes `.eml` messages."""
         return (self.data_dir / "outbox").resolve()
+
+    @property
+    def sandbox_url(self) -> str:
+        """Where the bundled CRM sandbox listens."""
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        """The generated secret key, used when `ORCH_SECRET_KEY` is unset."""
+        return (self.data_dir / "secret.key").resolve()
 
     @property
     def store_url(self) -> str:

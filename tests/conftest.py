@@ -25,12 +25,15 @@ from leads.settings import Settings
 from leads.store import Store
 from leads.store.schema import upgrade
 from leads.store.tables import (
+    CrmAccount,
+    CrmReconciliation,
     DuplicateReview,
     ImportReject,
     Lead,
     LeadImport,
     MatchKey,
     OutboxItem,
+    RateBudgetRow,
     SequenceStep,
     TimelineEvent,
 )
@@ -128,6 +131,9 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
         for table in (
+            CrmAccount,
+            CrmReconciliation,
+            RateBudgetRow,
             ImportReject,
             LeadImport,
             MatchKey,
@@ -214,6 +220,8 @@ def live_api(
         max_batch_leads=1000,
         # A closed port: these tests must not signal a developer's own stack.
         prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+        # Nor reach a sandbox a developer's stack serves on the default port.
+        crm="none",
     )
     server = LiveServer(settings)
     server.start()

@@ -78,15 +78,15 @@ class RunStatus(BaseModel):
     ui_url: str
 
 
-def _client(url: str) -> PrefectClient:
+def prefect_client(url: str) -> PrefectClient:
     return PrefectClient(api=url)
 
 
-def _ui_url(prefect_url: str, run_id: UUID) -> str:
+def run_ui_url(prefect_url: str, run_id: UUID) -> str:
     return f"{prefect_url.removesuffix('/api')}/runs/flow-run/{run_id}"
 
 
-def _prefect_down(exc: Exception) -> JSONResponse:
+def prefect_down(exc: Exception) -> JSONResponse:
     logger.warning("Prefect server unreachable: %s", exc.__class__.__name__)
     return problem(
         503,
@@ -114,10 +114,10 @@ async def trigger(
 ) -> Any:
     """Starts a run of the named workflow (for one lead, or a lead taken in first)."""
     try:
-        async with _client(settings.prefect_url) as client:
+        async with prefect_client(settings.prefect_url) as client:
             deployments = {d.name: d for d in await client.read_deployments()}
     except httpx.HTTPError as exc:
-        return _prefect_down(exc)
+        return prefect_down(exc)
     deployment = deployments.get(body.workflow_id)
     if deployment is None:
         known = ", ".join(sorted(deployments)) or "none yet (is the flow runner up?)"
@@ -152,13 +152,13 @@ async def trigger(
     if lead_id is not None and "lead_id" in accepted:
         parameters["lead_id"] = lead_id
     try:
-        async with _client(settings.prefect_url) as client:
+        async with prefect_client(settings.prefect_url) as client:
             run = await client.create_flow_run_from_deployment(
                 deployment.id, parameters=parameters
             )
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code >= 500:
-            return _prefect_down(exc)
+            return prefect_down(exc)
         return problem(
             422,
             f"the Prefect server refused the run: {exc.response.text[:300]}",
@@ -166,14 +166,14 @@ async def trigger(
             errors=[FieldError("parameters", "refused_by_prefect", "see detail")],
         )
     except httpx.HTTPError as exc:
-        return _prefect_down(exc)
+        return prefect_down(exc)
 
     return TriggerResult(
         run_id=run.id,
         workflow_id=body.workflow_id,
         lead_id=lead_id,
         status_url=f"/api/workflows/{run.id}/status",
-        ui_url=_ui_url(settings.prefect_url, run.id),
+        ui_url=run_ui_url(settings.prefect_url, run.id),
     )
 
 
@@ -188,7 +188,7 @@ async def run_status(
 ) -> Any:
     """Reports a flow run's state, times and task runs from the Prefect server."""
     try:
-        async with _client(settings.prefect_url) as client:
+        async with prefect_client(settings.prefect_url) as client:
             try:
                 run = await client.read_flow_run(run_id)
             except ObjectNotFound:
@@ -202,7 +202,7 @@ async def run_status(
             if run.deployment_id is not None:
                 workflow = (await client.read_deployment(run.deployment_id)).name
     except httpx.HTTPError as exc:
-        return _prefect_down(exc)
+        return prefect_down(exc)
 
     state = run.state
     return RunStatus(
@@ -222,7 +222,7 @@ async def run_status(
             )
             for task in sorted(tasks, key=lambda t: str(t.start_time or ""))
         ],
-        ui_url=_ui_url(settings.prefect_url, run.id),
+        ui_url=run_ui_url(settings.prefect_url, run.id),
     )
 
 

@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from leads.store.database import TenantScope
 from leads.store.tables import Lead, OutboxItem, utcnow
 
-# TODO(#5): the crm_sync drain; until it exists these rows stay pending.
 CRM_SYNC = "crm_sync"
 SEQUENCE_ENROLMENT = "sequence_enrolment"
 TOPICS = (CRM_SYNC, SEQUENCE_ENROLMENT)
@@ -75,3 +74,26 @@ def count_by_status(scope: TenantScope) -> dict[str, dict[str, int]]:
     for topic, status, count in scope.session.execute(query):
         counts.setdefault(topic, {})[status] = count
     return counts
+
+
+def requeue_parked(
+    scope: TenantScope, topic: str, lead_ids: list[str] | None = None
+) -> list[str]:
+    """Makes the tenant's parked `topic` rows due now (all, or these leads').
+
+    Returns:
+        The ids of the leads whose rows were requeued.
+    """
+    query = scope.select(OutboxItem).where(
+        OutboxItem.topic == topic, OutboxItem.status == "parked"
+    )
+    if lead_ids is not None:
+        query = query.where(OutboxItem.lead_id.in_(lead_ids))
+    requeued = []
+    for row in scope.session.scalars(query.with_for_update()):
+        row.status = "pending"
+        row.attempts = 0
+        row.available_at = utcnow()
+        row.last_error = None
+        requeued.append(row.lead_id)
+    return requeued

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -75,6 +76,7 @@ class Lead(Base):
         UniqueConstraint("email", "tenant_id", name="uq_leads_email_tenant"),
         Index("ix_leads_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_leads_status", "status", "tenant_id"),
+        Index("ix_leads_crm_status", "crm_sync_status", "tenant_id"),
         Index("ix_leads_phone", "phone", "tenant_id"),
         Index("ix_leads_mailbox", "mailbox_key", "tenant_id"),
     )
@@ -110,6 +112,10 @@ class Lead(Base):
     crm_sync_status: Mapped[str] = mapped_column(String(32), default="pending")
     crm_sync_reason: Mapped[str | None] = mapped_column(String(255))
     crm_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What reconciliation last read back from the CRM: `converted`,
+    # `lifecycle_stage`, `opted_out`, `replied_at`, `status` (the e-mail stop
+    # conditions read it).
+    crm_state: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     custom: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -326,3 +332,61 @@ class MatchKey(Base):
     )
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
+
+
+class CrmAccount(Base):
+    """The CRM a tenant's leads are synced to, set through `POST /api/crm/config`.
+
+    Secrets (tokens, passwords, keys) are kept encrypted with the secret key in
+    `secrets`; everything else is plain JSON in `settings`. A tenant without a
+    row uses the CRM the environment names (`ORCH_CRM`).
+    """
+
+    __tablename__ = "crm_accounts"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    secrets: Mapped[str | None] = mapped_column(Text)
+    # The mapping document (as the YAML file would hold it); None: the shipped one.
+    mapping: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    mode: Mapped[str] = mapped_column(String(16), default="upsert")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+
+class CrmReconciliation(Base):
+    """How far reconciliation has read one tenant's CRM account's changes."""
+
+    __tablename__ = "crm_reconciliations"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Every change the CRM made before this instant has been pulled.
+    reconciled_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+
+class RateBudgetRow(Base):
+    """A token bucket for one CRM account, shared by every worker that calls it.
+
+    `tokens` refill at `capacity / window_seconds` a second up to `capacity`;
+    the vendor's headers correct it. `blocked_until` is set when the daily
+    allowance is spent: nothing is called before it.
+    """
+
+    __tablename__ = "crm_rate_budgets"
+
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    capacity: Mapped[float] = mapped_column(Float)
+    window_seconds: Mapped[float] = mapped_column(Float)
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    daily_limit: Mapped[int | None] = mapped_column(Integer)
+    daily_remaining: Mapped[int | None] = mapped_column(Integer)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)

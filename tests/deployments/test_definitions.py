@@ -69,14 +69,16 @@ def test_drains_run_one_at_a_time_and_cancel_newcomers():
         assert limit.grace_period_seconds == 60
 
 
-def test_the_drain_reacts_to_the_apis_event():
+def test_both_drains_react_to_the_apis_event():
     from api.events import EVENT, RESOURCE_ID
 
-    [drain] = [d for d in DEFINITIONS if d.triggers]
-    [trigger] = drain.triggers
+    drains = [d for d in DEFINITIONS if d.triggers]
 
-    assert trigger["expect"] == [EVENT]
-    assert trigger["match"] == {"prefect.resource.id": RESOURCE_ID}
+    assert {d.name for d in drains} == {"sequence_dispatcher", "crm_sync"}
+    for drain in drains:
+        [trigger] = drain.triggers
+        assert trigger["expect"] == [EVENT]
+        assert trigger["match"] == {"prefect.resource.id": RESOURCE_ID}
 
 
 def test_a_broken_file_is_a_clear_error(tmp_path: Path):

@@ -57,6 +57,7 @@ class RunningStack:
     data_dir: Path
     api: httpx.Client
     prefect_url: str
+    sandbox_url: str
 
     @property
     def log(self) -> str:
@@ -113,12 +114,14 @@ def stack(prefect_server, tmp_path_factory) -> Iterator[RunningStack]:
     """`orchestrator up` on a fresh data dir, using the session's Prefect server."""
     data_dir = tmp_path_factory.mktemp("stack")
     port = _free_port()
+    sandbox_port = _free_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "PREFECT_"))
     }
     env |= {
         "ORCH_DATA_DIR": str(data_dir),
         "ORCH_API_PORT": str(port),
+        "ORCH_SANDBOX_PORT": str(sandbox_port),
         "ORCH_PREFECT_API_URL": prefect_server.api_url,
     }
     with (data_dir / "up.log").open("wb") as log:
@@ -130,7 +133,13 @@ def stack(prefect_server, tmp_path_factory) -> Iterator[RunningStack]:
             start_new_session=True,
         )
     api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    running = RunningStack(process, data_dir, api, prefect_server.api_url)
+    running = RunningStack(
+        process,
+        data_dir,
+        api,
+        prefect_server.api_url,
+        f"http://127.0.0.1:{sandbox_port}",
+    )
 
     def ready() -> bool:
         assert process.poll() is None, running.log
@@ -185,6 +194,47 @@ def test_the_readme_lead_gets_its_welcome_email_within_30_seconds(stack):
     sent = [event for event in timeline if event["kind"] == "email.sent"]
     assert len(sent) == 1
     assert UUID(sent[0]["flow_run_id"])
+
+
+def test_posted_and_imported_leads_reach_the_crm_sandbox_within_30_seconds(stack):
+    posted = time.monotonic()
+    lead = stack.api.post(
+        "/api/leads",
+        json={"email": "Lin.Wu@Example.com", "first_name": "Lin", "last_name": "Wu"},
+    ).json()
+    upload = stack.api.post(
+        "/api/imports",
+        files={
+            "file": (
+                "two.csv",
+                b"email,first_name,company\r\nkim@example.com,Kim,Kimco\r\n"
+                b"lee@example.com,Lee,Leeco\r\n",
+                "text/csv",
+            )
+        },
+    )
+    assert upload.status_code == 202, upload.text
+
+    def in_sandbox() -> dict | None:
+        contacts = httpx.get(f"{stack.sandbox_url}/_sandbox/hubspot/contacts").json()
+        emails = {c["properties"]["email"]: c for c in contacts}
+        wanted = {"lin.wu@example.com", "kim@example.com", "lee@example.com"}
+        return emails if wanted <= set(emails) else None
+
+    contacts = wait_for(in_sandbox, 30, "the three leads in the CRM sandbox")
+    assert time.monotonic() - posted < 30
+    assert contacts["lin.wu@example.com"]["properties"]["firstname"] == "Lin"
+
+    def synced() -> dict | None:
+        view = stack.api.get(f"/api/leads/{lead['id']}").json()
+        return view if view["crm_sync_status"] == "synced" else None
+
+    view = wait_for(synced, 15, "the lead's sync to be recorded")
+    assert view["crm_id"] == contacts["lin.wu@example.com"]["id"]
+    timeline = stack.api.get(f"/api/leads/{lead['id']}/timeline").json()["data"]
+    [event] = [e for e in timeline if e["kind"] == "crm_synced"]
+    assert event["detail"]["crm_id"] == view["crm_id"]
+    assert UUID(event["flow_run_id"])
 
 
 def test_a_triggered_run_is_completed_on_the_status_endpoint(stack):

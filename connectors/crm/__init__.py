@@ -1,0 +1,1 @@
+"""CRM connectors: one protocol (`protocol.py`), a package per vendor."""

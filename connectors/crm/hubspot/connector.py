@@ -1,0 +1,121 @@
+"""`HubSpotConnector`: the `CrmConnector` protocol over HubSpot's CRM v3 contacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Literal
+
+from connectors.crm.budget import RateBudget, Unlimited
+from connectors.crm.hubspot.client import HubSpotClient
+from connectors.crm.hubspot.contacts import (
+    BATCH_SIZE,
+    KEY,
+    ChangeScanner,
+    ContactWriter,
+    collapse,
+    read_contacts,
+)
+from connectors.crm.hubspot.credentials import HubSpotCredentials
+from connectors.crm.hubspot.properties import list_contact_fields
+from connectors.crm.protocol import (
+    ConnectionInfo,
+    CrmField,
+    CrmRecord,
+    CrmSnapshot,
+    SyncResult,
+)
+
+logger = logging.getLogger(__name__)
+
+UNLIMITED = Unlimited()
+
+
+class HubSpotConnector:
+    """A HubSpot account's contacts, keyed by lower-cased e-mail.
+
+    Writes go to batch upsert with `idProperty=email` (never search-then-create,
+    whose search lags writes: HS-01), so every write is safe to retry.
+    """
+
+    provider = "hubspot"
+    key_field = KEY
+    key_source: Literal["email", "lead_id"] = "email"
+    batch_size = BATCH_SIZE
+
+    def __init__(
+        self,
+        credentials: HubSpotCredentials,
+        *,
+        budget: RateBudget = UNLIMITED,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._credentials = credentials
+        self._client = HubSpotClient(credentials, budget=budget, sleep=sleep)
+        self._writer = ContactWriter(self._client)
+        self._scanner = ChangeScanner(self._client, sleep=sleep)
+
+    def upsert(self, records: Sequence[CrmRecord]) -> list[SyncResult]:
+        """Creates or updates each record by e-mail; one result per record, in order."""
+        started = time.monotonic()
+        pending, refused = collapse(records)
+        by_ref = {result.ref: result for result in refused}
+        for start in range(0, len(pending), BATCH_SIZE):
+            chunk = pending[start : start + BATCH_SIZE]
+            written = self._writer.write(chunk)
+            for item in chunk:
+                result = written[item.key]
+                for ref in item.refs:
+                    by_ref[ref] = SyncResult(
+                        ref, result.outcome, result.crm_id, result.failure, result.note
+                    )
+        results = [by_ref[record.ref] for record in records]
+        logger.info(
+            "HubSpot upsert: %d record(s) as %d contact(s): %d created, "
+            "%d updated, %d failed in %.1f s",
+            len(records),
+            len(pending),
+            sum(r.outcome == "created" for r in results),
+            sum(r.outcome == "updated" for r in results),
+            sum(r.outcome == "failed" for r in results),
+            time.monotonic() - started,
+        )
+        return results
+
+    def read(
+        self, keys: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, CrmSnapshot]:
+        """The contacts found by e-mail; an e-mail not found is absent."""
+        return read_contacts(self._client, keys, fields)
+
+    def changed(
+        self, start: datetime, end: datetime, fields: Sequence[str]
+    ) -> Iterator[CrmSnapshot]:
+        """Every contact modified in `[start, end)`, each once."""
+        return self._scanner.scan(start, end, fields)
+
+    def list_fields(self) -> list[CrmField]:
+        """The contact object's properties."""
+        return list_contact_fields(self._client)
+
+    def test_connection(self) -> ConnectionInfo:
+        """Reads one contact, which needs a working token and the contacts scope."""
+        page = self._client.call(
+            "test connection",
+            self._client.basic_api.get_page_with_http_info,
+            count=0,
+            limit=1,
+        )
+        return ConnectionInfo(
+            provider=self.provider,
+            account=self._credentials.api_host,
+            detail={
+                "auth": "oauth" if self._credentials.uses_oauth else "private app",
+                "contacts_visible": bool(page.results),
+            },
+        )
+
+    def close(self) -> None:
+        self._client.close()

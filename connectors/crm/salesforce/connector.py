@@ -1,0 +1,120 @@
+"""The Salesforce connector: our leads as Salesforce Leads, via simple-salesforce."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Literal
+
+from connectors.crm.budget import RateBudget, Unlimited
+from connectors.crm.protocol import (
+    ConnectionInfo,
+    CrmField,
+    CrmRecord,
+    CrmSnapshot,
+    SyncResult,
+)
+from connectors.crm.salesforce import bulk, soql
+from connectors.crm.salesforce.client import SalesforceClient
+from connectors.crm.salesforce.credentials import SalesforceCredentials
+from connectors.crm.salesforce.fields import crm_fields
+from connectors.crm.salesforce.leads import (
+    BATCH_SIZE,
+    Leads,
+    require_results,
+    rounds,
+)
+
+# Stateless, so one instance serves as every connector's default.
+UNLIMITED = Unlimited()
+
+
+class SalesforceConnector:
+    """A Salesforce org's Leads, found by an external-id field or by e-mail.
+
+    Implements `connectors.crm.protocol.CrmConnector`; only `CrmError`s leave it.
+    """
+
+    provider = "salesforce"
+    batch_size = BATCH_SIZE
+
+    def __init__(
+        self,
+        credentials: SalesforceCredentials,
+        *,
+        budget: RateBudget = UNLIMITED,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.credentials = credentials
+        self.key_field = credentials.external_id_field or "Email"
+        self.key_source: Literal["email", "lead_id"] = (
+            "lead_id" if credentials.external_id_field else "email"
+        )
+        self._client = SalesforceClient(credentials, budget=budget, sleep=sleep)
+        self._leads = Leads(self._client, self.key_field)
+
+    def upsert(self, records: Sequence[CrmRecord]) -> list[SyncResult]:
+        """Creates or updates each record by its key; one result per record, in order.
+
+        Up to `bulk_threshold` records go through sObject Collections, 200 a
+        call; more go through one Bulk API 2.0 job. A create the org's
+        duplicate rule refuses updates the Lead it matched instead (SF-06).
+        """
+        pending, results = self._leads.prepare(records)
+        # A key twice in one call goes in a later round, so it updates the
+        # Lead the first one wrote instead of racing it.
+        for batch in rounds(pending):
+            if len(batch) > self.credentials.bulk_threshold:
+                written, duplicates = bulk.write(self._leads, self._client, batch)
+                results.update(written)
+                results.update(self._leads.merge_duplicates(duplicates))
+            else:
+                results.update(self._leads.write(batch))
+        return require_results(records, results)
+
+    def read(
+        self, keys: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, CrmSnapshot]:
+        """The Leads found by `keys` (key → snapshot); e-mail keys lower-cased."""
+        return self._leads.read(keys, fields)
+
+    def changed(
+        self, start: datetime, end: datetime, fields: Sequence[str]
+    ) -> Iterator[CrmSnapshot]:
+        """Every Lead modified in `[start, end)`, each once."""
+        return self._leads.changed(start, end, fields)
+
+    def list_fields(self) -> list[CrmField]:
+        """The Lead object's fields, from describe."""
+        describe = self._client.call("describe lead", lambda sf: sf.Lead.describe())
+        return crm_fields(describe)
+
+    def test_connection(self) -> ConnectionInfo:
+        """Logs in and reads the org's limits."""
+        limits = self._client.call("read limits", lambda sf: sf.limits())
+        daily = limits.get("DailyApiRequests") or {}
+        return ConnectionInfo(
+            provider=self.provider,
+            account=self._client.instance_url or "",
+            detail={
+                "daily_requests_max": daily.get("Max"),
+                "daily_requests_remaining": daily.get("Remaining"),
+            },
+        )
+
+    def account_ids(self, company: str, *, prefix: bool = False) -> list[str]:
+        """Ids of the Accounts named `company` (or whose name starts with it).
+
+        For matching a lead to an existing customer before it is sent.
+        """
+        if prefix:
+            query = soql.account_ids_by_name_prefix(company)
+        else:
+            query = soql.account_ids_by_name(company)
+        reply = self._client.call("find accounts", lambda sf: sf.query_all(query))
+        return [str(record["Id"]) for record in reply.get("records") or []]
+
+    def close(self) -> None:
+        """Releases the HTTP session."""
+        self._client.close()

@@ -1,0 +1,1 @@
+"""A local CRM speaking enough HubSpot and Salesforce for their official clients."""

@@ -1,0 +1,94 @@
+"""Everything the sandbox's HubSpot account holds, in memory."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.sandbox.hubspot.access import RateLimits, Tokens
+from connectors.sandbox.hubspot.contacts import Contacts
+from connectors.sandbox.hubspot.search import Searcher
+
+# Requests kept with their bodies for tests to inspect; counts are kept for all.
+LOGGED_REQUESTS = 2_000
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request the HubSpot routes served (after any injected fault)."""
+
+    method: str
+    route: str
+    path: str
+    query: str
+    body: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "route": self.route,
+            "path": self.path,
+            "query": self.query,
+            "body": self.body,
+        }
+
+
+class RequestLog:
+    """How many requests each route received, and the latest ones in full."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.latest: deque[Received] = deque(maxlen=LOGGED_REQUESTS)
+        self.search_afters: list[int] = []
+
+    def record(self, received: Received, search_after: int | None = None) -> None:
+        with self._lock:
+            self.counts[f"{received.method} {received.route}"] += 1
+            self.latest.append(received)
+            if search_after is not None:
+                self.search_afters.append(search_after)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.latest.clear()
+            self.search_afters.clear()
+
+    def as_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "counts": dict(self.counts),
+                "search_afters": list(self.search_afters),
+                "latest": [r.as_json() for r in self.latest],
+            }
+
+
+class State:
+    """The sandbox's HubSpot account: contacts, tokens, limits and what it received."""
+
+    def __init__(self) -> None:
+        self.contacts = Contacts()
+        self.searcher = Searcher(self.contacts)
+        self.tokens = Tokens()
+        self.limits = RateLimits()
+        self.requests = RequestLog()
+
+    def reset(self) -> None:
+        """Forgets every contact, issued token and counted call; default limits."""
+        self.contacts.reset()
+        self.tokens.reset()
+        self.limits.configure()
+        self.requests.clear()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every contact in the API's object shape, with every property it has."""
+        with self.contacts.lock:
+            return [
+                contact.as_api(
+                    ["createdate", "hs_object_id", "lastmodifieddate", *contact.values]
+                )
+                for contact in sorted(self.contacts, key=lambda c: c.id)
+            ]

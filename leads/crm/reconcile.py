@@ -1,0 +1,166 @@
+"""Reading the CRM's changes back: converted, lifecycle stage, opted out, replied.
+
+The e-mail stop conditions read what this leaves in each lead's `crm_state`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import select
+
+from connectors.crm.accounts import CrmAccount
+from connectors.crm.protocol import CrmConnector, CrmSnapshot
+from leads.store import timeline
+from leads.store.database import Store
+from leads.store.tables import CrmReconciliation, Lead, utcnow
+
+logger = logging.getLogger(__name__)
+
+# The CRM fields each vendor keeps the lead's state in.
+STATE_FIELDS = {
+    "hubspot": (
+        "lifecyclestage",
+        "hs_lead_status",
+        "hs_email_optout",
+        "hs_sales_email_last_replied",
+    ),
+    "salesforce": ("Status", "IsConverted", "HasOptedOutOfEmail"),
+}
+# HubSpot stages past a lead's: the person became a deal or a customer.
+CONVERTED_STAGES = frozenset({"opportunity", "customer", "evangelist"})
+# The first run looks this far back; later runs start where the last ended.
+FIRST_WINDOW = timedelta(days=1)
+# Search indexes lag writes by seconds (HubSpot documents it): stop short of
+# now, and start each window a little before the last one ended.
+INDEX_LAG = timedelta(seconds=10)
+OVERLAP = timedelta(minutes=1)
+CHUNK = 500
+
+
+def state_of(provider: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The lead's CRM state, in our words, from the vendor's fields."""
+    if provider == "hubspot":
+        stage = fields.get("lifecyclestage") or None
+        replied = fields.get("hs_sales_email_last_replied") or None
+        return {
+            "lifecycle_stage": stage,
+            "status": fields.get("hs_lead_status") or None,
+            "converted": stage in CONVERTED_STAGES,
+            "opted_out": _true(fields.get("hs_email_optout")),
+            "replied_at": replied,
+        }
+    status = fields.get("Status") or None
+    return {
+        "lifecycle_stage": None,
+        "status": status,
+        "converted": _true(fields.get("IsConverted")),
+        "opted_out": _true(fields.get("HasOptedOutOfEmail")),
+        "replied_at": None,
+    }
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def reconcile(
+    store: Store,
+    tenant_id: str,
+    account: CrmAccount,
+    connector: CrmConnector,
+    *,
+    flow_run_id: str | None = None,
+    now: datetime | None = None,
+) -> Counter[str]:
+    """Pulls every CRM change since the last run onto the tenant's leads.
+
+    Records are matched to leads by CRM id. A lead whose state changed gets the
+    new `crm_state` and a `crm_status_changed` timeline event naming what
+    changed; the watermark then moves to the end of the window read.
+
+    Returns:
+        Counts: `read` (CRM records seen), `changed` (leads updated).
+    """
+    now = now or utcnow()
+    key = account.budget_key
+    with store.read(tenant_id) as scope:
+        mark = scope.session.get(CrmReconciliation, (tenant_id, key))
+        start = mark.reconciled_until - OVERLAP if mark else now - FIRST_WINDOW
+    end = now - INDEX_LAG
+    counts: Counter[str] = Counter()
+    if end <= start:
+        return counts
+
+    fields = list(STATE_FIELDS[account.provider])
+    for chunk in _chunks(connector.changed(start, end, fields), CHUNK):
+        counts["read"] += len(chunk)
+        counts["changed"] += _apply(
+            store, tenant_id, account.provider, chunk, flow_run_id
+        )
+
+    with store.write(tenant_id) as scope:
+        mark = scope.session.get(CrmReconciliation, (tenant_id, key))
+        if mark is None:
+            scope.session.add(
+                CrmReconciliation(
+                    tenant_id=tenant_id, account=key, reconciled_until=end
+                )
+            )
+        else:
+            mark.reconciled_until = end
+    return counts
+
+
+def _apply(
+    store: Store,
+    tenant_id: str,
+    provider: str,
+    snapshots: list[CrmSnapshot],
+    flow_run_id: str | None,
+) -> int:
+    by_id = {snapshot.crm_id: snapshot for snapshot in snapshots}
+    changed = 0
+    with store.write(tenant_id) as scope:
+        leads = scope.session.scalars(
+            scope.select(Lead).where(Lead.crm_id.in_(list(by_id)))
+        )
+        for lead in leads:
+            state = state_of(provider, by_id[lead.crm_id].fields)
+            old = dict(lead.crm_state or {})
+            differences = {
+                name: {"was": old.get(name), "now": value}
+                for name, value in state.items()
+                if old.get(name) != value
+            }
+            if not differences:
+                continue
+            lead.crm_state = state
+            timeline.record(
+                scope,
+                lead,
+                "crm_status_changed",
+                source="crm_reconcile",
+                detail={"provider": provider, "changes": differences},
+                flow_run_id=flow_run_id,
+            )
+            changed += 1
+    return changed
+
+
+def tenants_with_crm_records(store: Store) -> list[str]:
+    """Tenants having any lead the CRM holds (the only ones worth reconciling)."""
+    query = select(Lead.tenant_id).where(Lead.crm_id.is_not(None)).distinct()
+    with store.engine.connect() as connection:
+        return list(connection.scalars(query))
+
+
+def _chunks(items: Iterable[CrmSnapshot], size: int) -> Iterator[list[CrmSnapshot]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

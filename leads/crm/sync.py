@@ -1,0 +1,470 @@
+"""Writing claimed leads to their tenant's CRM and recording each lead's result.
+
+The drain (`flows/crm_sync.py`) claims `crm_sync` outbox rows; `CrmSync.handle`
+takes one batch of claims, writes the leads through the tenant's connector, and
+settles every claim: done when the CRM holds the lead, released with a back-off
+when the failure may pass (429, 5xx, timeouts), parked with the vendor's reason
+when it cannot. Every lead of a batch gets a result: a lead the CRM returned no
+result for is a failure (`unknown`), never a success.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from connectors.crm.accounts import CrmAccount
+from connectors.crm.errors import (
+    CrmAuthError,
+    CrmConfigError,
+    CrmDailyLimitReached,
+    CrmError,
+)
+from connectors.crm.protocol import CrmConnector, CrmField, SyncFailure, SyncResult
+from leads.crm.records import Planned, collapse, plan
+from leads.settings import Settings
+from leads.store import outbox, timeline
+from leads.store.claims import Claim, complete, park, release
+from leads.store.crm_accounts import resolve
+from leads.store.database import Store, TenantScope
+from leads.store.rate_budgets import StoreBudget
+from leads.store.tables import Lead, utcnow
+
+logger = logging.getLogger(__name__)
+
+# A failure that may pass is tried again after 30 s, 1 min, 2 min … up to an
+# hour; after this many attempts the lead is parked for a person to look at.
+RETRY_BASE = timedelta(seconds=30)
+RETRY_CAP = timedelta(hours=1)
+MAX_ATTEMPTS = 10
+# A tenant with no CRM configured keeps its rows and looks again this much later.
+NO_CRM_RECHECK = timedelta(minutes=5)
+# Vendor codes that mean the record's data is wrong, not the call.
+AUTH_CODES = frozenset({"auth", "config"})
+
+
+@dataclass(frozen=True)
+class LeadOutcome:
+    """What one lead's sync came to, before it is recorded."""
+
+    status: str  # synced, retrying, parked, skipped
+    reason: str | None = None
+    result: SyncResult | None = None
+    retry_at: datetime | None = None
+    message: str | None = None
+
+    @property
+    def counted_as(self) -> str:
+        """The run's count this outcome adds to: created, updated, skipped…"""
+        if self.status == "synced" and self.result is not None:
+            return self.result.outcome
+        return self.status
+
+
+class CrmSync:
+    """One drain run's CRM work: a connector per tenant, kept for the run.
+
+    Args:
+        store: the lead store.
+        settings: read for `ORCH_CRM` and the default time zone.
+        flow_run_id: recorded on each lead's timeline.
+        accounts: the tenant's CRM account, or None when it has none
+            (`leads.store.crm_accounts.resolve` when not given).
+        now: the clock.
+        sleep: how waits (rate budget, back-off between retries) are spent.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        flow_run_id: str | None,
+        *,
+        accounts: Callable[[str], CrmAccount | None] | None = None,
+        now: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.flow_run_id = flow_run_id
+        self._accounts = accounts or (lambda tenant: resolve(store, tenant, settings))
+        self._now = now
+        self._sleep = sleep
+        self._connected: dict[str, tuple[CrmAccount, CrmConnector] | None] = {}
+        self._fields: dict[str, dict[str, CrmField]] = {}
+
+    def connection(self, tenant_id: str) -> tuple[CrmAccount, CrmConnector] | None:
+        """The tenant's account and a connector to it, built once per run."""
+        if tenant_id not in self._connected:
+            account = self._accounts(tenant_id)
+            if account is None:
+                self._connected[tenant_id] = None
+            else:
+                capacity, window, daily = account.budget_size
+                budget = StoreBudget(
+                    self.store,
+                    account.budget_key,
+                    capacity=capacity,
+                    window_seconds=window,
+                    daily_limit=daily,
+                    sleep=self._sleep,
+                )
+                connector = account.connect(budget, sleep=self._sleep)
+                self._connected[tenant_id] = (account, connector)
+        return self._connected[tenant_id]
+
+    def crm_fields(
+        self, tenant_id: str, connector: CrmConnector
+    ) -> dict[str, CrmField]:
+        """The CRM's fields by name (their lengths cut text), read once per run."""
+        if tenant_id not in self._fields:
+            self._fields[tenant_id] = {
+                field.name: field for field in connector.list_fields()
+            }
+        return self._fields[tenant_id]
+
+    def close(self) -> None:
+        for connected in self._connected.values():
+            if connected is not None:
+                connected[1].close()
+        self._connected.clear()
+
+    def handle(self, claims: Sequence[Claim]) -> dict[str, int]:
+        """Syncs one batch of claims and settles each; returns counts by outcome."""
+        counts: Counter[str] = Counter()
+        by_tenant: dict[str, list[Claim]] = defaultdict(list)
+        for held in claims:
+            by_tenant[held.tenant_id].append(held)
+        for tenant_id, held in by_tenant.items():
+            counts.update(self._sync_tenant(tenant_id, held))
+        return dict(counts)
+
+    def _sync_tenant(self, tenant_id: str, claims: list[Claim]) -> Counter[str]:
+        try:
+            connected = self.connection(tenant_id)
+        except CrmError as exc:
+            # The account's settings are broken: every lead waits for a fix.
+            return self._settle_all(tenant_id, claims, _whole_batch(exc, self._now()))
+        if connected is None:
+            retry_at = self._now() + NO_CRM_RECHECK
+            for held in claims:
+                release(self.store, held, error="no CRM configured", retry_at=retry_at)
+            return Counter(no_crm=len(claims))
+        account, connector = connected
+
+        with self.store.read(tenant_id) as scope:
+            rows = scope.session.scalars(
+                scope.select(Lead).where(Lead.id.in_([c.lead_id for c in claims]))
+            ).all()
+        leads = {lead.id: lead for lead in rows}
+        counts: Counter[str] = Counter()
+        gone = [held for held in claims if held.lead_id not in leads]
+        for held in gone:
+            # Erased or deleted since it was queued: nothing is owed any more.
+            complete(self.store, held)
+            counts["gone"] += 1
+        claims = [held for held in claims if held.lead_id in leads]
+        if not claims:
+            return counts
+
+        try:
+            planned = plan(
+                [leads[held.lead_id] for held in claims],
+                account,
+                connector,
+                default_zone=self.settings.default_timezone,
+                crm_fields=self.crm_fields(tenant_id, connector),
+            )
+            outcomes = self._write(connector, planned, claims)
+        except CrmError as exc:
+            counts.update(
+                self._settle_all(tenant_id, claims, _whole_batch(exc, self._now()))
+            )
+            return counts
+        counts.update(self._record(tenant_id, account, claims, planned, outcomes))
+        return counts
+
+    def _write(
+        self, connector: CrmConnector, planned: list[Planned], claims: list[Claim]
+    ) -> dict[str, LeadOutcome]:
+        attempts = {held.lead_id: held.attempts for held in claims}
+        outcomes: dict[str, LeadOutcome] = {}
+        records = []
+        for item in planned:
+            if item.record is None:
+                crm_id = item.snapshot.crm_id if item.snapshot else None
+                result = SyncResult(item.lead_id, "updated", crm_id=crm_id)
+                outcomes[item.lead_id] = LeadOutcome(
+                    "skipped", reason=item.skipped, result=result
+                )
+            else:
+                records.append(item.record)
+        sent, folded = collapse(records)
+        results: dict[str, SyncResult] = {}
+        # A chunk the CRM refused whole (auth, the day's limit, still down
+        # after the connector's retries) stops the rest: chunks written before
+        # it keep their results.
+        stopped: dict[str, CrmError] = {}
+        stop: CrmError | None = None
+        for start in range(0, len(sent), connector.batch_size):
+            chunk = sent[start : start + connector.batch_size]
+            if stop is None:
+                try:
+                    for result in connector.upsert(chunk):
+                        results[result.ref] = result
+                    continue
+                except CrmError as exc:
+                    stop = exc
+            stopped |= {record.ref: stop for record in chunk}
+        for ref, kept in folded.items():
+            if kept in stopped:
+                stopped[ref] = stopped[kept]
+            elif kept in results:
+                results[ref] = SyncResult(
+                    ref,
+                    results[kept].outcome,
+                    crm_id=results[kept].crm_id,
+                    failure=results[kept].failure,
+                    note=results[kept].note or "same_key_in_batch",
+                )
+        now = self._now()
+        for record in records:
+            if record.ref in stopped:
+                outcomes[record.ref] = _retry_or_park(
+                    _whole_batch(stopped[record.ref], now), attempts[record.ref], now
+                )
+                continue
+            result = results.get(record.ref)
+            if result is None:
+                result = SyncResult(
+                    record.ref,
+                    "failed",
+                    failure=SyncFailure(
+                        "unknown", "the CRM returned no result for it", retryable=True
+                    ),
+                )
+            outcomes[record.ref] = _outcome(result, attempts[record.ref], now)
+        return outcomes
+
+    def _record(
+        self,
+        tenant_id: str,
+        account: CrmAccount,
+        claims: list[Claim],
+        planned: list[Planned],
+        outcomes: dict[str, LeadOutcome],
+    ) -> Counter[str]:
+        warnings = {item.lead_id: item.warnings for item in planned}
+        now = self._now()
+        with self.store.write(tenant_id) as scope:
+            leads = scope.session.scalars(
+                scope.select(Lead).where(Lead.id.in_(list(outcomes)))
+            ).all()
+            for lead in leads:
+                outcome = outcomes[lead.id]
+                _apply(
+                    scope,
+                    lead,
+                    account,
+                    outcome,
+                    warnings[lead.id],
+                    now,
+                    self.flow_run_id,
+                )
+        return self._settle(claims, outcomes)
+
+    def _settle(
+        self, claims: list[Claim], outcomes: dict[str, LeadOutcome]
+    ) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for held in claims:
+            outcome = outcomes[held.lead_id]
+            counts[outcome.counted_as] += 1
+            if outcome.status in ("synced", "skipped"):
+                complete(self.store, held)
+            elif outcome.retry_at is not None:
+                release(
+                    self.store,
+                    held,
+                    error=outcome.message or outcome.reason or "failed",
+                    retry_at=outcome.retry_at,
+                )
+            else:
+                park(self.store, held, reason=outcome.message or outcome.reason or "")
+        return counts
+
+    def _settle_all(
+        self, tenant_id: str, claims: list[Claim], outcome: LeadOutcome
+    ) -> Counter[str]:
+        """Every claim of the batch ends the same way (auth, daily limit, CRM down)."""
+        logger.warning(
+            "CRM sync of %d leads of tenant %s stopped: %s",
+            len(claims),
+            tenant_id,
+            outcome.reason,
+        )
+        outcomes = {
+            held.lead_id: _retry_or_park(outcome, held.attempts, self._now())
+            for held in claims
+        }
+        now = self._now()
+        with self.store.write(tenant_id) as scope:
+            for lead in scope.session.scalars(
+                scope.select(Lead).where(Lead.id.in_(list(outcomes)))
+            ):
+                _apply(scope, lead, None, outcomes[lead.id], (), now, self.flow_run_id)
+        return self._settle(claims, outcomes)
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    """How long to wait before attempt `attempts + 1`, honouring the vendor's wish."""
+    delay = min(RETRY_CAP, RETRY_BASE * 2 ** max(0, attempts - 1))
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+def reason_of(failure: SyncFailure) -> str:
+    """The reason stored on the lead: `validation:<field>` or the vendor's code."""
+    if failure.retryable or failure.code in AUTH_CODES:
+        return failure.code
+    if failure.fields:
+        return f"validation:{failure.fields[0]}"
+    return failure.code
+
+
+def _outcome(result: SyncResult, attempts: int, now: datetime) -> LeadOutcome:
+    if result.ok:
+        return LeadOutcome("synced", result=result)
+    failure = result.failure or SyncFailure("unknown", "no reason given", True)
+    message = f"{failure.code}: {failure.message}"
+    if failure.fields:
+        message += f" (fields: {', '.join(failure.fields)})"
+    outcome = LeadOutcome(
+        "retrying" if failure.retryable else "parked",
+        reason=reason_of(failure),
+        result=result,
+        message=message[:1000],
+        retry_at=now + backoff(attempts, failure.retry_after)
+        if failure.retryable
+        else None,
+    )
+    return _retry_or_park(outcome, attempts, now)
+
+
+def _retry_or_park(outcome: LeadOutcome, attempts: int, now: datetime) -> LeadOutcome:
+    """A retryable outcome past `MAX_ATTEMPTS` becomes parked for a person to see."""
+    if outcome.status != "retrying":
+        return outcome
+    if attempts >= MAX_ATTEMPTS:
+        return LeadOutcome(
+            "parked",
+            reason=f"gave_up:{outcome.reason}",
+            result=outcome.result,
+            message=f"gave up after {attempts} attempts; last: {outcome.message}",
+        )
+    if outcome.retry_at is None:
+        return LeadOutcome(
+            "retrying",
+            reason=outcome.reason,
+            result=outcome.result,
+            message=outcome.message,
+            retry_at=now + backoff(attempts),
+        )
+    return outcome
+
+
+def _whole_batch(exc: CrmError, now: datetime) -> LeadOutcome:
+    """What a failure of the whole batch means for each of its leads."""
+    message = f"{exc.code}: {exc}"[:1000]
+    if isinstance(exc, CrmDailyLimitReached):
+        # Parked, but released to come back by itself once the window resets.
+        resets_at = exc.resets_at or now + timedelta(hours=1)
+        return LeadOutcome(
+            "parked", reason="rate_limited_daily", message=message, retry_at=resets_at
+        )
+    if isinstance(exc, CrmAuthError | CrmConfigError) or not exc.retryable:
+        return LeadOutcome("parked", reason=exc.code, message=message)
+    return LeadOutcome(
+        "retrying",
+        reason=exc.code,
+        message=message,
+        retry_at=now + timedelta(seconds=exc.retry_after) if exc.retry_after else None,
+    )
+
+
+def _apply(
+    scope: TenantScope,
+    lead: Lead,
+    account: CrmAccount | None,
+    outcome: LeadOutcome,
+    warnings: Iterable[str],
+    now: datetime,
+    flow_run_id: str | None,
+) -> None:
+    """Stores the lead's sync status and adds the event to its timeline."""
+    result = outcome.result
+    lead.crm_sync_status = outcome.status
+    lead.crm_sync_reason = outcome.reason
+    detail: dict[str, object] = {}
+    if account is not None:
+        detail["provider"] = account.provider
+    if outcome.status in ("synced", "skipped"):
+        if result is not None and result.crm_id:
+            lead.crm_id = result.crm_id
+        if outcome.status == "synced":
+            lead.crm_synced_at = now
+        kind = "crm_synced" if outcome.status == "synced" else "crm_sync_skipped"
+        detail |= {"crm_id": lead.crm_id}
+        if result is not None and outcome.status == "synced":
+            detail["outcome"] = result.outcome
+            if result.note:
+                detail["note"] = result.note
+        if outcome.reason:
+            detail["reason"] = outcome.reason
+        if warnings:
+            detail["warnings"] = list(warnings)
+    else:
+        kind = "crm_sync_failed"
+        detail |= {"status": outcome.status, "reason": outcome.reason}
+        if result is not None and result.failure is not None:
+            detail |= {
+                "code": result.failure.code,
+                "message": result.failure.message,
+                "fields": list(result.failure.fields),
+            }
+        elif outcome.message:
+            detail["message"] = outcome.message
+        if outcome.retry_at is not None:
+            detail["next_attempt_at"] = outcome.retry_at.isoformat()
+    timeline.record(
+        scope,
+        lead,
+        kind,
+        source="crm_sync",
+        detail=detail,
+        flow_run_id=flow_run_id,
+    )
+
+
+def retry_parked(
+    store: Store, tenant_id: str, lead_ids: list[str] | None = None
+) -> int:
+    """Puts the tenant's parked leads (all, or these) back in the sync queue.
+
+    Returns:
+        How many leads were requeued.
+    """
+    with store.write(tenant_id) as scope:
+        requeued = outbox.requeue_parked(scope, outbox.CRM_SYNC, lead_ids)
+        if requeued:
+            for lead in scope.session.scalars(
+                scope.select(Lead).where(Lead.id.in_(requeued))
+            ):
+                lead.crm_sync_status = "pending"
+                lead.crm_sync_reason = None
+    return len(requeued)

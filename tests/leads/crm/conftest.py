@@ -1,0 +1,91 @@
+"""A CRM sandbox over real HTTP, and a sync of the store's queued leads into it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.sandbox.server import running_sandbox
+from leads.crm.sync import CrmSync
+from leads.intake import submit
+from leads.settings import Settings
+from leads.store import Store
+from leads.store.outbox import CRM_SYNC
+from leads.store.tables import Lead
+from tasks.drain import DrainLimits, drain
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[tuple[str, object]]:
+    with running_sandbox() as served:
+        yield served
+
+
+@pytest.fixture
+def sandbox_api(sandbox) -> Iterator[httpx.Client]:
+    """The sandbox's own routes (records, faults, controls), emptied first."""
+    url, _ = sandbox
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.post("/_sandbox/reset").status_code == 204
+        yield http
+
+
+def sandbox_settings(url: str, tmp_path: Path, **overrides: object) -> Settings:
+    port = int(url.rsplit(":", 1)[1])
+    values = {
+        "data_dir": tmp_path,
+        "crm": "sandbox",
+        "sandbox_port": port,
+        "sandbox_crm": "hubspot",
+    } | overrides
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_settings(sandbox, sandbox_api, tmp_path) -> Callable[..., Settings]:
+    """Settings pointing at the sandbox, with any field changed."""
+    return lambda **overrides: sandbox_settings(sandbox[0], tmp_path, **overrides)
+
+
+@pytest.fixture
+def settings(make_settings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def take_in(store: Store) -> Callable[..., Lead]:
+    def take(tenant: str = "default", **fields: object) -> Lead:
+        return submit(store, tenant, fields, channel="api", region="US").lead
+
+    return take
+
+
+@pytest.fixture
+def run_sync(store: Store) -> Callable[..., dict[str, int]]:
+    """Drains the CRM outbox once, as a crm_sync run would, and returns its counts."""
+
+    def run(settings: Settings, **limits: object) -> dict[str, int]:
+        # Back-off waits are cut short: the tests check what happens, not how
+        # long the connector waits before retrying.
+        sync = CrmSync(
+            store,
+            settings,
+            flow_run_id="00000000-0000-0000-0000-000000000001",
+            sleep=lambda seconds: time.sleep(min(seconds, 0.01)),
+        )
+        try:
+            return drain(
+                store,
+                CRM_SYNC,
+                owner="test-run",
+                handle=sync.handle,
+                limits=DrainLimits(idle_grace_seconds=0, **limits),
+            )
+        finally:
+            sync.close()
+
+    return run

@@ -1,0 +1,390 @@
+"""CRM sync of queued leads into the sandbox through the real HubSpot connector."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from connectors.crm.accounts import account_from_settings
+from connectors.crm.mapping import load_mapping_document
+from connectors.crm.protocol import CrmRecord
+from leads.crm.records import collapse
+from leads.crm.sync import CrmSync, retry_parked
+from leads.store.outbox import CRM_SYNC
+from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
+from tasks.drain import DrainLimits, drain
+
+RUN_ID = "00000000-0000-0000-0000-000000000001"
+
+
+def contacts(sandbox_api) -> dict[str, dict]:
+    return {
+        c["properties"]["email"]: c
+        for c in sandbox_api.get("/_sandbox/hubspot/contacts").json()
+    }
+
+
+def lead_row(store, lead_id: str, tenant: str = "default") -> Lead:
+    with store.read(tenant) as scope:
+        return scope.get(Lead, lead_id)
+
+
+def events(store, lead_id: str, kind: str) -> list[TimelineEvent]:
+    with store.read("default") as scope:
+        return list(
+            scope.session.scalars(
+                scope.select(TimelineEvent).where(
+                    TimelineEvent.lead_id == lead_id, TimelineEvent.kind == kind
+                )
+            )
+        )
+
+
+def outbox_row(store, lead_id: str) -> OutboxItem:
+    with store.read("default") as scope:
+        return scope.session.scalars(
+            scope.select(OutboxItem).where(
+                OutboxItem.lead_id == lead_id, OutboxItem.topic == CRM_SYNC
+            )
+        ).one()
+
+
+def make_due(store) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(OutboxItem)
+            .where(OutboxItem.status == "pending")
+            .values(available_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def fault(sandbox_api, **spec) -> None:
+    spec = {"vendor": "hubspot"} | spec
+    assert sandbox_api.post("/_sandbox/faults", json=spec).status_code == 201
+
+
+class TestSyncing:
+    def test_a_new_lead_is_created_with_its_crm_id_on_the_lead_and_its_timeline(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(
+            email="Ada.Lovelace@Example.com",
+            first_name="Ada",
+            last_name="Lovelace",
+            company="Analytical Engines",
+        )
+
+        counts = run_sync(settings)
+
+        assert counts["created"] == 1
+        contact = contacts(sandbox_api)["ada.lovelace@example.com"]
+        assert contact["properties"]["firstname"] == "Ada"
+        assert contact["properties"]["company"] == "Analytical Engines"
+        assert contact["properties"]["orchestrator_lead_id"] == lead.id
+        assert contact["properties"]["lifecyclestage"] == "lead"
+        stored = lead_row(store, lead.id)
+        assert (stored.crm_sync_status, stored.crm_id) == ("synced", contact["id"])
+        assert stored.crm_synced_at is not None
+        [event] = events(store, lead.id, "crm_synced")
+        assert event.detail["crm_id"] == contact["id"]
+        assert event.detail["outcome"] == "created"
+        assert event.flow_run_id == RUN_ID
+        assert outbox_row(store, lead.id).status == "done"
+
+    def test_a_changed_lead_updates_the_same_record(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="grace@example.com", company="Navy")
+        run_sync(settings)
+        take_in(email="grace@example.com", company="Remington Rand")
+
+        counts = run_sync(settings)
+
+        assert counts["updated"] == 1
+        assert len(contacts(sandbox_api)) == 1
+        assert contacts(sandbox_api)["grace@example.com"]["properties"]["company"] == (
+            "Remington Rand"
+        )
+        assert len(events(store, lead.id, "crm_synced")) == 2
+
+    def test_a_stage_the_crm_moved_on_is_never_overwritten(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        take_in(email="won@example.com")
+        run_sync(settings)
+        contact = contacts(sandbox_api)["won@example.com"]
+        sandbox_api.post(
+            "/_sandbox/hubspot/contacts/seed",
+            json={
+                "contacts": [
+                    {
+                        "id": contact["id"],
+                        "properties": {
+                            "email": "won@example.com",
+                            "lifecyclestage": "customer",
+                        },
+                    }
+                ]
+            },
+        ).raise_for_status()
+        take_in(email="won@example.com", company="Won Inc")
+
+        run_sync(settings)
+
+        after = contacts(sandbox_api)["won@example.com"]["properties"]
+        assert after["lifecyclestage"] == "customer"
+        assert after["company"] == "Won Inc"
+
+    def test_a_lead_without_an_email_is_skipped_with_the_reason(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(phone="+1 415 555 0100", first_name="Phone")
+
+        counts = run_sync(settings)
+
+        assert counts["skipped"] == 1
+        assert contacts(sandbox_api) == {}
+        stored = lead_row(store, lead.id)
+        assert (stored.crm_sync_status, stored.crm_sync_reason) == (
+            "skipped",
+            "missing_key:email",
+        )
+
+    def test_hundreds_of_leads_take_two_calls_per_hundred(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        from leads.intake import submit_batch
+
+        submit_batch(
+            store,
+            "default",
+            [{"email": f"bulk{n}@example.com"} for n in range(250)],
+            channel="api",
+            region="US",
+        )
+        sandbox_api.delete("/_sandbox/hubspot/requests")
+
+        counts = run_sync(settings, batch_size=250)
+
+        assert counts["created"] == 250
+        assert len(contacts(sandbox_api)) == 250
+        calls = sum(
+            sandbox_api.get("/_sandbox/hubspot/requests").json()["counts"].values()
+        )
+        # One field list per run, then per 100 leads one read (the stage is
+        # written only on create) and one upsert.
+        assert calls <= 1 + 2 * 3
+
+
+class TestFailures:
+    def test_the_crm_being_down_leaves_the_lead_retrying_then_it_syncs(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="later@example.com")
+        fault(sandbox_api, path="/batch/", status=503, times=20)
+
+        counts = run_sync(settings)
+
+        assert counts["retrying"] == 1
+        stored = lead_row(store, lead.id)
+        assert (stored.crm_sync_status, stored.crm_sync_reason) == (
+            "retrying",
+            "unavailable",
+        )
+        row = outbox_row(store, lead.id)
+        assert row.status == "pending" and row.available_at > utcnow()
+        [failed] = events(store, lead.id, "crm_sync_failed")
+        assert failed.detail["next_attempt_at"]
+
+        sandbox_api.delete("/_sandbox/faults")
+        make_due(store)
+        assert run_sync(settings)["created"] == 1
+        assert lead_row(store, lead.id).crm_sync_status == "synced"
+
+    def test_a_record_the_crm_refuses_is_parked_with_the_vendors_reason(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        account = account_from_settings(settings)
+        document = {
+            "provider": "hubspot",
+            "fields": {
+                "firstname": {"source": "first_name"},
+                "shoe_size": {"constant": 44},
+            },
+        }
+        broken = replace(
+            account,
+            mapping=load_mapping_document(document, origin="test"),
+        )
+        good = take_in(email="ok@example.com", first_name="Ok")
+        sync = CrmSync(store, settings, RUN_ID, accounts=lambda tenant: broken)
+
+        try:
+            counts = drain(
+                store,
+                CRM_SYNC,
+                owner="test",
+                handle=sync.handle,
+                limits=DrainLimits(idle_grace_seconds=0),
+            )
+        finally:
+            sync.close()
+
+        assert counts["parked"] == 1
+        stored = lead_row(store, good.id)
+        assert stored.crm_sync_status == "parked"
+        assert stored.crm_sync_reason.startswith("validation:shoe_size") or (
+            "shoe_size" in outbox_row(store, good.id).last_error
+        )
+        assert outbox_row(store, good.id).status == "parked"
+
+    def test_a_spent_daily_limit_parks_leads_until_the_window_resets(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="daily@example.com")
+        fault(
+            sandbox_api,
+            path="/batch/",
+            status=429,
+            body={
+                "status": "error",
+                "message": "You have reached your daily limit.",
+                "errorType": "RATE_LIMIT",
+                "policyName": "DAILY",
+            },
+            times=5,
+        )
+
+        counts = run_sync(settings)
+
+        assert counts["parked"] == 1
+        stored = lead_row(store, lead.id)
+        assert stored.crm_sync_reason == "rate_limited_daily"
+        row = outbox_row(store, lead.id)
+        # Not parked for good: it comes back by itself after the reset.
+        assert row.status == "pending"
+        assert row.available_at > utcnow() + timedelta(minutes=1)
+
+    def test_refused_credentials_park_every_lead_and_a_retry_requeues_them(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="auth@example.com")
+        bad = account_from_settings(settings)
+        bad = replace(
+            bad,
+            credentials=bad.credentials.model_copy(
+                update={"access_token": type(bad.credentials.access_token)("wrong")}
+            ),
+        )
+        sync = CrmSync(store, settings, RUN_ID, accounts=lambda tenant: bad)
+
+        try:
+            drain(
+                store,
+                CRM_SYNC,
+                owner="test",
+                handle=sync.handle,
+                limits=DrainLimits(idle_grace_seconds=0),
+            )
+        finally:
+            sync.close()
+
+        assert lead_row(store, lead.id).crm_sync_reason == "auth"
+        assert outbox_row(store, lead.id).status == "parked"
+
+        assert retry_parked(store, "default") == 1
+        assert lead_row(store, lead.id).crm_sync_status == "pending"
+        assert run_sync(settings)["created"] == 1
+
+    def test_without_a_crm_the_leads_wait_in_the_queue(
+        self, store, make_settings, take_in, run_sync
+    ):
+        lead = take_in(email="wait@example.com")
+
+        counts = run_sync(make_settings(crm="none"))
+
+        assert counts == {"no_crm": 1, "batches": 1}
+        assert outbox_row(store, lead.id).status == "pending"
+        assert lead_row(store, lead.id).crm_sync_status == "pending"
+
+
+class TestModes:
+    def test_update_only_leaves_leads_the_crm_lacks_alone(
+        self, store, make_settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="new@example.com")
+
+        counts = run_sync(make_settings(crm_mode="update_only"))
+
+        assert counts["skipped"] == 1
+        assert contacts(sandbox_api) == {}
+        assert lead_row(store, lead.id).crm_sync_reason == "not_in_crm"
+
+    def test_create_only_never_changes_an_existing_record_but_notes_its_id(
+        self, store, make_settings, sandbox_api, take_in, run_sync
+    ):
+        sandbox_api.post(
+            "/_sandbox/hubspot/contacts/seed",
+            json={
+                "contacts": [
+                    {"properties": {"email": "old@example.com", "company": "Old"}}
+                ]
+            },
+        ).raise_for_status()
+        lead = take_in(email="old@example.com", company="New")
+
+        counts = run_sync(make_settings(crm_mode="create_only"))
+
+        assert counts["skipped"] == 1
+        contact = contacts(sandbox_api)["old@example.com"]
+        assert contact["properties"]["company"] == "Old"
+        stored = lead_row(store, lead.id)
+        assert (stored.crm_sync_reason, stored.crm_id) == (
+            "exists_in_crm",
+            contact["id"],
+        )
+
+
+def test_records_of_one_key_are_folded_into_one_with_later_values_winning():
+    records = [
+        CrmRecord("a", "sam@example.com", {"firstname": "Sam", "phone": "1"}),
+        CrmRecord("b", "kim@example.com", {"firstname": "Kim"}),
+        CrmRecord("c", "sam@example.com", {"firstname": "Samuel"}),
+    ]
+
+    sent, folded = collapse(records)
+
+    assert [r.ref for r in sent] == ["a", "b"]
+    assert sent[0].fields == {"firstname": "Samuel", "phone": "1"}
+    assert folded == {"c": "a"}
+
+
+def test_a_daily_limit_hit_mid_batch_keeps_what_was_written_and_parks_the_rest(
+    store, settings, sandbox_api, take_in, run_sync
+):
+    from leads.intake import submit_batch
+
+    submit_batch(
+        store,
+        "default",
+        [{"email": f"day{n}@example.com"} for n in range(150)],
+        channel="api",
+        region="US",
+    )
+    # Fields, two reads, the first upsert: then the day's allowance is gone.
+    sandbox_api.put("/_sandbox/hubspot/limits", json={"daily": 4}).raise_for_status()
+
+    counts = run_sync(settings, batch_size=150)
+
+    assert counts["created"] == 100
+    assert counts["parked"] == 50
+    assert len(contacts(sandbox_api)) == 100
+    with store.read("default") as scope:
+        statuses = [
+            (lead.crm_sync_status, lead.crm_sync_reason)
+            for lead in scope.session.scalars(scope.select(Lead))
+        ]
+    assert statuses.count(("synced", None)) == 100
+    assert statuses.count(("parked", "rate_limited_daily")) == 50
