@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,7 +28,7 @@ from connectors.crm.protocol import CrmConnector, CrmField, SyncFailure, SyncRes
 from leads.crm.records import Planned, collapse, plan
 from leads.settings import Settings
 from leads.store import outbox, timeline
-from leads.store.claims import Claim, complete, park, release
+from leads.store.claims import Claim, complete, finish_in, release, release_in
 from leads.store.crm_accounts import resolve
 from leads.store.database import Store, TenantScope
 from leads.store.rate_budgets import StoreBudget
@@ -148,7 +148,9 @@ class CrmSync:
             connected = self.connection(tenant_id)
         except CrmError as exc:
             # The account's settings are broken: every lead waits for a fix.
-            return self._settle_all(tenant_id, claims, _whole_batch(exc, self._now()))
+            return self._settle_all(
+                tenant_id, None, claims, _whole_batch(exc, self._now())
+            )
         if connected is None:
             retry_at = self._now() + NO_CRM_RECHECK
             for held in claims:
@@ -182,10 +184,13 @@ class CrmSync:
             outcomes = self._write(connector, planned, claims)
         except CrmError as exc:
             counts.update(
-                self._settle_all(tenant_id, claims, _whole_batch(exc, self._now()))
+                self._settle_all(
+                    tenant_id, account, claims, _whole_batch(exc, self._now())
+                )
             )
             return counts
-        counts.update(self._record(tenant_id, account, claims, planned, outcomes))
+        warnings = {item.lead_id: item.warnings for item in planned}
+        counts.update(self._record(tenant_id, account, claims, outcomes, warnings))
         return counts
 
     def _write(
@@ -253,52 +258,70 @@ class CrmSync:
     def _record(
         self,
         tenant_id: str,
-        account: CrmAccount,
+        account: CrmAccount | None,
         claims: list[Claim],
-        planned: list[Planned],
         outcomes: dict[str, LeadOutcome],
+        warnings: Mapping[str, tuple[str, ...]] | None = None,
     ) -> Counter[str]:
-        warnings = {item.lead_id: item.warnings for item in planned}
+        """Stores each lead's result and settles its claim, in one transaction.
+
+        Together, so a lead never shows a result its outbox row does not
+        agree with. A lead that changed while it was being written (its row's
+        generation moved on) keeps its CRM id but shows `pending`: the newer
+        values are due to be written too.
+        """
+        warnings = warnings or {}
         now = self._now()
+        counts: Counter[str] = Counter()
         with self.store.write(tenant_id) as scope:
-            leads = scope.session.scalars(
-                scope.select(Lead).where(Lead.id.in_(list(outcomes)))
-            ).all()
-            for lead in leads:
-                outcome = outcomes[lead.id]
+            leads = {
+                lead.id: lead
+                for lead in scope.session.scalars(
+                    scope.select(Lead).where(Lead.id.in_(list(outcomes)))
+                )
+            }
+            for held in claims:
+                outcome = outcomes[held.lead_id]
+                counts[outcome.counted_as] += 1
+                if outcome.status in ("synced", "skipped"):
+                    current = finish_in(scope.session, held, "done", now=now)
+                elif outcome.retry_at is not None:
+                    current = release_in(
+                        scope.session,
+                        held,
+                        error=outcome.message or outcome.reason or "failed",
+                        retry_at=outcome.retry_at,
+                    )
+                else:
+                    current = finish_in(
+                        scope.session,
+                        held,
+                        "parked",
+                        outcome.message or outcome.reason or "",
+                        now,
+                    )
+                lead = leads.get(held.lead_id)
+                if lead is None:
+                    continue
                 _apply(
                     scope,
                     lead,
                     account,
                     outcome,
-                    warnings[lead.id],
+                    warnings.get(lead.id, ()),
                     now,
                     self.flow_run_id,
                 )
-        return self._settle(claims, outcomes)
-
-    def _settle(
-        self, claims: list[Claim], outcomes: dict[str, LeadOutcome]
-    ) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        for held in claims:
-            outcome = outcomes[held.lead_id]
-            counts[outcome.counted_as] += 1
-            if outcome.status in ("synced", "skipped"):
-                complete(self.store, held)
-            elif outcome.retry_at is not None:
-                release(
-                    self.store,
-                    held,
-                    error=outcome.message or outcome.reason or "failed",
-                    retry_at=outcome.retry_at,
-                )
-            else:
-                park(self.store, held, reason=outcome.message or outcome.reason or "")
+                if not current and outcome.status != "retrying":
+                    lead.crm_sync_status = "pending"
         return counts
 
     def _settle_all(
-        self, tenant_id: str, claims: list[Claim], outcome: LeadOutcome
+        self,
+        tenant_id: str,
+        account: CrmAccount | None,
+        claims: list[Claim],
+        outcome: LeadOutcome,
     ) -> Counter[str]:
         """Every claim of the batch ends the same way (auth, daily limit, CRM down)."""
         logger.warning(
@@ -307,17 +330,11 @@ class CrmSync:
             tenant_id,
             outcome.reason,
         )
-        outcomes = {
-            held.lead_id: _retry_or_park(outcome, held.attempts, self._now())
-            for held in claims
-        }
         now = self._now()
-        with self.store.write(tenant_id) as scope:
-            for lead in scope.session.scalars(
-                scope.select(Lead).where(Lead.id.in_(list(outcomes)))
-            ):
-                _apply(scope, lead, None, outcomes[lead.id], (), now, self.flow_run_id)
-        return self._settle(claims, outcomes)
+        outcomes = {
+            held.lead_id: _retry_or_park(outcome, held.attempts, now) for held in claims
+        }
+        return self._record(tenant_id, account, claims, outcomes)
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> timedelta:

@@ -150,15 +150,21 @@ def release(store: Store, held: Claim, *, error: str, retry_at: datetime) -> boo
     Returns:
         True when the row was still this claim's and is now `pending`.
     """
-    retry_at = _aware(retry_at)
     with store.write(held.tenant_id) as scope:
-        return _settle(
-            scope.session,
-            held,
-            status="pending",
-            available_at=retry_at,
-            last_error=error,
-        )
+        return release_in(scope.session, held, error=error, retry_at=retry_at)
+
+
+def release_in(
+    session: Session, held: Claim, *, error: str, retry_at: datetime
+) -> bool:
+    """`release` inside the caller's transaction (one of the claim's tenant)."""
+    return _settle(
+        session,
+        held,
+        status="pending",
+        available_at=_aware(retry_at),
+        last_error=error,
+    )
 
 
 def park(store: Store, held: Claim, *, reason: str) -> bool:
@@ -182,26 +188,45 @@ def _finish(
     now: datetime | None,
 ) -> bool:
     """Ends the claim as `status`; a row changed meanwhile is made due again."""
-    now = _aware(now)
     with store.write(held.tenant_id) as scope:
-        if _settle(
-            scope.session,
-            held,
-            OutboxItem.generation == held.generation,
-            status=status,
-            last_error=last_error,
-        ):
-            return True
-        _settle(
-            scope.session,
-            held,
-            OutboxItem.generation != held.generation,
-            status="pending",
-            available_at=now,
-            attempts=0,
-            last_error=last_error,
-        )
-        return False
+        return finish_in(scope.session, held, status, last_error, now)
+
+
+def finish_in(
+    session: Session,
+    held: Claim,
+    status: str,
+    last_error: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Ends the claim as `done` or `parked` inside the caller's transaction.
+
+    As `complete` and `park`: a row whose generation moved on while it was
+    held goes back to `pending`, due at once.
+
+    Returns:
+        True when the row is now `status`; False when it was made due again or
+        the lease was lost.
+    """
+    now = _aware(now)
+    if _settle(
+        session,
+        held,
+        OutboxItem.generation == held.generation,
+        status=status,
+        last_error=last_error,
+    ):
+        return True
+    _settle(
+        session,
+        held,
+        OutboxItem.generation != held.generation,
+        status="pending",
+        available_at=now,
+        attempts=0,
+        last_error=last_error,
+    )
+    return False
 
 
 def extend(

@@ -388,3 +388,29 @@ def test_a_daily_limit_hit_mid_batch_keeps_what_was_written_and_parks_the_rest(
         ]
     assert statuses.count(("synced", None)) == 100
     assert statuses.count(("parked", "rate_limited_daily")) == 50
+
+
+def test_a_lead_changed_while_it_is_written_is_written_again_with_the_change(
+    store, settings, sandbox_api, take_in, run_sync
+):
+    import threading
+    import time
+
+    lead = take_in(email="moving@example.com", company="Before")
+    fault(sandbox_api, path="/batch/upsert", delay_seconds=1.0)
+
+    def change_meanwhile() -> None:
+        time.sleep(0.4)
+        take_in(email="moving@example.com", company="After")
+
+    changer = threading.Thread(target=change_meanwhile)
+    changer.start()
+    counts = run_sync(settings)
+    changer.join()
+
+    assert counts["batches"] == 2
+    assert contacts(sandbox_api)["moving@example.com"]["properties"]["company"] == (
+        "After"
+    )
+    assert lead_row(store, lead.id).crm_sync_status == "synced"
+    assert len(events(store, lead.id, "crm_synced")) == 2
