@@ -29,8 +29,8 @@ def _fail(message: str) -> NoReturn:
 
 def _account(settings: Settings, tenant: str) -> Any:
     from connectors.crm.errors import CrmError
+    from connectors.crm.saved_accounts import resolve
     from leads.store import Store
-    from leads.store.crm_accounts import resolve
 
     store = Store(settings.store_url)
     try:
@@ -161,7 +161,7 @@ def sync(
 def _preview(settings: Settings, tenant: str, limit: int) -> None:
     from connectors.crm.budget import Unlimited
     from connectors.crm.errors import CrmError
-    from leads.crm.preview import preview_waiting
+    from connectors.crm.preview import preview_waiting
     from leads.store import Store
 
     account = _account(settings, tenant)
@@ -195,7 +195,7 @@ def _preview(settings: Settings, tenant: str, limit: int) -> None:
 
 
 def _sync_here(settings: Settings, tenant: str, retry: bool) -> None:
-    from leads.crm.sync import CrmSync, retry_parked
+    from connectors.crm.sync import CrmSync, retry_parked
     from leads.store import Store
     from leads.store.outbox import CRM_SYNC
     from tasks.drain import DrainLimits, drain

@@ -7,8 +7,8 @@ from collections import Counter
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 
-from leads.crm.reconcile import reconcile, tenants_with_crm_records
-from leads.crm.sync import CrmSync
+from connectors.crm.reconcile import reconcile, tenants_with_crm_records
+from connectors.crm.sync import CrmSync
 from leads.settings import get_settings
 from leads.store import Store
 

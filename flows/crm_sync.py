@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from leads.crm.sync import CrmSync
+from connectors.crm.sync import CrmSync
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import CRM_SYNC

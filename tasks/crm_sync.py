@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from leads.crm.sync import CrmSync
+from connectors.crm.sync import CrmSync
 from leads.store.claims import Claim
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
 from api.problems import problem
 from api.routes.workflows import prefect_client, prefect_down, run_ui_url
+from connectors.crm import saved_accounts
 from connectors.crm.accounts import (
     CrmAccount,
     Mode,
@@ -26,13 +27,13 @@ from connectors.crm.accounts import (
 )
 from connectors.crm.budget import Unlimited
 from connectors.crm.errors import CrmError
-from leads.crm.preview import preview_waiting
-from leads.crm.sync import retry_parked
+from connectors.crm.preview import preview_waiting
+from connectors.crm.saved_accounts import resolve, split_secrets
+from connectors.crm.store_budget import StoreBudget
+from connectors.crm.sync import retry_parked
 from leads.encryption import secret_box
 from leads.errors import FieldError
-from leads.store import crm_accounts, outbox
-from leads.store.crm_accounts import resolve, split_secrets
-from leads.store.rate_budgets import StoreBudget
+from leads.store import outbox
 from leads.store.tables import Lead, OutboxItem
 
 logger = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def save_config(
             ],
         )
     with store.write(context.tenant_id) as scope:
-        crm_accounts.save(
+        saved_accounts.save(
             scope, account, mapping_document=body.mapping, box=secret_box(settings)
         )
     # Leads parked because the old account refused us may pass now.

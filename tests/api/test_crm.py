@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from connectors.crm.sync import CrmSync
 from connectors.sandbox import hubspot as hubspot_sandbox
 from connectors.sandbox.server import running_sandbox
-from leads.crm.sync import CrmSync
 from leads.intake import submit
 from leads.settings import Settings
 from leads.store.outbox import CRM_SYNC

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connectors.crm.sync import CrmSync
 from connectors.sandbox.server import running_sandbox
-from leads.crm.sync import CrmSync
 from leads.intake import submit
 from leads.settings import Settings
 from leads.store import Store

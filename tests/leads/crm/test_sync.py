@@ -10,8 +10,8 @@ from sqlalchemy import update
 from connectors.crm.accounts import account_from_settings
 from connectors.crm.mapping import load_mapping_document
 from connectors.crm.protocol import CrmRecord
-from leads.crm.records import collapse
-from leads.crm.sync import CrmSync, retry_parked
+from connectors.crm.records import collapse
+from connectors.crm.sync import CrmSync, retry_parked
 from leads.store.outbox import CRM_SYNC
 from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
 from tasks.drain import DrainLimits, drain

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connectors.crm.errors import CrmDailyLimitReached
-from leads.store.rate_budgets import StoreBudget
+from connectors.crm.store_budget import StoreBudget
 
 
 class FakeTime:

@@ -9,7 +9,7 @@ from typing import Any
 
 from connectors.crm.accounts import CrmAccount
 from connectors.crm.protocol import CrmConnector, CrmField, FieldValue
-from leads.crm.records import plan
+from connectors.crm.records import plan
 from leads.store.database import Store
 from leads.store.tables import Lead
 

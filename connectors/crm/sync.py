@@ -25,13 +25,13 @@ from connectors.crm.errors import (
     CrmError,
 )
 from connectors.crm.protocol import CrmConnector, CrmField, SyncFailure, SyncResult
-from leads.crm.records import Planned, collapse, plan
+from connectors.crm.records import Planned, collapse, plan
+from connectors.crm.saved_accounts import resolve
+from connectors.crm.store_budget import StoreBudget
 from leads.settings import Settings
 from leads.store import outbox, timeline
 from leads.store.claims import Claim, complete, finish_in, release, release_in
-from leads.store.crm_accounts import resolve
 from leads.store.database import Store, TenantScope
-from leads.store.rate_budgets import StoreBudget
 from leads.store.tables import Lead, utcnow
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class CrmSync:
         settings: read for `ORCH_CRM` and the default time zone.
         flow_run_id: recorded on each lead's timeline.
         accounts: the tenant's CRM account, or None when it has none
-            (`leads.store.crm_accounts.resolve` when not given).
+            (`connectors.crm.saved_accounts.resolve` when not given).
         now: the clock.
         sleep: how waits (rate budget, back-off between retries) are spent.
     """

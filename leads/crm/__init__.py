@@ -1,1 +1,0 @@
-"""Syncing leads to their tenant's CRM, and reading the CRM's changes back."""
