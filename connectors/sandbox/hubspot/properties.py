@@ -117,6 +117,13 @@ CONTACT_PROPERTIES: dict[str, PropertyDef] = {
             options=("true", "false"),
             read_only=True,
         ),
+        PropertyDef(
+            "hs_sales_email_last_replied",
+            "Recent Sales Email Replied Date",
+            "datetime",
+            "date",
+            read_only=True,
+        ),
         PropertyDef("createdate", "Create Date", "datetime", "date", read_only=True),
         PropertyDef(
             "lastmodifieddate",

@@ -78,10 +78,9 @@ class Searcher:
                 f"Search results are limited to {MAX_RESULTS} per query; "
                 f"after={after} goes past that.",
             )
+        # Requested properties the account lacks are left out of the
+        # results, as HubSpot's reads do; filters and sorts on them are errors.
         names = body.get("properties") or None
-        for name in names or ():
-            if name not in CONTACT_PROPERTIES:
-                raise HubSpotError(400, f'Property "{name}" does not exist')
 
         matches = self._matches(body)
         page = matches[after : min(after + limit, MAX_RESULTS)]
