@@ -68,7 +68,10 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
         if fault.delay_seconds:
             await asyncio.sleep(fault.delay_seconds)
         if fault.status is None:
-            return await call_next(request)
+            response = await call_next(request)
+            if fault.answer_delay_seconds:
+                await asyncio.sleep(fault.answer_delay_seconds)
+            return response
         if fault.body is None:
             module = hubspot if vendor == "hubspot" else salesforce
             response = module.error_response(

@@ -18,8 +18,9 @@ class FaultSpec(BaseModel):
     The next `times` requests of `vendor` whose method matches and whose path
     matches the `path` regular expression (searched, not anchored) get
     `status` with `body` and `headers`, after `delay_seconds`. Without a
-    `status` the request is only delayed, then served normally. Without a
-    `body` the vendor's own error shape for that status is sent.
+    `status` the request is only delayed, then served normally (and with
+    `answer_delay_seconds`, its answer held back after it was served). Without
+    a `body` the vendor's own error shape for that status is sent.
     """
 
     vendor: Vendor = "any"
@@ -29,6 +30,15 @@ class FaultSpec(BaseModel):
     body: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
     delay_seconds: float = Field(0.0, ge=0, le=120)
+    answer_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=120,
+        description=(
+            "Serve the request, then hold the answer this long: a write that "
+            "lands but whose answer comes too late for the client's timeout."
+        ),
+    )
     times: int = Field(1, ge=1, le=1_000_000)
 
 

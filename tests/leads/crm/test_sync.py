@@ -414,3 +414,101 @@ def test_a_lead_changed_while_it_is_written_is_written_again_with_the_change(
     )
     assert lead_row(store, lead.id).crm_sync_status == "synced"
     assert len(events(store, lead.id, "crm_synced")) == 2
+
+
+class TestFaultsLoseAndDuplicateNothing:
+    def test_hs04_a_file_with_one_person_twice_sends_three_inputs_and_no_conflict(
+        self, store, settings, sandbox_api, run_sync
+    ):
+        import csv
+        import json
+        from pathlib import Path
+
+        from leads.intake import submit_batch
+
+        cases = Path(__file__).parents[2] / "cases"
+        with (cases / "HS-04.csv").open(newline="") as file:
+            rows = list(csv.DictReader(file))
+        expected = json.loads((cases / "HS-04.expected.json").read_text())["expected"]
+        submit_batch(store, "default", rows, channel="import", region="US")
+        sandbox_api.delete("/_sandbox/hubspot/requests")
+
+        counts = run_sync(settings)
+
+        log = sandbox_api.get("/_sandbox/hubspot/requests").json()["latest"]
+        upserts = [r for r in log if r["path"].endswith("/batch/upsert")]
+        assert len(upserts) == 1
+        sent = json.loads(upserts[0]["body"])["inputs"]
+        assert len(sent) == expected["inputs_sent_to_hubspot"]
+        assert counts["created"] == 3 and "parked" not in counts
+        merged = expected["merged"]
+        person = contacts(sandbox_api)[merged["email"]]["properties"]
+        assert (person["firstname"], person["lastname"], person["phone"]) == (
+            merged["firstname"],
+            merged["lastname"],
+            merged["phone"],
+        )
+
+    def test_a_write_that_times_out_but_landed_is_retried_into_one_record(
+        self, store, make_settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="slow@example.com", first_name="Slow")
+        settings = make_settings()
+        account = account_from_settings(settings)
+        impatient = replace(
+            account,
+            credentials=account.credentials.model_copy(update={"timeout_seconds": 0.5}),
+        )
+        # The sandbox applies the write, then holds its answer for 1.5 s: the
+        # client has given up by then and tries again.
+        fault(sandbox_api, path="/batch/upsert", answer_delay_seconds=1.5)
+        sync = CrmSync(
+            store,
+            settings,
+            RUN_ID,
+            accounts=lambda tenant: impatient,
+            sleep=lambda seconds: None,
+        )
+        try:
+            counts = drain(
+                store,
+                CRM_SYNC,
+                owner="test",
+                handle=sync.handle,
+                limits=DrainLimits(idle_grace_seconds=0),
+            )
+        finally:
+            sync.close()
+
+        assert counts["updated"] == 1  # the retry found the record the first made
+        assert list(contacts(sandbox_api)) == ["slow@example.com"]
+        assert lead_row(store, lead.id).crm_sync_status == "synced"
+
+    def test_a_run_that_died_holding_leads_leaves_them_to_the_next_once_its_lease_ends(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        from leads.store.claims import claim
+
+        lead = take_in(email="orphan@example.com")
+        # A run claims the lead, writes it to the CRM, and dies before recording it.
+        [held] = claim(
+            store, CRM_SYNC, "dead-run", limit=10, lease=timedelta(minutes=5)
+        )
+        run_sync(settings)  # nothing due: the dead run's lease still holds
+        assert contacts(sandbox_api) == {}
+        sandbox_api.post(
+            "/_sandbox/hubspot/contacts/seed",
+            json={"contacts": [{"properties": {"email": "orphan@example.com"}}]},
+        ).raise_for_status()
+        with store.engine.begin() as connection:
+            connection.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == held.id)
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+
+        counts = run_sync(settings)
+
+        assert counts["updated"] == 1
+        assert len(contacts(sandbox_api)) == 1
+        assert lead_row(store, lead.id).crm_sync_status == "synced"
