@@ -24,7 +24,7 @@ def crm_reconcile() -> dict[str, int]:
 
     Returns:
         Counts: `read` (CRM records seen), `changed` (leads whose CRM state
-        changed), `tenants`.
+        changed), `tenants`, and `failed_tenants` (logged with the reason).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -35,14 +35,20 @@ def crm_reconcile() -> dict[str, int]:
 
     try:
         for tenant_id in tenants_with_crm_records(store):
-            connected = sync.connection(tenant_id)
-            if connected is None:
-                continue
-            account, connector = connected
-            totals.update(
-                reconcile(store, tenant_id, account, connector, flow_run_id=run_id)
-            )
-            totals["tenants"] += 1
+            try:
+                connected = sync.connection(tenant_id)
+                if connected is None:
+                    continue
+                account, connector = connected
+                totals.update(
+                    reconcile(store, tenant_id, account, connector, flow_run_id=run_id)
+                )
+                totals["tenants"] += 1
+            except Exception:
+                # One tenant's broken account or CRM must not hold up the
+                # others; its watermark stays, so the next run reads it again.
+                logger.exception("CRM reconcile of tenant %s failed", tenant_id)
+                totals["failed_tenants"] += 1
     finally:
         sync.close()
         store.dispose()

@@ -1,8 +1,7 @@
-"""The CRM sync drain: every pending lead written to its tenant's CRM exactly once."""
+"""The CRM sync drain: every waiting lead written to its CRM as one record."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import partial
 from typing import Annotated
 
@@ -10,7 +9,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from connectors.crm.sync import CrmSync
+from connectors.crm.sync import DEFAULT_LEASE, CrmSync
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import CRM_SYNC
@@ -29,10 +28,11 @@ def crm_sync(
     Guarantees: every lead queued for sync ends synced (with its CRM id on its
     timeline), retrying (due again after a back-off), or parked with the
     vendor's reason — none is dropped, and a run never reports a lead synced
-    that the CRM did not confirm. Writes are upserts by the CRM's key, so a
-    lead written twice (a run killed after the CRM answered) is one CRM record.
-    Two runs never hold the same lead; a claim whose run died returns to the
-    queue when its lease expires.
+    that the CRM did not confirm. Delivery is at least once, and writes are
+    upserts by the CRM's key, so a lead written twice (a run killed after the
+    CRM answered) is still one CRM record. Two runs never hold the same lead:
+    claims are renewed before every CRM write, and a claim whose run died
+    returns to the queue when its lease runs out.
 
     Args:
         lead_id: one lead only (on-demand runs); None drains every tenant.
@@ -41,15 +41,17 @@ def crm_sync(
 
     Returns:
         Counts by outcome (`created`, `updated`, `skipped`, `retrying`,
-        `parked`, `no_crm`, `gone`) and `batches`.
+        `parked`, `lost`, `no_crm`, `gone`), `batches`, and
+        `requeued_for_new_account` when a tenant's CRM account changed.
     """
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)
     run_id = str(runtime.flow_run.id)
-    sync = CrmSync(store, settings, run_id)
+    sync = CrmSync(store, settings, run_id, lease=DEFAULT_LEASE)
 
     try:
+        requeued = sync.follow_accounts()
         totals = drain(
             store,
             CRM_SYNC,
@@ -58,8 +60,7 @@ def crm_sync(
             limits=DrainLimits(
                 batch_size=batch_size,
                 idle_grace_seconds=idle_grace_seconds,
-                # A batch may wait on the rate budget and on retries.
-                lease=timedelta(minutes=5),
+                lease=DEFAULT_LEASE,
             ),
             lead_id=lead_id,
         )
@@ -67,6 +68,8 @@ def crm_sync(
         sync.close()
         store.dispose()
 
+    if requeued:
+        totals["requeued_for_new_account"] = requeued
     logger.info("CRM sync: %s", totals or "nothing due")
     create_table_artifact(
         key="crm-sync-summary",

@@ -36,6 +36,7 @@ READ_ONLY_FIELDS = frozenset(
         "crm_sync_reason",
         "crm_synced_at",
         "crm_state",
+        "crm_account",
         "created_at",
         "updated_at",
         "version",

@@ -27,6 +27,7 @@ from leads.store.schema import upgrade
 from leads.store.tables import (
     CrmAccount,
     CrmReconciliation,
+    CrmSyncTarget,
     DuplicateReview,
     ImportReject,
     Lead,
@@ -133,6 +134,7 @@ def wipe(store: Store) -> None:
         for table in (
             CrmAccount,
             CrmReconciliation,
+            CrmSyncTarget,
             RateBudgetRow,
             ImportReject,
             LeadImport,

@@ -25,8 +25,7 @@ from connectors.crm.accounts import (
     Provider,
     parse_credentials,
 )
-from connectors.crm.budget import Unlimited
-from connectors.crm.errors import CrmError
+from connectors.crm.errors import CrmConfigError, CrmError
 from connectors.crm.preview import preview_waiting
 from connectors.crm.saved_accounts import resolve, split_secrets
 from connectors.crm.store_budget import StoreBudget
@@ -198,7 +197,10 @@ def _crm_unreachable(exc: CrmError) -> JSONResponse:
     "/config",
     dependencies=[JsonBody],
     response_model=CrmConfigView,
-    responses={422: {"description": "Bad credentials, mapping, or a failed test."}},
+    responses={
+        422: {"description": "Bad credentials, mapping, or a failed test."},
+        502: {"description": "The CRM could not be reached to test the account."},
+    },
 )
 def save_config(
     body: CrmConfigRequest, store: StoreDep, settings: SettingsDep, context: ContextDep
@@ -222,14 +224,21 @@ def save_config(
             from connectors.crm.mapping import load_mapping
 
             mapping = load_mapping(mapping_file(settings, body.provider))
-    except (CrmError, MappingFileError) as exc:
-        field = "mapping" if isinstance(exc, MappingFileError) else "credentials"
+    except MappingFileError as exc:
         return problem(
             422,
             str(exc),
             slug="bad-crm-config",
-            errors=[FieldError(field, "invalid", str(exc))],
+            errors=[FieldError("mapping", "invalid", str(exc))],
         )
+    except CrmConfigError as exc:
+        errors = [
+            FieldError(
+                f"credentials.{name}" if name else "credentials", "invalid", message
+            )
+            for name, message in exc.problems
+        ] or [FieldError("credentials", "invalid", str(exc))]
+        return problem(422, str(exc), slug="bad-crm-config", errors=errors)
     if mapping.provider != body.provider:
         return problem(
             422,
@@ -245,13 +254,21 @@ def save_config(
         tier=body.tier,
         origin="stored",
     )
-    connector = account.connect(Unlimited())
+    connector = account.connect(StoreBudget.for_account(store, account))
     try:
         info = connector.test_connection()
         problems = check_mapping(
             mapping, connector.list_fields(), key_field=connector.key_field
         )
     except CrmError as exc:
+        if exc.retryable:
+            # Not the credentials' fault: the CRM could not be reached or
+            # answered 5xx; nothing was saved, and the same call may pass later.
+            return problem(
+                502,
+                f"the CRM could not be reached to test the account: {exc}",
+                slug="crm-unreachable",
+            )
         return problem(
             422,
             f"the connection test failed: {exc.code}: {exc}",
@@ -327,14 +344,7 @@ def status(store: StoreDep, settings: SettingsDep, context: ContextDep) -> CrmSt
     connected = False
     budget = BudgetView()
     if account is not None:
-        capacity, window, daily = account.budget_size
-        shared = StoreBudget(
-            store,
-            account.budget_key,
-            capacity=capacity,
-            window_seconds=window,
-            daily_limit=daily,
-        )
+        shared = StoreBudget.for_account(store, account)
         budget = BudgetView(**shared.state())
         connector = account.connect(shared)
         try:
@@ -472,7 +482,7 @@ def preview_sync(
     if account is None:
         return _no_crm()
     try:
-        connector = account.connect(Unlimited())
+        connector = account.connect(StoreBudget.for_account(store, account))
     except CrmError as exc:
         return _broken_config(exc)
     try:

@@ -109,11 +109,19 @@ def parse_credentials(provider: Provider, values: dict[str, Any]) -> BaseModel:
     try:
         return credentials_model(provider).model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'credentials'}: {error['msg']}"
+        problems = tuple(
+            (
+                ".".join(map(str, error["loc"])),
+                str(error["msg"]).removeprefix("Value error, "),
+            )
             for error in exc.errors()
         )
-        raise CrmConfigError(f"{provider} credentials: {problems}") from exc
+        text = "; ".join(
+            f"{name}: {message}" if name else message for name, message in problems
+        )
+        raise CrmConfigError(
+            f"{provider} credentials: {text}", problems=problems
+        ) from exc
 
 
 def mapping_file(settings: Settings, provider: Provider) -> Path:

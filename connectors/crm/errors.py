@@ -84,7 +84,14 @@ class CrmRequestError(CrmError):
 
 
 class CrmConfigError(CrmError, ValueError):
-    """The connector's settings are incomplete or contradictory; says which and why."""
+    """The connector's settings are incomplete or contradictory; says which and why.
 
-    def __init__(self, message: str) -> None:
+    Attributes:
+        problems: (setting, what is wrong) pairs, when known one by one.
+    """
+
+    def __init__(
+        self, message: str, *, problems: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message, code="config")
+        self.problems = problems

@@ -100,9 +100,7 @@ def reconcile(
     fields = list(STATE_FIELDS[account.provider])
     for chunk in _chunks(connector.changed(start, end, fields), CHUNK):
         counts["read"] += len(chunk)
-        counts["changed"] += _apply(
-            store, tenant_id, account.provider, chunk, flow_run_id
-        )
+        counts["changed"] += _apply(store, tenant_id, account, chunk, flow_run_id)
 
     with store.write(tenant_id) as scope:
         mark = scope.session.get(CrmReconciliation, (tenant_id, key))
@@ -120,15 +118,20 @@ def reconcile(
 def _apply(
     store: Store,
     tenant_id: str,
-    provider: str,
+    account: CrmAccount,
     snapshots: list[CrmSnapshot],
     flow_run_id: str | None,
 ) -> int:
+    provider = account.provider
     by_id = {snapshot.crm_id: snapshot for snapshot in snapshots}
     changed = 0
     with store.write(tenant_id) as scope:
+        # Ids are only unique within one account: a lead synced to another
+        # (before the tenant moved) must not take this one's record's state.
         leads = scope.session.scalars(
-            scope.select(Lead).where(Lead.crm_id.in_(list(by_id)))
+            scope.select(Lead).where(
+                Lead.crm_id.in_(list(by_id)), Lead.crm_account == account.budget_key
+            )
         )
         for lead in leads:
             state = state_of(provider, by_id[lead.crm_id].fields)

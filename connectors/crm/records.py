@@ -123,8 +123,9 @@ def plan(
 def collapse(records: Sequence[CrmRecord]) -> tuple[list[CrmRecord], dict[str, str]]:
     """One record per key, so the CRM never sees a key twice in a batch (HS-04).
 
-    Later records' values win where they are given. Returns the records to send
-    and, for every record folded into another, its ref → the ref sent.
+    Later records' non-empty values win (HS-04); an empty one never clears an
+    earlier record's value. Returns the records to send and, for every record
+    folded into another, its ref → the ref sent.
     """
     first: dict[str, CrmRecord] = {}
     folded: dict[str, str] = {}
@@ -133,7 +134,9 @@ def collapse(records: Sequence[CrmRecord]) -> tuple[list[CrmRecord], dict[str, s
         if kept is None:
             first[record.key] = record
             continue
-        merged = dict(kept.fields) | dict(record.fields)
+        merged = dict(kept.fields) | {
+            name: value for name, value in record.fields.items() if value != ""
+        }
         first[record.key] = CrmRecord(ref=kept.ref, key=kept.key, fields=merged)
         folded[record.ref] = kept.ref
     return list(first.values()), folded

@@ -11,9 +11,12 @@ from connectors.crm.accounts import (
     Mode,
     Provider,
     account_from_settings,
+    mapping_file,
     parse_credentials,
 )
-from leads.encryption import SecretBox, secret_box
+from connectors.crm.errors import CrmConfigError
+from connectors.crm.mapping import load_mapping, load_mapping_document
+from leads.encryption import SecretBox, SecretKeyError, secret_box
 from leads.settings import Settings
 from leads.store.database import Store, TenantScope
 from leads.store.tables import CrmAccount as CrmAccountRow
@@ -52,26 +55,28 @@ def save(
     return row
 
 
-def account_of(row: CrmAccountRow, box: SecretBox) -> CrmAccount:
-    """The stored row as an account a connector can be built from."""
-    from connectors.crm.mapping import load_mapping_document
-    from leads.settings import get_settings
+def account_of(row: CrmAccountRow, box: SecretBox, settings: Settings) -> CrmAccount:
+    """The stored row as an account a connector can be built from.
 
+    Raises:
+        CrmConfigError: the saved secrets cannot be opened with the secret key
+            in use, or the saved credentials or mapping no longer check out.
+    """
     provider: Provider = row.provider  # type: ignore[assignment]
-    settings = dict(row.settings)
-    tier = settings.pop("tier", "professional")
-    secrets = box.open(row.secrets) if row.secrets else {}
+    values = dict(row.settings)
+    tier = values.pop("tier", "professional")
+    try:
+        secrets = box.open(row.secrets) if row.secrets else {}
+    except SecretKeyError as exc:
+        raise CrmConfigError(str(exc)) from exc
     if row.mapping is not None:
         mapping = load_mapping_document(row.mapping, origin="the saved CRM mapping")
     else:
-        from connectors.crm.accounts import mapping_file
-        from connectors.crm.mapping import load_mapping
-
-        mapping = load_mapping(mapping_file(get_settings(), provider))
+        mapping = load_mapping(mapping_file(settings, provider))
     mode: Mode = row.mode  # type: ignore[assignment]
     return CrmAccount(
         provider=provider,
-        credentials=parse_credentials(provider, settings | secrets),
+        credentials=parse_credentials(provider, values | secrets),
         mapping=mapping,
         mode=mode,
         tier=tier,
@@ -80,9 +85,13 @@ def account_of(row: CrmAccountRow, box: SecretBox) -> CrmAccount:
 
 
 def resolve(store: Store, tenant_id: str, settings: Settings) -> CrmAccount | None:
-    """The tenant's saved CRM, else the one the environment names (`ORCH_CRM`)."""
+    """The tenant's saved CRM, else the one the environment names (`ORCH_CRM`).
+
+    Raises:
+        CrmConfigError: the account is configured but cannot be used; says why.
+    """
     with store.read(tenant_id) as scope:
         row = scope.get(CrmAccountRow, tenant_id)
     if row is not None:
-        return account_of(row, secret_box(settings))
+        return account_of(row, secret_box(settings), settings)
     return account_from_settings(settings)

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from connectors.crm.accounts import CrmAccount
 from connectors.crm.errors import CrmDailyLimitReached
 from leads.store.database import Store
 from leads.store.tables import RateBudgetRow, utcnow
@@ -61,6 +63,25 @@ class StoreBudget:
         self._now = now
         self._sleep = sleep
         self._ensure(capacity, window_seconds, daily_limit)
+
+    @classmethod
+    def for_account(
+        cls,
+        store: Store,
+        account: CrmAccount,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> StoreBudget:
+        """The shared budget of `account`, sized by its vendor and tier."""
+        capacity, window, daily = account.budget_size
+        return cls(
+            store,
+            account.budget_key,
+            capacity=capacity,
+            window_seconds=window,
+            daily_limit=daily,
+            sleep=sleep,
+        )
 
     def _ensure(self, capacity: float, window: float, daily: int | None) -> None:
         try:
@@ -135,8 +156,10 @@ class StoreBudget:
 
     def state(self) -> dict[str, object]:
         """What the bucket holds now, for `GET /api/crm/status`."""
-        with self.store.write_across_tenants() as session:
-            row = session.get(RateBudgetRow, self.account)
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(RateBudgetRow).where(RateBudgetRow.account == self.account)
+            ).one_or_none()
             if row is None:
                 return {}
             rate = row.capacity / row.window_seconds

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select, update
+
 from connectors.crm.accounts import CrmAccount
 from connectors.crm.errors import (
     CrmAuthError,
@@ -30,9 +32,16 @@ from connectors.crm.saved_accounts import resolve
 from connectors.crm.store_budget import StoreBudget
 from leads.settings import Settings
 from leads.store import outbox, timeline
-from leads.store.claims import Claim, complete, finish_in, release, release_in
+from leads.store.claims import (
+    Claim,
+    complete,
+    extend_all,
+    finish_in,
+    release,
+    release_in,
+)
 from leads.store.database import Store, TenantScope
-from leads.store.tables import Lead, utcnow
+from leads.store.tables import CrmSyncTarget, Lead, OutboxItem, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +50,15 @@ logger = logging.getLogger(__name__)
 RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
 MAX_ATTEMPTS = 10
-# A tenant with no CRM configured keeps its rows and looks again this much later.
+# A tenant with no CRM configured keeps its rows and looks again this much later;
+# so does one whose sync failed in a way we did not foresee (a bug), up to
+# MAX_ATTEMPTS times.
 NO_CRM_RECHECK = timedelta(minutes=5)
-# Vendor codes that mean the record's data is wrong, not the call.
+# Our codes for credentials or settings the account refuses: a person must act.
 AUTH_CODES = frozenset({"auth", "config"})
+# How long a run holds its claims; renewed before every CRM write, so a batch
+# slowed by retries and rate-limit waits is never taken over mid-write.
+DEFAULT_LEASE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,9 @@ class LeadOutcome:
     result: SyncResult | None = None
     retry_at: datetime | None = None
     message: str | None = None
+    # False when the lead only waited (the day's allowance was spent): the
+    # attempt is not held against it.
+    counts_attempt: bool = True
 
     @property
     def counted_as(self) -> str:
@@ -76,6 +93,7 @@ class CrmSync:
             (`connectors.crm.saved_accounts.resolve` when not given).
         now: the clock.
         sleep: how waits (rate budget, back-off between retries) are spent.
+        lease: how long the run's claims last; renewed before each CRM write.
     """
 
     def __init__(
@@ -87,8 +105,10 @@ class CrmSync:
         accounts: Callable[[str], CrmAccount | None] | None = None,
         now: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.store = store
+        self.lease = lease
         self.settings = settings
         self.flow_run_id = flow_run_id
         self._accounts = accounts or (lambda tenant: resolve(store, tenant, settings))
@@ -98,24 +118,44 @@ class CrmSync:
         self._fields: dict[str, dict[str, CrmField]] = {}
 
     def connection(self, tenant_id: str) -> tuple[CrmAccount, CrmConnector] | None:
-        """The tenant's account and a connector to it, built once per run."""
+        """The tenant's account and a connector to it, built once per run.
+
+        Raises:
+            CrmError: the account is configured but cannot be used.
+        """
         if tenant_id not in self._connected:
             account = self._accounts(tenant_id)
             if account is None:
                 self._connected[tenant_id] = None
             else:
-                capacity, window, daily = account.budget_size
-                budget = StoreBudget(
-                    self.store,
-                    account.budget_key,
-                    capacity=capacity,
-                    window_seconds=window,
-                    daily_limit=daily,
-                    sleep=self._sleep,
-                )
+                follow_account(self.store, tenant_id, account, self._now())
+                budget = StoreBudget.for_account(self.store, account, sleep=self._sleep)
                 connector = account.connect(budget, sleep=self._sleep)
                 self._connected[tenant_id] = (account, connector)
         return self._connected[tenant_id]
+
+    def follow_accounts(self) -> int:
+        """Notices every tenant whose CRM account changed, and queues its leads.
+
+        Run at the start of a sync run: a tenant whose leads are all synced
+        has nothing claimed, so only this finds that its account changed.
+
+        Returns:
+            How many leads were queued again.
+        """
+        with self.store.engine.connect() as connection:
+            tenants = list(connection.scalars(select(CrmSyncTarget.tenant_id)))
+        queued = 0
+        for tenant_id in tenants:
+            try:
+                account = self._accounts(tenant_id)
+            except Exception:
+                # Its leads are parked or retried with the reason when claimed.
+                logger.warning("tenant %s: its CRM account cannot be used", tenant_id)
+                continue
+            if account is not None:
+                queued += follow_account(self.store, tenant_id, account, self._now())
+        return queued
 
     def crm_fields(
         self, tenant_id: str, connector: CrmConnector
@@ -128,6 +168,7 @@ class CrmSync:
         return self._fields[tenant_id]
 
     def close(self) -> None:
+        """Closes every connector the run opened."""
         for connected in self._connected.values():
             if connected is not None:
                 connected[1].close()
@@ -145,6 +186,22 @@ class CrmSync:
 
     def _sync_tenant(self, tenant_id: str, claims: list[Claim]) -> Counter[str]:
         try:
+            return self._sync_tenant_or_fail(tenant_id, claims)
+        except Exception as exc:
+            # Not foreseen (a bug, the store gone away mid-batch): the tenant's
+            # leads wait and are tried again, each attempt counted, so one
+            # tenant's trouble neither stops the others nor loops for ever.
+            logger.exception("CRM sync of tenant %s failed", tenant_id)
+            outcome = LeadOutcome(
+                "retrying",
+                reason="internal_error",
+                message=f"internal_error: {type(exc).__name__}",
+                retry_at=self._now() + NO_CRM_RECHECK,
+            )
+            return self._settle_all(tenant_id, None, claims, outcome)
+
+    def _sync_tenant_or_fail(self, tenant_id: str, claims: list[Claim]) -> Counter[str]:
+        try:
             connected = self.connection(tenant_id)
         except CrmError as exc:
             # The account's settings are broken: every lead waits for a fix.
@@ -154,7 +211,13 @@ class CrmSync:
         if connected is None:
             retry_at = self._now() + NO_CRM_RECHECK
             for held in claims:
-                release(self.store, held, error="no CRM configured", retry_at=retry_at)
+                release(
+                    self.store,
+                    held,
+                    error="no CRM configured",
+                    retry_at=retry_at,
+                    count_attempt=False,
+                )
             return Counter(no_crm=len(claims))
         account, connector = connected
 
@@ -181,7 +244,7 @@ class CrmSync:
                 default_zone=self.settings.default_timezone,
                 crm_fields=self.crm_fields(tenant_id, connector),
             )
-            outcomes = self._write(connector, planned, claims)
+            outcomes = self._write(tenant_id, connector, planned, claims)
         except CrmError as exc:
             counts.update(
                 self._settle_all(
@@ -194,9 +257,14 @@ class CrmSync:
         return counts
 
     def _write(
-        self, connector: CrmConnector, planned: list[Planned], claims: list[Claim]
+        self,
+        tenant_id: str,
+        connector: CrmConnector,
+        planned: list[Planned],
+        claims: list[Claim],
     ) -> dict[str, LeadOutcome]:
         attempts = {held.lead_id: held.attempts for held in claims}
+        by_lead = {held.lead_id: held for held in claims}
         outcomes: dict[str, LeadOutcome] = {}
         records = []
         for item in planned:
@@ -209,14 +277,30 @@ class CrmSync:
             else:
                 records.append(item.record)
         sent, folded = collapse(records)
+        # Calls of the connector's batch size; one call for the whole batch
+        # when it is past the connector's bulk threshold (Salesforce Bulk 2.0).
+        bulk = getattr(connector, "bulk_threshold", None)
+        size = (
+            len(sent) if bulk is not None and len(sent) > bulk else connector.batch_size
+        )
         results: dict[str, SyncResult] = {}
         # A chunk the CRM refused whole (auth, the day's limit, still down
         # after the connector's retries) stops the rest: chunks written before
         # it keep their results.
         stopped: dict[str, CrmError] = {}
+        lost: set[str] = set()
         stop: CrmError | None = None
-        for start in range(0, len(sent), connector.batch_size):
-            chunk = sent[start : start + connector.batch_size]
+        for start in range(0, len(sent), size):
+            chunk = sent[start : start + size]
+            # Renewed before every write: a claim another run took over
+            # (ours ran out while we waited) is that run's to write now.
+            mine = [by_lead[record.ref] for record in chunk]
+            held = extend_all(self.store, tenant_id, mine, self.lease)
+            taken = {h.lead_id for h in mine if h.id not in held}
+            lost |= taken
+            chunk = [record for record in chunk if record.ref not in taken]
+            if not chunk:
+                continue
             if stop is None:
                 try:
                     for result in connector.upsert(chunk):
@@ -226,7 +310,9 @@ class CrmSync:
                     stop = exc
             stopped |= {record.ref: stop for record in chunk}
         for ref, kept in folded.items():
-            if kept in stopped:
+            if kept in lost:
+                lost.add(ref)
+            elif kept in stopped:
                 stopped[ref] = stopped[kept]
             elif kept in results:
                 results[ref] = SyncResult(
@@ -238,6 +324,9 @@ class CrmSync:
                 )
         now = self._now()
         for record in records:
+            if record.ref in lost:
+                outcomes[record.ref] = LeadOutcome("lost")
+                continue
             if record.ref in stopped:
                 outcomes[record.ref] = _retry_or_park(
                     _whole_batch(stopped[record.ref], now), attempts[record.ref], now
@@ -283,6 +372,9 @@ class CrmSync:
             for held in claims:
                 outcome = outcomes[held.lead_id]
                 counts[outcome.counted_as] += 1
+                if outcome.status == "lost":
+                    # Another run holds it now and will record its own result.
+                    continue
                 if outcome.status in ("synced", "skipped"):
                     current = finish_in(scope.session, held, "done", now=now)
                 elif outcome.retry_at is not None:
@@ -291,6 +383,7 @@ class CrmSync:
                         held,
                         error=outcome.message or outcome.reason or "failed",
                         retry_at=outcome.retry_at,
+                        count_attempt=outcome.counts_attempt,
                     )
                 else:
                     current = finish_in(
@@ -402,7 +495,11 @@ def _whole_batch(exc: CrmError, now: datetime) -> LeadOutcome:
         # Parked, but released to come back by itself once the window resets.
         resets_at = exc.resets_at or now + timedelta(hours=1)
         return LeadOutcome(
-            "parked", reason="rate_limited_daily", message=message, retry_at=resets_at
+            "parked",
+            reason="rate_limited_daily",
+            message=message,
+            retry_at=resets_at,
+            counts_attempt=False,
         )
     if isinstance(exc, CrmAuthError | CrmConfigError) or not exc.retryable:
         return LeadOutcome("parked", reason=exc.code, message=message)
@@ -433,6 +530,7 @@ def _apply(
     if outcome.status in ("synced", "skipped"):
         if result is not None and result.crm_id:
             lead.crm_id = result.crm_id
+            lead.crm_account = account.budget_key if account is not None else None
         if outcome.status == "synced":
             lead.crm_synced_at = now
         kind = "crm_synced" if outcome.status == "synced" else "crm_sync_skipped"
@@ -471,17 +569,94 @@ def _apply(
 def retry_parked(
     store: Store, tenant_id: str, lead_ids: list[str] | None = None
 ) -> int:
-    """Puts the tenant's parked leads (all, or these) back in the sync queue.
+    """Puts the tenant's parked leads (all, or these) back in the sync queue now.
+
+    Parked by lead status: this includes leads waiting out a spent daily
+    allowance, whose rows are already queued for after the reset.
 
     Returns:
         How many leads were requeued.
     """
+    now = utcnow()
     with store.write(tenant_id) as scope:
-        requeued = outbox.requeue_parked(scope, outbox.CRM_SYNC, lead_ids)
-        if requeued:
-            for lead in scope.session.scalars(
-                scope.select(Lead).where(Lead.id.in_(requeued))
-            ):
-                lead.crm_sync_status = "pending"
-                lead.crm_sync_reason = None
-    return len(requeued)
+        query = scope.select(Lead).where(Lead.crm_sync_status == "parked")
+        if lead_ids is not None:
+            query = query.where(Lead.id.in_(lead_ids))
+        leads = list(scope.session.scalars(query.with_for_update()))
+        if not leads:
+            return 0
+        for lead in leads:
+            lead.crm_sync_status = "pending"
+            lead.crm_sync_reason = None
+        scope.session.execute(
+            update(OutboxItem)
+            .where(
+                OutboxItem.tenant_id == tenant_id,
+                OutboxItem.topic == outbox.CRM_SYNC,
+                OutboxItem.lead_id.in_([lead.id for lead in leads]),
+                OutboxItem.status.in_(("parked", "pending")),
+            )
+            .values(status="pending", available_at=now, attempts=0, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+    return len(leads)
+
+
+def follow_account(
+    store: Store, tenant_id: str, account: CrmAccount, now: datetime
+) -> int:
+    """Queues every lead of the tenant again when its CRM account has changed.
+
+    The first sync to an account notes it. A later one to another account (the
+    sandbox swapped for a real CRM, one portal for another, or new credentials,
+    which cannot be told apart from a new account) queues every lead the old
+    account held or refused, so the new one gets them all. Writes are upserts
+    by key, so a lead the new account already has is updated, not doubled.
+
+    Returns:
+        How many leads were queued again.
+    """
+    key = account.budget_key
+    with store.write(tenant_id) as scope:
+        target = scope.session.get(CrmSyncTarget, tenant_id, with_for_update=True)
+        if target is None:
+            scope.session.add(
+                CrmSyncTarget(tenant_id=tenant_id, account=key, since=now)
+            )
+            return 0
+        if target.account == key:
+            return 0
+        moved = scope.session.execute(
+            update(OutboxItem)
+            .where(
+                OutboxItem.tenant_id == tenant_id,
+                OutboxItem.topic == outbox.CRM_SYNC,
+                OutboxItem.status.in_(("done", "parked")),
+            )
+            .values(
+                status="pending",
+                generation=OutboxItem.generation + 1,
+                available_at=now,
+                attempts=0,
+                last_error=None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        scope.session.execute(
+            update(Lead)
+            .where(
+                Lead.tenant_id == tenant_id,
+                Lead.crm_sync_status.in_(("synced", "skipped", "parked")),
+            )
+            .values(crm_sync_status="pending", crm_sync_reason=None)
+            .execution_options(synchronize_session=False)
+        )
+        target.account = key
+        target.since = now
+    logger.info(
+        "tenant %s now syncs to another %s account: %d leads queued for it",
+        tenant_id,
+        account.provider,
+        moved,
+    )
+    return moved

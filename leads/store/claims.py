@@ -144,27 +144,55 @@ def complete(store: Store, held: Claim, now: datetime | None = None) -> bool:
     return _finish(store, held, "done", None, now)
 
 
-def release(store: Store, held: Claim, *, error: str, retry_at: datetime) -> bool:
+def release(
+    store: Store,
+    held: Claim,
+    *,
+    error: str,
+    retry_at: datetime,
+    count_attempt: bool = True,
+) -> bool:
     """Returns the row to the queue after a failure that may pass, due at `retry_at`.
+
+    Args:
+        store: the lead store.
+        held: the claim.
+        error: why, kept on the row.
+        retry_at: when the row is due again, aware.
+        count_attempt: False when the row only had to wait (no CRM configured,
+            the day's allowance spent): the claim's attempt is given back, so
+            waiting never uses up the tries a real failure gets.
 
     Returns:
         True when the row was still this claim's and is now `pending`.
     """
     with store.write(held.tenant_id) as scope:
-        return release_in(scope.session, held, error=error, retry_at=retry_at)
+        return release_in(
+            scope.session,
+            held,
+            error=error,
+            retry_at=retry_at,
+            count_attempt=count_attempt,
+        )
 
 
 def release_in(
-    session: Session, held: Claim, *, error: str, retry_at: datetime
+    session: Session,
+    held: Claim,
+    *,
+    error: str,
+    retry_at: datetime,
+    count_attempt: bool = True,
 ) -> bool:
     """`release` inside the caller's transaction (one of the claim's tenant)."""
-    return _settle(
-        session,
-        held,
-        status="pending",
-        available_at=_aware(retry_at),
-        last_error=error,
-    )
+    values: dict[str, Any] = {
+        "status": "pending",
+        "available_at": _aware(retry_at),
+        "last_error": error,
+    }
+    if not count_attempt:
+        values["attempts"] = max(0, held.attempts - 1)
+    return _settle(session, held, **values)
 
 
 def park(store: Store, held: Claim, *, reason: str) -> bool:
@@ -245,6 +273,33 @@ def extend(
     expires = _aware(now) + lease
     with store.write(held.tenant_id) as scope:
         return _update_held(scope.session, held, (), {"lease_expires_at": expires})
+
+
+def extend_all(
+    store: Store,
+    tenant_id: str,
+    claims: list[Claim],
+    lease: timedelta,
+    now: datetime | None = None,
+) -> set[int]:
+    """Moves every claim's lease out to `now + lease` in one transaction.
+
+    Returns:
+        The ids of the rows still held by their claims; a claim missing from
+        it was taken over (its lease had run out) and must not be acted on.
+
+    Raises:
+        ValueError: `lease` is not positive or `now` is naive.
+    """
+    if lease <= timedelta(0):
+        raise ValueError(f"lease must be positive, got {lease}")
+    expires = _aware(now) + lease
+    with store.write(tenant_id) as scope:
+        return {
+            held.id
+            for held in claims
+            if _update_held(scope.session, held, (), {"lease_expires_at": expires})
+        }
 
 
 def _settle(

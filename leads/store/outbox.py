@@ -74,26 +74,3 @@ def count_by_status(scope: TenantScope) -> dict[str, dict[str, int]]:
     for topic, status, count in scope.session.execute(query):
         counts.setdefault(topic, {})[status] = count
     return counts
-
-
-def requeue_parked(
-    scope: TenantScope, topic: str, lead_ids: list[str] | None = None
-) -> list[str]:
-    """Makes the tenant's parked `topic` rows due now (all, or these leads').
-
-    Returns:
-        The ids of the leads whose rows were requeued.
-    """
-    query = scope.select(OutboxItem).where(
-        OutboxItem.topic == topic, OutboxItem.status == "parked"
-    )
-    if lead_ids is not None:
-        query = query.where(OutboxItem.lead_id.in_(lead_ids))
-    requeued = []
-    for row in scope.session.scalars(query.with_for_update()):
-        row.status = "pending"
-        row.attempts = 0
-        row.available_at = utcnow()
-        row.last_error = None
-        requeued.append(row.lead_id)
-    return requeued

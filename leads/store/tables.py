@@ -112,6 +112,9 @@ class Lead(Base):
     crm_sync_status: Mapped[str] = mapped_column(String(32), default="pending")
     crm_sync_reason: Mapped[str | None] = mapped_column(String(255))
     crm_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which CRM account `crm_id` belongs to (its budget key): a tenant moving
+    # to another account has its leads written there too.
+    crm_account: Mapped[str | None] = mapped_column(String(128))
     # What reconciliation last read back from the CRM: `converted`,
     # `lifecycle_stage`, `opted_out`, `replied_at`, `status` (the e-mail stop
     # conditions read it).
@@ -355,6 +358,21 @@ class CrmAccount(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow
     )
+
+
+class CrmSyncTarget(Base):
+    """The CRM account a tenant's leads were last synced to.
+
+    When the tenant's account changes (the sandbox swapped for a real CRM, a
+    HubSpot portal for Salesforce), every lead is queued to be written to the
+    new one.
+    """
+
+    __tablename__ = "crm_sync_targets"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(128))
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CrmReconciliation(Base):

@@ -13,7 +13,13 @@ from connectors.crm.protocol import CrmRecord
 from connectors.crm.records import collapse
 from connectors.crm.sync import CrmSync, retry_parked
 from leads.store.outbox import CRM_SYNC
-from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
+from leads.store.tables import (
+    Lead,
+    OutboxItem,
+    RateBudgetRow,
+    TimelineEvent,
+    utcnow,
+)
 from tasks.drain import DrainLimits, drain
 
 RUN_ID = "00000000-0000-0000-0000-000000000001"
@@ -512,3 +518,142 @@ class TestFaultsLoseAndDuplicateNothing:
         assert counts["updated"] == 1
         assert len(contacts(sandbox_api)) == 1
         assert lead_row(store, lead.id).crm_sync_status == "synced"
+
+
+class TestAccountsAndAttempts:
+    def test_moving_to_another_crm_account_writes_every_lead_there_too(
+        self, store, make_settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="mover@example.com", last_name="Mover", company="M")
+        run_sync(make_settings(sandbox_crm="hubspot"))
+        hubspot_id = lead_row(store, lead.id).crm_id
+
+        counts = run_sync(make_settings(sandbox_crm="salesforce"))
+
+        assert counts.get("created") == 1, (
+            counts,
+            lead_row(store, lead.id).crm_sync_reason,
+            outbox_row(store, lead.id).last_error,
+        )
+        [record] = sandbox_api.get("/_sandbox/salesforce/leads").json()
+        assert record["Email"] == "mover@example.com"
+        stored = lead_row(store, lead.id)
+        assert stored.crm_id == record["Id"] != hubspot_id
+        assert stored.crm_account.startswith("salesforce:")
+        # Back to the first account: written there again, still one contact.
+        assert run_sync(make_settings(sandbox_crm="hubspot"))["updated"] == 1
+        assert len(contacts(sandbox_api)) == 1
+
+    def test_saved_credentials_the_secret_key_cannot_open_park_only_that_tenant(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        from connectors.crm import saved_accounts
+        from leads.encryption import SecretBox
+
+        mine = take_in(email="mine@example.com")
+        theirs = take_in(tenant="acme", email="theirs@example.com")
+        with store.write("acme") as scope:
+            saved_accounts.save(
+                scope,
+                account_from_settings(settings),
+                mapping_document=None,
+                box=SecretBox("a key since replaced"),
+            )
+
+        counts = run_sync(settings)
+
+        assert counts["created"] == 1 and counts["parked"] == 1
+        assert lead_row(store, mine.id).crm_sync_status == "synced"
+        parked = lead_row(store, theirs.id, tenant="acme")
+        assert (parked.crm_sync_status, parked.crm_sync_reason) == ("parked", "config")
+
+    def test_an_unforeseen_error_in_one_tenant_leaves_the_others_syncing(
+        self, store, settings, sandbox_api, take_in
+    ):
+        mine = take_in(email="fine@example.com")
+        theirs = take_in(tenant="acme", email="bug@example.com")
+        account = account_from_settings(settings)
+
+        def accounts(tenant: str):
+            if tenant == "acme":
+                raise RuntimeError("a bug")
+            return account
+
+        sync = CrmSync(store, settings, RUN_ID, accounts=accounts)
+        try:
+            counts = drain(
+                store,
+                CRM_SYNC,
+                owner="test",
+                handle=sync.handle,
+                limits=DrainLimits(idle_grace_seconds=0),
+            )
+        finally:
+            sync.close()
+
+        assert counts["created"] == 1 and counts["retrying"] == 1
+        assert lead_row(store, mine.id).crm_sync_status == "synced"
+        failed = lead_row(store, theirs.id, tenant="acme")
+        assert failed.crm_sync_reason == "internal_error"
+
+    def test_waiting_for_a_crm_uses_up_none_of_a_leads_attempts(
+        self, store, make_settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="patient@example.com")
+        for _ in range(12):
+            make_due(store)
+            assert run_sync(make_settings(crm="none")) == {"no_crm": 1, "batches": 1}
+        make_due(store)
+        fault(sandbox_api, path="/batch/", status=503, times=20)
+
+        run_sync(make_settings())
+
+        assert lead_row(store, lead.id).crm_sync_status == "retrying"
+        assert outbox_row(store, lead.id).attempts == 1
+
+    def test_a_claim_taken_over_by_another_run_is_not_written_by_the_first(
+        self, store, settings, sandbox_api, take_in
+    ):
+        from leads.store.claims import claim
+
+        take_in(email="contested@example.com")
+        [slow] = claim(store, CRM_SYNC, "slow-run", limit=1, lease=timedelta(minutes=5))
+        with store.engine.begin() as connection:
+            connection.execute(
+                update(OutboxItem).values(
+                    lease_expires_at=utcnow() - timedelta(seconds=1)
+                )
+            )
+        [fast] = claim(store, CRM_SYNC, "fast-run", limit=1, lease=timedelta(minutes=5))
+        sync = CrmSync(store, settings, RUN_ID)
+        try:
+            counts = sync.handle([slow])
+        finally:
+            sync.close()
+
+        assert counts == {"lost": 1}
+        assert contacts(sandbox_api) == {}
+        assert outbox_row(store, fast.lead_id).lease_owner == "fast-run"
+
+    def test_retry_brings_back_leads_waiting_out_a_spent_daily_allowance(
+        self, store, settings, sandbox_api, take_in, run_sync
+    ):
+        lead = take_in(email="tomorrow@example.com")
+        fault(
+            sandbox_api,
+            path="/batch/",
+            status=429,
+            body={"status": "error", "message": "daily", "policyName": "DAILY"},
+            times=5,
+        )
+        run_sync(settings)
+        assert lead_row(store, lead.id).crm_sync_reason == "rate_limited_daily"
+
+        assert retry_parked(store, "default") == 1
+        sandbox_api.delete("/_sandbox/faults")
+        # The shared budget still says the day is spent: a person retrying
+        # overrides the guess, not HubSpot; here HubSpot's window has reset.
+        with store.engine.begin() as connection:
+            connection.execute(update(RateBudgetRow).values(blocked_until=None))
+
+        assert run_sync(settings)["created"] == 1

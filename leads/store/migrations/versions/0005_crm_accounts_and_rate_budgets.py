@@ -31,6 +31,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id"),
     )
     op.create_table(
+        "crm_sync_targets",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("account", sa.String(length=128), nullable=False),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id"),
+    )
+    op.create_table(
         "crm_reconciliations",
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("account", sa.String(length=128), nullable=False),
@@ -51,11 +58,12 @@ def upgrade() -> None:
         sa.Column("calls", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("account"),
     )
-    # Parked and retrying leads are listed by status (`GET /api/crm/failures`).
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("crm_state", JSON, nullable=False, server_default="{}")
         )
+        batch_op.add_column(sa.Column("crm_account", sa.String(length=128)))
+        # Parked and retrying leads are listed by status (`GET /api/crm/failures`).
         batch_op.create_index(
             "ix_leads_crm_status", ["crm_sync_status", "tenant_id"], unique=False
         )
@@ -64,7 +72,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.drop_index("ix_leads_crm_status")
+        batch_op.drop_column("crm_account")
         batch_op.drop_column("crm_state")
     op.drop_table("crm_rate_budgets")
     op.drop_table("crm_reconciliations")
+    op.drop_table("crm_sync_targets")
     op.drop_table("crm_accounts")
