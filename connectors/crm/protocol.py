@@ -139,6 +139,9 @@ class CrmConnector(Protocol):
     key_source: Literal["email", "lead_id"]
     # Most records one upsert call takes; `upsert` splits larger inputs itself.
     batch_size: int
+    # Past this many records in one `upsert`, the connector uses the vendor's
+    # bulk API instead (Salesforce Bulk 2.0); None when it has none.
+    bulk_threshold: int | None
 
     def upsert(self, records: Sequence[CrmRecord]) -> list[SyncResult]:
         """Creates or updates each record by its key; one result per record, in order.

@@ -19,6 +19,10 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 5
 BASE_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 10.0
+# The longest `Retry-After` we sleep through. A worker holds its leads under a
+# claim lease while it waits here; a longer wait is left to the caller, which
+# releases the rows for that long instead of sleeping on them.
+MAX_RETRY_AFTER_SECONDS = 30.0
 
 
 def call_with_retries(
@@ -33,11 +37,14 @@ def call_with_retries(
 
     `call` must already translate the vendor's exceptions into `CrmError`s, and
     must be safe to repeat (an upsert, a read, or a create whose conflict is
-    handled). A `Retry-After` the vendor sent is honoured; otherwise the wait
-    doubles from half a second, with jitter, up to ten seconds.
+    handled). A `Retry-After` the vendor sent is honoured up to
+    `MAX_RETRY_AFTER_SECONDS`; otherwise the wait doubles from half a second,
+    with jitter, up to ten seconds.
 
     Raises:
-        CrmError: the last error, once it is not retryable or attempts ran out.
+        CrmError: the last error, once it is not retryable, attempts ran out,
+            or the vendor asked for a longer wait than we sleep through (its
+            `retry_after` still says how long).
     """
     for attempt in range(1, attempts + 1):
         budget.acquire()
@@ -47,6 +54,15 @@ def call_with_retries(
             if not exc.retryable or attempt == attempts:
                 raise
             delay = exc.retry_after
+            if delay is not None and delay > MAX_RETRY_AFTER_SECONDS:
+                logger.debug(
+                    "%s: %s asks for %.0fs, more than %.0fs: not waiting",
+                    operation,
+                    exc.code,
+                    delay,
+                    MAX_RETRY_AFTER_SECONDS,
+                )
+                raise
             if delay is None:
                 delay = min(MAX_DELAY_SECONDS, BASE_DELAY_SECONDS * 2 ** (attempt - 1))
                 delay *= 0.5 + random.random() / 2

@@ -144,7 +144,8 @@ class HubSpotClient:
             raise translate(operation, exc) from exc
         except TRANSPORT_FAILURES as exc:
             self._log(operation, count, type(exc).__name__, started)
-            raise translate(operation, exc) from exc
+            host = self._credentials.api_host
+            raise translate(operation, exc, host=host) from exc
         self._budget.observe(_headers(headers))
         self._log(operation, count, status, started)
         return data
@@ -188,7 +189,8 @@ class HubSpotClient:
             )
         except TRANSPORT_FAILURES as exc:
             self._log("token refresh", 0, type(exc).__name__, started)
-            raise translate("token refresh", exc) from exc
+            host = credentials.token_host
+            raise translate("token refresh", exc, host=host) from exc
         except API_EXCEPTIONS as exc:
             self._log("token refresh", 0, exc.status, started)
             error = translate("token refresh", exc)

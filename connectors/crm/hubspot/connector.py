@@ -30,8 +30,6 @@ from connectors.crm.protocol import (
 
 logger = logging.getLogger(__name__)
 
-UNLIMITED = Unlimited()
-
 
 class HubSpotConnector:
     """A HubSpot account's contacts, keyed by lower-cased e-mail.
@@ -44,16 +42,20 @@ class HubSpotConnector:
     key_field = KEY
     key_source: Literal["email", "lead_id"] = "email"
     batch_size = BATCH_SIZE
+    # HubSpot has no bulk write API for contacts beyond the batch endpoints.
+    bulk_threshold = None
 
     def __init__(
         self,
         credentials: HubSpotCredentials,
         *,
-        budget: RateBudget = UNLIMITED,
+        budget: RateBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._credentials = credentials
-        self._client = HubSpotClient(credentials, budget=budget, sleep=sleep)
+        self._client = HubSpotClient(
+            credentials, budget=budget or Unlimited(), sleep=sleep
+        )
         self._writer = ContactWriter(self._client)
         self._scanner = ChangeScanner(self._client, sleep=sleep)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ PAGE_SIZE = 200
 SEARCH_CAP = 10_000
 SEARCH_INTERVAL_SECONDS = 0.25
 MODIFIED = "lastmodifieddate"
+# An e-mail address inside an error message: the local part's characters
+# (RFC 5322 atext and dots) and a domain of labels. Quoted local parts do not
+# occur in the addresses we send.
+ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 
 
 class InvalidValue(ValueError):
@@ -236,7 +241,12 @@ class ContactWriter:
 
 
 def _keys_named(error: Any, keys: set[str]) -> list[str]:
-    """The batch's keys a per-item error names in its context or message."""
+    """The batch's keys a per-item error names in its context or message.
+
+    Only whole addresses count: an error about `ann@x.com` must not be pinned
+    on `n@x.com` too. A record the error does not clearly name is left without
+    a result, which makes it `unknown` (retryable).
+    """
     named = [
         str(value).lower()
         for values in (error.context or {}).values()
@@ -244,8 +254,14 @@ def _keys_named(error: Any, keys: set[str]) -> list[str]:
         if str(value).lower() in keys
     ]
     if not named:
-        message = str(error.message or "").lower()
-        named = [key for key in keys if key in message]
+        for address in ADDRESS.findall(str(error.message or "")):
+            address = address.lower()
+            # A quote before an address is not part of it ('ann@x.com'), unless
+            # a key really starts with one.
+            if address not in keys:
+                address = address.lstrip("'")
+            if address in keys:
+                named.append(address)
     return list(dict.fromkeys(named))
 
 

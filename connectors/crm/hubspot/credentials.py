@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+# The rule the Salesforce credentials apply to their URLs: one rule for both.
+from connectors.crm.urls import is_loopback
 
 TOKEN_PATH = "/oauth/v1/token"
 OAUTH_FIELDS = ("client_id", "client_secret", "refresh_token")
@@ -30,17 +42,41 @@ class HubSpotCredentials(BaseModel):
     )
     host: str = Field(
         "https://api.hubapi.com",
-        description="The API's base URL, without a trailing slash.",
+        description="The API's base URL, without a trailing slash. https, or plain "
+        "http only to 127.0.0.1, ::1 or localhost (the sandbox).",
         min_length=1,
     )
     token_url: str | None = Field(
         None,
         description="Where OAuth tokens are refreshed; `<host>/oauth/v1/token` "
-        "when not given. Must end in /oauth/v1/token, the path the client posts to.",
+        "when not given. Must end in /oauth/v1/token, the path the client posts to, "
+        "and be https unless it is on 127.0.0.1, ::1 or localhost.",
     )
     timeout_seconds: float = Field(
         30, gt=0, le=300, description="How long one call may take before it fails."
     )
+
+    @field_validator("host", "token_url")
+    @classmethod
+    def _https_off_loopback(cls, url: str | None) -> str | None:
+        # The bearer token and the OAuth secrets travel with every request: in
+        # clear text only to this machine.
+        if url is None:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not is_loopback(url):
+            got = (
+                f"{parts.scheme}://{parts.hostname or ''}"
+                if parts.scheme
+                else "a URL without a scheme"
+            )
+            raise ValueError(
+                "must be https (plain http only to 127.0.0.1, ::1 or localhost), "
+                f"got {got}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"names no host: {url!r}")
+        return url
 
     @model_validator(mode="after")
     def _one_way_in(self) -> HubSpotCredentials:

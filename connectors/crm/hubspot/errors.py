@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -23,12 +23,14 @@ from connectors.crm.errors import (
     CrmRequestError,
     CrmUnavailable,
 )
+from connectors.crm.urls import host_of
 
 # Each generated package of hubspot-api-client has its own ApiException class.
 API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, OAuthApiException)
 
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 INVALID_VALUES = "Property values were not valid: "
+DAILY_RECHECK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -124,26 +126,29 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
-def next_utc_midnight() -> datetime:
-    """When a DAILY limit is assumed to reset.
+def daily_limit_recheck() -> datetime:
+    """When work parked by a DAILY 429 should try HubSpot again: in an hour.
 
-    HubSpot resets it at midnight in the account's time zone, which neither the
-    429 nor the rate-limit headers reveal; UTC midnight is the guess, so work
-    parked until then may meet the limit again for a few hours.
+    HubSpot resets the daily limit at midnight in the account's time zone,
+    which neither the 429 nor the rate-limit headers reveal. UTC midnight is
+    wrong for every other zone: east of UTC the limit resets hours before it,
+    and west of it the parked work wakes before the reset, meets the limit
+    again and is parked another day, up to ~16 hours past the real reset.
+    Looking again hourly costs at most one refused call an hour and resumes
+    the work within an hour of the reset.
     """
-    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-    return datetime.combine(tomorrow, time(), UTC)
+    return datetime.now(UTC) + DAILY_RECHECK
 
 
 def _rate_limited(
     operation: str, message: str, body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> CrmError:
     if body.get("policyName") == "DAILY":
-        resets_at = next_utc_midnight()
+        resets_at = daily_limit_recheck()
         return CrmDailyLimitReached(
-            f"{operation}: HubSpot's daily API limit is spent ({message}); "
-            f"park the work until it resets, assumed at {resets_at:%Y-%m-%d %H:%M}"
-            " UTC.",
+            f"{operation}: HubSpot's daily API limit is spent ({message}); it "
+            "resets at midnight in the account's time zone, so park the work and "
+            f"try again at {resets_at:%Y-%m-%d %H:%M} UTC.",
             resets_at=resets_at,
         )
     return CrmRateLimited(
@@ -190,8 +195,17 @@ BY_STATUS: dict[int, Translate] = {
 }
 
 
-def translate(operation: str, exc: BaseException) -> CrmError:
-    """The `CrmError` for anything the HubSpot client raised during `operation`."""
+def translate(
+    operation: str, exc: BaseException, *, host: str | None = None
+) -> CrmError:
+    """The `CrmError` for anything the HubSpot client raised during `operation`.
+
+    Args:
+        operation: what the call did, for the message.
+        exc: what the client raised.
+        host: the base URL called, named in messages when it could not be
+            reached (only its host and port are shown).
+    """
     if isinstance(exc, API_EXCEPTIONS):
         status = exc.status or 0
         body = body_of(exc.body)
@@ -209,15 +223,24 @@ def translate(operation: str, exc: BaseException) -> CrmError:
             code=str(body.get("category") or status),
             status=status,
         )
+    where = host_of(host) if host else "the configured host"
+    # urllib3 2.x makes NewConnectionError (and NameResolutionError under it) a
+    # ConnectTimeoutError, so a refused connection or an unknown name would read
+    # as a timeout if timeouts were checked first.
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return CrmUnavailable(
+            f"{operation}: HubSpot at {where} could not be reached "
+            f"({type(exc).__name__}); check the host setting and the network."
+        )
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return CrmUnavailable(
-            f"{operation}: HubSpot did not answer in time ({type(exc).__name__}); "
-            "retry later or raise timeout_seconds."
+            f"{operation}: HubSpot at {where} did not answer in time "
+            f"({type(exc).__name__}); retry later or raise timeout_seconds."
         )
     if isinstance(exc, urllib3.exceptions.HTTPError):
         return CrmUnavailable(
-            f"{operation}: could not reach HubSpot ({type(exc).__name__}); "
-            "check the network and the host setting."
+            f"{operation}: the connection to HubSpot at {where} failed "
+            f"({type(exc).__name__}); check the network and the host setting."
         )
     if isinstance(exc, ValueError):
         # The generated models refuse a body missing required fields.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +36,9 @@ def write(
     By external id this is one upsert job. By e-mail, the Leads are looked up
     (one query per 200), then new ones go in an insert job and known ones in an
     update job by Id. Records the duplicate rule refused come back to be merged.
+    All the jobs share one deadline, `bulk_timeout_seconds` from now.
     """
+    deadline = time.monotonic() + client.credentials.bulk_timeout_seconds
     if leads.by_external_id:
         return _run_job(
             client,
@@ -43,6 +46,7 @@ def write(
             [(item, item.body) for item in pending],
             key_column=leads.key_field,
             normalise=str,
+            deadline=deadline,
         )
 
     existing: dict[str, str] = {}
@@ -63,11 +67,23 @@ def write(
     duplicates: list[Duplicate] = []
     if creates:
         created, duplicates = _run_job(
-            client, "insert", creates, key_column="Email", normalise=str.lower
+            client,
+            "insert",
+            creates,
+            key_column="Email",
+            normalise=str.lower,
+            deadline=deadline,
         )
         results.update(created)
     if updates:
-        updated, _ = _run_job(client, "update", updates, key_column="Id", normalise=str)
+        updated, _ = _run_job(
+            client,
+            "update",
+            updates,
+            key_column="Id",
+            normalise=str,
+            deadline=deadline,
+        )
         results.update(updated)
     return results, duplicates
 
@@ -79,8 +95,22 @@ def _run_job(
     *,
     key_column: str,
     normalise: Callable[[str], str],
+    deadline: float,
 ) -> tuple[dict[int, SyncResult], list[Duplicate]]:
-    """Runs one Bulk API 2.0 job over `items` and reads its three result files."""
+    """Runs one Bulk API 2.0 job over `items` and reads its result files.
+
+    The job is waited for until `deadline` (a `time.monotonic()` value); a job
+    still running then fails every record as retryable (`bulk_timeout`).
+    """
+    if time.monotonic() >= deadline:
+        # An earlier job of this upsert used the time up: do not start another.
+        failure = SyncFailure(
+            "bulk_timeout",
+            "no time was left for this Bulk API 2.0 job within bulk_timeout_seconds",
+            True,
+        )
+        return {item.index: failed(item.record, failure) for item, _ in items}, []
+
     rows = [{name: csv_cell(value) for name, value in row.items()} for _, row in items]
     by_key = {normalise(rows[n][key_column]): item for n, (item, _) in enumerate(items)}
     poll = client.credentials.bulk_poll_seconds
@@ -88,6 +118,13 @@ def _run_job(
 
     def run(sf: Salesforce) -> Any:
         lead = sf.bulk2.Lead
+        # simple-salesforce waits for a job up to its class attribute
+        # `DEFAULT_WAIT_TIMEOUT_SECONDS` (24 hours) and takes no argument for it;
+        # shadowed on this one helper, the wait ends by our deadline, then the
+        # client aborts the job and raises "Job timeout".
+        lead._client.DEFAULT_WAIT_TIMEOUT_SECONDS = max(
+            0.0, deadline - time.monotonic()
+        )
         # simple-salesforce writes the CSV itself and sends it as UTF-8 bytes
         # (SF-07: text bodies were once encoded as Latin-1 and failed on ™).
         if operation == "upsert":

@@ -16,12 +16,9 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceOperationErr
 from connectors.crm.budget import RateBudget
 from connectors.crm.errors import CrmError
 from connectors.crm.retries import MAX_ATTEMPTS, call_with_retries
-from connectors.crm.salesforce.credentials import (
-    SalesforceCredentials,
-    fetch_token,
-    is_loopback,
-)
+from connectors.crm.salesforce.credentials import SalesforceCredentials, fetch_token
 from connectors.crm.salesforce.errors import SessionExpired, translate
+from connectors.crm.urls import is_loopback
 
 logger = logging.getLogger(__name__)
 

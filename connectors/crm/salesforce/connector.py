@@ -15,7 +15,7 @@ from connectors.crm.protocol import (
     CrmSnapshot,
     SyncResult,
 )
-from connectors.crm.salesforce import bulk, soql
+from connectors.crm.salesforce import bulk
 from connectors.crm.salesforce.client import SalesforceClient
 from connectors.crm.salesforce.credentials import SalesforceCredentials
 from connectors.crm.salesforce.fields import crm_fields
@@ -25,9 +25,6 @@ from connectors.crm.salesforce.leads import (
     require_results,
     rounds,
 )
-
-# Stateless, so one instance serves as every connector's default.
-UNLIMITED = Unlimited()
 
 
 class SalesforceConnector:
@@ -39,11 +36,16 @@ class SalesforceConnector:
     provider = "salesforce"
     batch_size = BATCH_SIZE
 
+    @property
+    def bulk_threshold(self) -> int:
+        """Past this many records in one `upsert`, Bulk API 2.0 is used."""
+        return self.credentials.bulk_threshold
+
     def __init__(
         self,
         credentials: SalesforceCredentials,
         *,
-        budget: RateBudget = UNLIMITED,
+        budget: RateBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.credentials = credentials
@@ -51,7 +53,9 @@ class SalesforceConnector:
         self.key_source: Literal["email", "lead_id"] = (
             "lead_id" if credentials.external_id_field else "email"
         )
-        self._client = SalesforceClient(credentials, budget=budget, sleep=sleep)
+        self._client = SalesforceClient(
+            credentials, budget=budget or Unlimited(), sleep=sleep
+        )
         self._leads = Leads(self._client, self.key_field)
 
     def upsert(self, records: Sequence[CrmRecord]) -> list[SyncResult]:
@@ -102,18 +106,6 @@ class SalesforceConnector:
                 "daily_requests_remaining": daily.get("Remaining"),
             },
         )
-
-    def account_ids(self, company: str, *, prefix: bool = False) -> list[str]:
-        """Ids of the Accounts named `company` (or whose name starts with it).
-
-        For matching a lead to an existing customer before it is sent.
-        """
-        if prefix:
-            query = soql.account_ids_by_name_prefix(company)
-        else:
-            query = soql.account_ids_by_name(company)
-        reply = self._client.call("find accounts", lambda sf: sf.query_all(query))
-        return [str(record["Id"]) for record in reply.get("records") or []]
 
     def close(self) -> None:
         """Releases the HTTP session."""

@@ -13,6 +13,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.crm.errors import CrmAuthError, CrmConfigError, CrmUnavailable
+from connectors.crm.urls import host_of, is_loopback
 
 Flow = Literal["client_credentials", "jwt_bearer", "refresh_token", "password"]
 
@@ -20,7 +21,6 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Salesforce accepts a JWT assertion for at most three minutes after `exp` is
 # set (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
 JWT_LIFETIME_SECONDS = 180
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # The settings each flow cannot do without; validation names the missing ones.
 REQUIRED_BY_FLOW: dict[str, tuple[str, ...]] = {
@@ -29,12 +29,6 @@ REQUIRED_BY_FLOW: dict[str, tuple[str, ...]] = {
     "jwt_bearer": ("client_id", "username", "private_key"),
     "refresh_token": ("client_id", "refresh_token"),
 }
-
-
-def is_loopback(url: str) -> bool:
-    """Whether `url` is plain HTTP to this machine (the sandbox), never a real org."""
-    parts = urlsplit(url)
-    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
 
 
 class SalesforceCredentials(BaseModel):
@@ -101,6 +95,17 @@ class SalesforceCredentials(BaseModel):
     )
     bulk_poll_seconds: int = Field(
         5, ge=0, le=60, description="Wait between Bulk API 2.0 job status checks."
+    )
+    bulk_timeout_seconds: float = Field(
+        240,
+        gt=0,
+        le=480,
+        description=(
+            "Longest one bulk upsert waits for its Bulk API 2.0 jobs (plus at most "
+            "one poll interval); a job still running then is aborted and its "
+            "records fail as retryable (`bulk_timeout`). Keep it well under the "
+            "sync's 10-minute claim lease."
+        ),
     )
     timeout_seconds: float = Field(
         30, gt=0, le=600, description="Timeout of each HTTP request."
@@ -224,9 +229,18 @@ def fetch_token(credentials: SalesforceCredentials, session: requests.Session) -
             auth=basic,
             timeout=credentials.timeout_seconds,
         )
-    except (requests.ConnectionError, requests.Timeout) as exc:
+    except requests.Timeout as exc:
+        # ConnectTimeout is also a ConnectionError: it is a wait that ran out.
         raise CrmUnavailable(
-            f"the Salesforce token endpoint did not answer ({type(exc).__name__})"
+            f"the Salesforce token endpoint at {host_of(credentials.token_url)} did "
+            f"not answer in time ({type(exc).__name__}); retry later or raise "
+            "timeout_seconds"
+        ) from exc
+    except requests.ConnectionError as exc:
+        raise CrmUnavailable(
+            f"the Salesforce token endpoint at {host_of(credentials.token_url)} "
+            f"could not be reached ({type(exc).__name__}); check token_url and "
+            "the network"
         ) from exc
     if response.status_code >= 500:
         raise CrmUnavailable(

@@ -26,6 +26,7 @@ from connectors.crm.errors import (
     CrmUnavailable,
 )
 from connectors.crm.protocol import SyncFailure
+from connectors.crm.urls import host_of
 
 
 class SessionExpired(CrmAuthError):
@@ -39,8 +40,15 @@ class SessionExpired(CrmAuthError):
 class BulkJobFailed(CrmError):
     """A Bulk API 2.0 job ended Failed or Aborted, or never finished."""
 
+    def __init__(self, message: str, *, code: str = "bulk_job_failed") -> None:
+        super().__init__(message, code=code)
+
+
+class BulkJobTimedOut(BulkJobFailed, TimeoutError):
+    """A Bulk API 2.0 job still ran when `bulk_timeout_seconds` was up; aborted."""
+
     def __init__(self, message: str) -> None:
-        super().__init__(message, code="bulk_job_failed")
+        super().__init__(message, code="bulk_timeout")
 
 
 # Per-record codes worth sending again unchanged: a lock another transaction
@@ -114,11 +122,28 @@ def translate(exc: Exception, operation: str) -> CrmError:
         return CrmRequestError(detail, code=code, status=exc.status)
     if isinstance(exc, SalesforceOperationError):
         # simple-salesforce's Bulk API 2.0 helper raises this when a job ends
-        # Failed or Aborted, or its upload is refused; it keeps no job id.
+        # Failed or Aborted, when its upload is refused, and ("Job timeout. Job
+        # status: …") when its wait for the job ran out, after aborting the
+        # job; it keeps no job id.
+        if str(exc).startswith("Job timeout"):
+            return BulkJobTimedOut(
+                f"Salesforce {operation}: the job was still running when "
+                f"bulk_timeout_seconds was up, so it was aborted ({str(exc)[:200]})"
+            )
         return BulkJobFailed(f"Salesforce {operation}: {str(exc)[:300]}")
     if isinstance(exc, requests.Timeout | requests.ConnectionError):
+        where = host_of(exc.request.url if exc.request is not None else None)
+        name = type(exc).__name__
+        # ConnectTimeout is both a Timeout and a ConnectionError: a wait that ran
+        # out, so it is told as one.
+        if isinstance(exc, requests.Timeout):
+            return CrmUnavailable(
+                f"Salesforce at {where} did not answer {operation} in time "
+                f"({name}); retry later or raise timeout_seconds"
+            )
         return CrmUnavailable(
-            f"Salesforce did not answer {operation} ({type(exc).__name__})"
+            f"Salesforce at {where} could not be reached for {operation} ({name}); "
+            "check the network and the org's instance URL"
         )
     if isinstance(exc, requests.JSONDecodeError):
         return CrmUnavailable(f"Salesforce answered {operation} with a body not JSON")

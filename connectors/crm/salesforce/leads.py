@@ -38,10 +38,17 @@ class Pending:
 
 @dataclass(frozen=True)
 class Duplicate:
-    """A create the org's duplicate rule refused, and the Lead it matched (SF-06)."""
+    """A create the org's duplicate rule refused, and what it matched (SF-06).
+
+    Attributes:
+        pending: the refused record.
+        match_id: the first Lead the rule matched, when it named one.
+        others: records of other objects it matched instead (`Contact 003…`).
+    """
 
     pending: Pending
     match_id: str | None
+    others: tuple[str, ...] = ()
 
 
 def failed(
@@ -72,17 +79,33 @@ def rounds(pending: Sequence[Pending]) -> list[list[Pending]]:
     return result
 
 
-def duplicate_match(errors: Any) -> str | None:
-    """The Id of the first Lead a DUPLICATES_DETECTED error names, if it names one."""
+def duplicate_match(errors: Any) -> tuple[str | None, tuple[str, ...]]:
+    """The first Lead a DUPLICATES_DETECTED error names, and the other records.
+
+    A duplicate rule may match records of other objects (a Contact, whose Id
+    starts `003`); only a Lead can take the Lead's update, so matches are told
+    apart by their `entityType`, never by position.
+
+    Returns:
+        The Lead's Id (None when no Lead was matched), and each other matched
+        record as `<object> <Id>`.
+    """
+    lead_id: str | None = None
+    others: list[str] = []
     for error in errors if isinstance(errors, list) else [errors]:
         if not isinstance(error, Mapping):
             continue
         for match in (error.get("duplicateResult") or {}).get("matchResults") or ():
+            entity = str(match.get("entityType") or "unknown object")
             for found in match.get("matchRecords") or ():
                 record_id = (found.get("record") or {}).get("Id")
-                if record_id:
-                    return str(record_id)
-    return None
+                if not record_id:
+                    continue
+                if entity != "Lead":
+                    others.append(f"{entity} {record_id}")
+                elif lead_id is None:
+                    lead_id = str(record_id)
+    return lead_id, tuple(dict.fromkeys(others))
 
 
 def parse_timestamp(value: Any) -> datetime | None:
@@ -289,10 +312,13 @@ class Leads:
         SF-06: an org's active duplicate rule refuses the create and names the
         existing Lead; that Lead is the same person, so it gets the update.
         When the error names no record (Bulk API results do not), the Lead is
-        found by e-mail.
+        found by e-mail. When it names only records of other objects (a
+        Contact), there is no Lead to update: the record fails for good.
         """
         results: dict[int, SyncResult] = {}
-        unmatched = [item for item in duplicates if item.match_id is None]
+        unmatched = [
+            item for item in duplicates if item.match_id is None and not item.others
+        ]
         emails = sorted(
             {
                 str(item.pending.body.get("Email") or item.pending.record.key).lower()
@@ -305,6 +331,19 @@ class Leads:
             found.update(self.find_by_email(emails[start : start + BATCH_SIZE]))
         targets: list[tuple[Pending, str]] = []
         for item in duplicates:
+            if item.match_id is None and item.others:
+                results[item.pending.index] = failed(
+                    item.pending.record,
+                    SyncFailure(
+                        DUPLICATES_DETECTED,
+                        "the duplicate rule refused the Lead: it matches "
+                        f"{', '.join(item.others)}, not a Lead, so there is no "
+                        "Lead to update instead; handle the person on that "
+                        "record or change the rule in Salesforce",
+                        False,
+                    ),
+                )
+                continue
             email = str(
                 item.pending.body.get("Email") or item.pending.record.key
             ).lower()
@@ -410,7 +449,8 @@ class Leads:
         errors = reply.get("errors") or []
         failure = record_failure(errors)
         if failure.code == DUPLICATES_DETECTED and note is None:
-            return Duplicate(item, duplicate_match(errors))
+            match_id, others = duplicate_match(errors)
+            return Duplicate(item, match_id, others)
         return item.index, failed(item.record, failure, crm_id)
 
     # Reading ------------------------------------------------------------------

@@ -35,8 +35,11 @@ def _field_list(fields: Sequence[str]) -> str:
 
 
 def lead_ids_by_email(email: str) -> str:
-    """The Leads with one e-mail address (Salesforce compares it case-blind)."""
-    return format_soql("SELECT Id FROM Lead WHERE Email = {email}", email=email)
+    """The Leads with one e-mail address, oldest first (compared case-blind)."""
+    return format_soql(
+        "SELECT Id FROM Lead WHERE Email = {email} ORDER BY CreatedDate, Id",
+        email=email,
+    )
 
 
 def leads_by_emails(emails: Sequence[str]) -> str:
@@ -47,6 +50,8 @@ def leads_by_emails(emails: Sequence[str]) -> str:
     )
 
 
+# The Account lookups have no caller in the connector: they are the proof that
+# company names, quotes and LIKE wildcards reach SOQL escaped (SF-02).
 def account_ids_by_name(company: str) -> str:
     """The Accounts named exactly `company`."""
     return format_soql("SELECT Id FROM Account WHERE Name = {company}", company=company)

@@ -657,3 +657,42 @@ class TestAccountsAndAttempts:
             connection.execute(update(RateBudgetRow).values(blocked_until=None))
 
         assert run_sync(settings)["created"] == 1
+
+
+def test_sf07_a_batch_past_the_bulk_threshold_goes_through_bulk_api_2_in_utf8(
+    store, make_settings, sandbox_api, take_in
+):
+    settings = make_settings(sandbox_crm="salesforce")
+    account = account_from_settings(settings)
+    bulky = replace(
+        account,
+        credentials=account.credentials.model_copy(
+            update={"bulk_threshold": 2, "bulk_poll_seconds": 0}
+        ),
+    )
+    people = [
+        ("søren@example.com", "Ørsted", "Café Zoë™ GmbH"),
+        ("hanako@example.com", "山田", "山田商事"),
+        ("jose@example.com", "Nuñez", "Rocket 🚀 Labs"),
+    ]
+    for email, last, company in people:
+        take_in(email=email, last_name=last, company=company)
+    sync = CrmSync(store, settings, RUN_ID, accounts=lambda tenant: bulky)
+    try:
+        counts = drain(
+            store,
+            CRM_SYNC,
+            owner="test",
+            handle=sync.handle,
+            limits=DrainLimits(idle_grace_seconds=0),
+        )
+    finally:
+        sync.close()
+
+    assert counts["created"] == 3
+    requests = sandbox_api.get("/_sandbox/salesforce/requests").json()
+    assert any("bulk" in name or "ingest" in name for name in requests), requests
+    held = {r["Email"]: r for r in sandbox_api.get("/_sandbox/salesforce/leads").json()}
+    assert {(held[e]["LastName"], held[e]["Company"]) for e, _, _ in people} == {
+        (last, company) for _, last, company in people
+    }

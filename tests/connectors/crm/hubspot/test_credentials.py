@@ -42,6 +42,54 @@ class TestCredentials:
         assert credentials.token_host == "http://127.0.0.1:9"
 
 
+class TestPlainHttp:
+    """The token goes with every request: in clear text only to this machine."""
+
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "http://api.hubapi.com",
+            "http://10.0.0.5:8080",
+            "http://127.0.0.1.example.com",
+            "ftp://api.hubapi.com",
+            "api.hubapi.com",
+        ],
+    )
+    def test_a_host_that_is_not_https_or_loopback_is_refused(self, host):
+        with pytest.raises(ValidationError, match="must be https"):
+            HubSpotCredentials(access_token="pat-1", host=host)
+
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "https://api.hubapi.com",
+            "http://127.0.0.1:8100",
+            "http://localhost:8100",
+            "http://[::1]:8100",
+        ],
+    )
+    def test_https_and_loopback_hosts_are_accepted(self, host):
+        assert HubSpotCredentials(access_token="pat-1", host=host).api_host == host
+
+    def test_a_plain_http_token_url_off_loopback_is_refused(self):
+        with pytest.raises(ValidationError, match="must be https"):
+            HubSpotCredentials(
+                client_id="c",
+                client_secret="s",
+                refresh_token="r",
+                token_url="http://auth.example.com/oauth/v1/token",
+            )
+
+    def test_the_refusal_does_not_repeat_a_password_in_the_url(self):
+        with pytest.raises(ValidationError) as caught:
+            HubSpotCredentials(
+                access_token="pat-1", host="http://u:hunter2@crm.example"
+            )
+
+        [error] = caught.value.errors()
+        assert "hunter2" not in error["msg"]
+
+
 class TestValues:
     @pytest.mark.parametrize(
         ("value", "sent"),

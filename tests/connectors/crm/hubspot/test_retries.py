@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import urllib3.exceptions
 
 from connectors.crm.errors import (
     CrmAuthError,
@@ -14,6 +16,7 @@ from connectors.crm.errors import (
     CrmUnavailable,
 )
 from connectors.crm.hubspot import HubSpotConnector, HubSpotCredentials
+from connectors.crm.hubspot.errors import translate
 from connectors.crm.protocol import CrmRecord
 
 UPSERT = "POST /crm/v3/objects/contacts/batch/upsert"
@@ -65,7 +68,21 @@ class TestHS05RateLimits:
 
         assert budget.acquired == case("HS-05")["expected"]["variant_daily"]["attempts"]
         assert caught.value.code == "rate_limited_daily"
-        assert caught.value.resets_at.hour == 0
+
+    def test_a_daily_429_is_looked_at_again_in_an_hour_not_at_utc_midnight(
+        self, sandbox, case
+    ):
+        # The account's own midnight is unknown: UTC midnight could park its
+        # work for most of a day after HubSpot already reset the limit.
+        daily = case("HS-05")["input"]["variant_daily"]
+        sandbox.arm(path="batch/upsert", status=429, body=daily["body"])
+
+        with pytest.raises(CrmDailyLimitReached) as caught:
+            sandbox.connector().upsert(a_lead())
+
+        in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+        assert abs(caught.value.resets_at - in_an_hour) < timedelta(minutes=1)
+        assert f"{caught.value.resets_at:%H:%M} UTC" in str(caught.value)
 
     def test_server_errors_are_retried_then_raised_as_unavailable(
         self, sandbox, budget, sleep
@@ -99,10 +116,42 @@ class TestHS05RateLimits:
             access_token="pat-x", host=f"http://127.0.0.1:{port}"
         )
 
-        with pytest.raises(CrmUnavailable):
+        with pytest.raises(CrmUnavailable) as caught:
             HubSpotConnector(credentials, sleep=sleep).test_connection()
 
         assert len(sleep.waits) == 4
+        message = str(caught.value)
+        assert f"127.0.0.1:{port} could not be reached" in message
+        assert "in time" not in message
+        assert "timeout_seconds" not in message
+        assert "pat-x" not in message
+
+    def test_a_call_that_keeps_timing_out_says_so(self, sandbox, sleep):
+        sandbox.arm(path="batch/upsert", delay_seconds=1.5, times=5)
+        credentials = HubSpotCredentials(
+            access_token="sandbox-hubspot-token",
+            host=sandbox.base_url,
+            timeout_seconds=0.5,
+        )
+
+        with pytest.raises(CrmUnavailable) as caught:
+            HubSpotConnector(credentials, sleep=sleep).upsert(a_lead())
+
+        assert "did not answer in time" in str(caught.value)
+        assert "timeout_seconds" in str(caught.value)
+
+    def test_a_name_that_does_not_resolve_is_unreachable_not_a_timeout(self):
+        # NameResolutionError is a TimeoutError in urllib3 2.x; built here, as
+        # the tests never ask a DNS server.
+        unresolved = urllib3.exceptions.NameResolutionError(
+            "crm.invalid", None, socket.gaierror("Name or service not known")
+        )
+
+        error = translate("upsert", unresolved, host="https://crm.invalid")
+
+        assert isinstance(error, CrmUnavailable)
+        assert "crm.invalid could not be reached" in str(error)
+        assert "in time" not in str(error)
 
 
 class TestBudget:

@@ -263,6 +263,35 @@ class TestBatching:
         assert bad.failure.code == "INVALID_EMAIL"
         assert bad.failure.fields == ("email",)
 
+    def test_a_207_error_is_pinned_only_on_the_address_it_names_whole(self, sandbox):
+        error = {
+            "status": "error",
+            "category": "VALIDATION_ERROR",
+            "message": "Contact 'Ann@x.com' could not be written: owner is archived",
+            "context": {},
+            "errors": [{"message": "owner is archived", "code": "INVALID_OWNER"}],
+        }
+        sandbox.arm(
+            path="batch/upsert",
+            status=207,
+            body=BATCH_REPLY | {"results": [], "numErrors": 1, "errors": [error]},
+        )
+
+        ann, n = sandbox.connector().upsert(
+            [lead("ann", "ann@x.com"), lead("n", "n@x.com")]
+        )
+
+        assert (ann.outcome, ann.failure.code, ann.failure.retryable) == (
+            "failed",
+            "INVALID_OWNER",
+            False,
+        )
+        assert (n.outcome, n.failure.code, n.failure.retryable) == (
+            "failed",
+            "unknown",
+            True,
+        )
+
 
 class TestValues:
     def test_values_are_sent_in_hubspot_formats(self, sandbox):

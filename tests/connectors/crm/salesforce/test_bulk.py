@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import unicodedata
 from typing import Any
+
+import pytest
+from pydantic import ValidationError
 
 from connectors.crm.protocol import CrmRecord
 
 EXTERNAL_ID = "Web_Lead_Id__c"
+# The job-state PATCH (`UploadComplete`, `Aborted`), not the upload's PUT.
+JOB_STATE = r"/jobs/ingest/[^/]+$"
 
 
 class TestNonLatinLeads:
@@ -150,3 +156,69 @@ class TestResults:
             "duplicate_rule",
         )
         assert created.outcome == "created"
+
+
+class TestDeadline:
+    """A job still running at `bulk_timeout_seconds` is given up, not waited on."""
+
+    def stall_next_job(self, sandbox: Any) -> None:
+        # Salesforce accepts the upload but has not run the job by the
+        # deadline: the sandbox answers the close and leaves the job Open.
+        sandbox.arm(
+            method="PATCH",
+            path=JOB_STATE,
+            status=200,
+            body={"state": "UploadComplete"},
+        )
+
+    def test_a_job_past_the_deadline_is_aborted_and_its_rows_retryable(
+        self, sandbox: Any
+    ) -> None:
+        self.stall_next_job(sandbox)
+        connector = sandbox.connector(
+            external_id_field=EXTERNAL_ID, bulk_threshold=2, bulk_timeout_seconds=1
+        )
+        records = [
+            CrmRecord(f"w-{n}", f"w-{n}", {"LastName": "L", "Company": "C"})
+            for n in range(3)
+        ]
+
+        started = time.monotonic()
+        results = connector.upsert(records)
+        waited = time.monotonic() - started
+
+        assert 1 <= waited < 10
+        assert [r.outcome for r in results] == ["failed"] * 3
+        assert {
+            (r.failure.code, r.failure.retryable) for r in results if r.failure
+        } == {("bulk_timeout", True)}
+        [job] = sandbox.state.salesforce.jobs.values()
+        assert job.state == "Aborted"
+        assert sandbox.leads() == []
+
+    def test_the_jobs_of_one_upsert_share_the_deadline(self, sandbox: Any) -> None:
+        [known] = sandbox.seed(
+            {"Email": "p1@example.com", "LastName": "Old", "Company": "C"}
+        )
+        self.stall_next_job(sandbox)
+        connector = sandbox.connector(bulk_threshold=2, bulk_timeout_seconds=1)
+        records = [
+            CrmRecord(
+                f"lead-{n}", f"p{n}@example.com", {"LastName": f"L{n}", "Company": "C"}
+            )
+            for n in range(3)
+        ]
+
+        results = connector.upsert(records)
+
+        assert [r.failure.code for r in results if r.failure] == ["bulk_timeout"] * 3
+        # The insert job used the time up; the update job was never started.
+        assert sandbox.requests()["bulk_create"] == 1
+        assert sandbox.lead(Id=known)["LastName"] == "Old"
+
+    def test_the_deadline_stays_well_inside_the_ten_minute_claim_lease(
+        self, sandbox: Any
+    ) -> None:
+        assert sandbox.credentials().bulk_timeout_seconds == 240
+        with pytest.raises(ValidationError, match="bulk_timeout_seconds"):
+            sandbox.credentials(bulk_timeout_seconds=600)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any
 
 import pytest
 
 from connectors.crm.errors import CrmAuthError, CrmDailyLimitReached, CrmUnavailable
 from connectors.crm.protocol import CrmRecord
+from connectors.crm.salesforce import SalesforceConnector, SalesforceCredentials
 from connectors.crm.salesforce.client import SalesforceSession
-from connectors.sandbox.salesforce import SANDBOX_PASSWORD, SANDBOX_USERNAME
+from connectors.sandbox.salesforce import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_PASSWORD,
+    SANDBOX_USERNAME,
+)
+from connectors.sandbox.server import running_sandbox
 
 CREATE_PATH = r"/sobjects/Lead/$"
 
@@ -124,18 +132,45 @@ class TestRetries:
         connector.test_connection()
         sandbox.arm(method="POST", path=CREATE_PATH, delay_seconds=1.5)
 
-        with pytest.raises(CrmUnavailable):
+        with pytest.raises(CrmUnavailable) as caught:
             connector.upsert([CrmRecord("l1", "a@example.com", {"LastName": "Q"})])
 
         assert sleep.waits == []
+        assert "did not answer create lead in time" in str(caught.value)
 
     def test_an_unreachable_org_is_unavailable(self, sandbox: Any, sleep: Any) -> None:
         connector = sandbox.connector(
             token_url="http://127.0.0.1:9/services/oauth2/token", sleep=sleep
         )
-        with pytest.raises(CrmUnavailable):
+        with pytest.raises(CrmUnavailable) as caught:
             connector.test_connection()
         assert len(sleep.waits) == 4
+        assert "127.0.0.1:9 could not be reached" in str(caught.value)
+        assert "in time" not in str(caught.value)
+
+    def test_an_instance_that_went_away_is_unreachable_not_slow(
+        self, sleep: Any
+    ) -> None:
+        with running_sandbox() as (base_url, _):
+            credentials = SalesforceCredentials(
+                flow="client_credentials",
+                token_url=f"{base_url}/services/oauth2/token",
+                client_id=SANDBOX_CLIENT_ID,
+                client_secret=SANDBOX_CLIENT_SECRET,
+            )
+            connector = SalesforceConnector(credentials, sleep=sleep)
+            connector.test_connection()
+
+        with closing(connector), pytest.raises(CrmUnavailable) as caught:
+            connector.list_fields()
+
+        assert len(sleep.waits) == 4
+        message = str(caught.value)
+        host = base_url.removeprefix("http://")
+        assert f"Salesforce at {host} could not be reached for describe lead" in (
+            message
+        )
+        assert "in time" not in message
 
 
 class TestAllocation:

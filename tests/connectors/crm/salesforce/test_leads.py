@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from connectors.crm.budget import Unlimited
 from connectors.crm.errors import CrmRequestError
 from connectors.crm.protocol import CrmRecord
 from connectors.crm.salesforce import soql
+from connectors.crm.salesforce.client import SalesforceClient
 
 EXTERNAL_ID = "Web_Lead_Id__c"
 
@@ -151,6 +154,32 @@ class TestUpsertByEmail:
         counts = sandbox.requests()
         assert (counts["query"], counts["update"], counts["create"]) == (1, 1, 1)
         assert sandbox.lead(Id=known)["Email"] == "Person0@Example.com"
+
+    @pytest.mark.parametrize("count", [1, 2])
+    def test_a_known_email_updates_its_oldest_lead(
+        self, sandbox: Any, count: int
+    ) -> None:
+        # Seeded newest first, so the org's own order would give the newer one.
+        newer, older = sandbox.seed(
+            {
+                "Email": "person0@example.com",
+                "LastName": "Newer",
+                "Company": "C",
+                "CreatedDate": "2024-06-01T09:00:00.000+0000",
+            },
+            {
+                "Email": "person0@example.com",
+                "LastName": "Older",
+                "Company": "C",
+                "CreatedDate": "2024-01-01T09:00:00.000+0000",
+            },
+        )
+        connector = sandbox.connector()
+
+        results = connector.upsert(email_leads(count))
+
+        assert (results[0].outcome, results[0].crm_id) == ("updated", older)
+        assert sandbox.lead(Id=newer)["LastName"] == "Newer"
 
     def test_the_same_key_twice_in_one_call_updates_the_first(
         self, sandbox: Any
@@ -314,6 +343,86 @@ class TestDuplicateRule:
         assert sandbox.requests()["composite_update"] == 1
 
 
+class TestDuplicateRuleMatchingOtherObjects:
+    """SF-06: only a Lead the rule matched takes the update, whatever comes first."""
+
+    def refusal(self, *matches: tuple[str, str]) -> list[dict[str, Any]]:
+        """A DUPLICATES_DETECTED reply whose rule matched `(entityType, Id)`s."""
+        return [
+            {
+                "errorCode": "DUPLICATES_DETECTED",
+                "message": "Use one of these records?",
+                "fields": [],
+                "duplicateResult": {
+                    "duplicateRule": "Lead_And_Contact_Rule",
+                    "allowSave": False,
+                    "matchResults": [
+                        {
+                            "entityType": entity,
+                            "matchRecords": [
+                                {"record": {"Id": record_id, "Email": "r@example.com"}}
+                            ],
+                        }
+                        for entity, record_id in matches
+                    ],
+                },
+            }
+        ]
+
+    def test_a_rule_matching_only_a_contact_fails_the_record_for_good(
+        self, sandbox: Any
+    ) -> None:
+        contact_id = "003000000000042AAA"
+        sandbox.arm(
+            method="POST",
+            path=r"/sobjects/Lead/$",
+            status=400,
+            body=self.refusal(("Contact", contact_id)),
+        )
+        connector = sandbox.connector()
+
+        [result] = connector.upsert(
+            [CrmRecord("r", "r@example.com", {"LastName": "R", "Company": "C"})]
+        )
+
+        assert result.outcome == "failed"
+        assert result.failure is not None
+        assert (result.failure.code, result.failure.retryable) == (
+            "DUPLICATES_DETECTED",
+            False,
+        )
+        assert f"Contact {contact_id}" in result.failure.message
+        counts = sandbox.requests()
+        assert counts.get("update", 0) == counts.get("composite_update", 0) == 0
+        assert sandbox.leads() == []
+
+    def test_the_matched_lead_is_updated_even_when_a_contact_is_listed_first(
+        self, sandbox: Any
+    ) -> None:
+        [lead_id] = sandbox.seed(
+            {"Email": "rosa@old.example.com", "LastName": "Old", "Company": "C"}
+        )
+        sandbox.arm(
+            method="POST",
+            path=r"/sobjects/Lead/$",
+            status=400,
+            body=self.refusal(("Contact", "003000000000042AAA"), ("Lead", lead_id)),
+        )
+        connector = sandbox.connector()
+
+        [result] = connector.upsert(
+            [CrmRecord("r", "r@example.com", {"LastName": "New", "Company": "C"})]
+        )
+
+        assert (result.outcome, result.crm_id, result.note) == (
+            "updated",
+            lead_id,
+            "duplicate_rule",
+        )
+        assert sandbox.lead(Id=lead_id)["LastName"] == "New"
+        assert sandbox.requests()["update"] == 1
+
+
 class TestReading:
     def test_reads_by_email_with_lower_cased_keys(self, sandbox: Any) -> None:
         [lead_id] = sandbox.seed(
@@ -387,7 +496,11 @@ class TestSoql:
             "company_prefix": soql.account_ids_by_name_prefix(prefix),
         }
 
-        assert built == case["expected"]["soql"]
+        expected = case["expected"]["soql"]
+        # The e-mail lookup also orders by age, so "its oldest Lead" holds (SF-06).
+        assert built["by_email"] == expected["by_email"] + " ORDER BY CreatedDate, Id"
+        assert built["by_company"] == expected["by_company"]
+        assert built["company_prefix"] == expected["company_prefix"]
         for query in built.values():
             for fragment in case["expected"]["must_not_contain"]:
                 assert fragment not in query
@@ -405,14 +518,21 @@ class TestSoql:
             sobject="Account",
         )
         connector = sandbox.connector()
+        client = SalesforceClient(sandbox.credentials(), budget=Unlimited())
 
-        [result] = connector.upsert(
-            [CrmRecord("dan", lead["Email"], {"Title": "Owner"})]
-        )
+        def account_ids(query: str) -> list[str]:
+            reply = client.call("find accounts", lambda sf: sf.query_all(query))
+            return [str(record["Id"]) for record in reply["records"]]
+
+        with closing(client):
+            [result] = connector.upsert(
+                [CrmRecord("dan", lead["Email"], {"Title": "Owner"})]
+            )
+            by_name = account_ids(soql.account_ids_by_name(lead["Company"]))
+            by_prefix = account_ids(soql.account_ids_by_name_prefix("100%_Growth"))
 
         assert (result.outcome, result.crm_id) == ("updated", lead_id)
-        assert connector.account_ids(lead["Company"]) == [company_id]
-        assert connector.account_ids("100%_Growth", prefix=True) == [growth_id]
+        assert (by_name, by_prefix) == ([company_id], [growth_id])
 
     def test_field_names_must_be_api_names(self) -> None:
         with pytest.raises(CrmRequestError):
