@@ -33,6 +33,7 @@ from connectors.crm.sync import retry_parked
 from leads.encryption import secret_box
 from leads.errors import FieldError
 from leads.store import outbox
+from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
 from leads.store.tables import Lead, OutboxItem
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ class CrmStatus(BaseModel):
     synced: int
     retrying: int
     parked: int
+    skipped: int = Field(
+        description="Leads the CRM was not written for (no e-mail, or the mode)."
+    )
     budget: BudgetView
 
 
@@ -116,6 +120,7 @@ class FailureView(BaseModel):
 
 class FailurePage(BaseModel):
     data: list[FailureView]
+    next_cursor: str | None
 
 
 class RetryRequest(BaseModel):
@@ -364,6 +369,7 @@ def status(store: StoreDep, settings: SettingsDep, context: ContextDep) -> CrmSt
         synced=by_status.get("synced", 0),
         retrying=by_status.get("retrying", 0),
         parked=by_status.get("parked", 0),
+        skipped=by_status.get("skipped", 0),
         budget=budget,
     )
 
@@ -374,24 +380,45 @@ def failures(
     context: ContextDep,
     status: Literal["parked", "retrying"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the last page.")
+    ] = None,
 ) -> FailurePage:
     """Leads the CRM has not taken yet, with the vendor's reason, most recent first."""
     statuses = (status,) if status else ("parked", "retrying")
+    query = (
+        select(Lead, OutboxItem)
+        .join(
+            OutboxItem,
+            (OutboxItem.lead_id == Lead.id) & (OutboxItem.topic == outbox.CRM_SYNC),
+            isouter=True,
+        )
+        .where(
+            Lead.tenant_id == context.tenant_id,
+            Lead.crm_sync_status.in_(statuses),
+        )
+    )
+    if cursor is not None:
+        moment, after_id = decode_cursor(cursor, 2)
+        try:
+            when = datetime.fromisoformat(moment)
+        except (TypeError, ValueError):
+            raise invalid_cursor() from None
+        if not isinstance(after_id, str):
+            raise invalid_cursor()
+        query = query.where(
+            (Lead.updated_at < when)
+            | ((Lead.updated_at == when) & (Lead.id < after_id))
+        )
     with store.read(context.tenant_id) as scope:
         rows = scope.session.execute(
-            select(Lead, OutboxItem)
-            .join(
-                OutboxItem,
-                (OutboxItem.lead_id == Lead.id) & (OutboxItem.topic == outbox.CRM_SYNC),
-                isouter=True,
-            )
-            .where(
-                Lead.tenant_id == context.tenant_id,
-                Lead.crm_sync_status.in_(statuses),
-            )
-            .order_by(Lead.updated_at.desc())
-            .limit(limit)
+            query.order_by(Lead.updated_at.desc(), Lead.id.desc()).limit(limit + 1)
         ).all()
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1][0]
+            next_cursor = encode_cursor([last.updated_at.isoformat(), last.id])
         return FailurePage(
             data=[
                 FailureView(
@@ -405,7 +432,8 @@ def failures(
                     else None,
                 )
                 for lead, row in rows
-            ]
+            ],
+            next_cursor=next_cursor,
         )
 
 

@@ -263,3 +263,26 @@ class TestRunsWithPrefectDown:
         assert response.status_code == 503
         assert api.get(f"/api/leads/{lead.id}").json()["crm_sync_status"] == "pending"
         assert sync_now(store, settings)["created"] == 1
+
+
+def test_failures_come_a_page_at_a_time_and_a_foreign_cursor_is_refused(api, store):
+    for n in range(3):
+        submit(
+            store, "default", {"email": f"f{n}@example.com"}, channel="api", region="US"
+        )
+    with store.write("default") as scope:
+        scope.session.execute(
+            update(Lead).values(crm_sync_status="parked", crm_sync_reason="auth")
+        )
+
+    first = api.get("/api/crm/failures", params={"limit": 2}).json()
+    second = api.get(
+        "/api/crm/failures", params={"limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    bad = api.get("/api/crm/failures", params={"cursor": "bm90IG91cnM"})
+
+    assert len(first["data"]) == 2 and second["next_cursor"] is None
+    ids = [f["lead_id"] for f in first["data"] + second["data"]]
+    assert len(set(ids)) == 3
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "cursor"
