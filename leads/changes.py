@@ -208,6 +208,9 @@ def commit_change(
     refresh_match_keys(scope, lead)
     timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
     outbox.enqueue(scope, outbox.CRM_SYNC, lead)
+    # The CRM's copy is behind until the change is written (its crm_id stays).
+    lead.crm_sync_status = "pending"
+    lead.crm_sync_reason = None
     if lead.email:
         # TODO(#6): enrolment rules from config (score, source) instead of all.
         outbox.enrol(scope, lead, WELCOME_SEQUENCE)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import httpx
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -34,6 +34,7 @@ from leads.encryption import secret_box
 from leads.errors import FieldError
 from leads.store import outbox
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
+from leads.store.tables import CrmAccount as CrmAccountRow
 from leads.store.tables import Lead, OutboxItem
 
 logger = logging.getLogger(__name__)
@@ -301,6 +302,26 @@ def save_config(
     retry_parked(store, context.tenant_id)
     logger.info("CRM account saved for tenant %s: %s", context.tenant_id, info.account)
     return _config_view(account)
+
+
+@router.delete(
+    "/config",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"description": "No CRM account was saved for this tenant."}},
+)
+def forget_config(store: StoreDep, context: ContextDep) -> Response:
+    """Forgets the saved CRM account: the environment's (`ORCH_CRM`) applies again."""
+    with store.write(context.tenant_id) as scope:
+        row = scope.get(CrmAccountRow, context.tenant_id, lock=True)
+        if row is None:
+            return problem(
+                404,
+                "no CRM account is saved for this tenant; ORCH_CRM applies",
+                slug="no-saved-crm",
+            )
+        scope.session.delete(row)
+    return Response(status_code=204)
 
 
 @router.get("/config", response_model=CrmConfigView, responses={409: {}})

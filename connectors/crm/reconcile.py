@@ -65,6 +65,11 @@ def state_of(provider: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _notable(state: Mapping[str, Any]) -> bool:
+    """Whether a state says something a person acts on (stop conditions)."""
+    return bool(state["converted"] or state["opted_out"] or state["replied_at"])
+
+
 def _true(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
@@ -144,6 +149,11 @@ def _apply(
             if not differences:
                 continue
             lead.crm_state = state
+            changed += 1
+            if not old and not _notable(state):
+                # The first read of a lead the CRM holds as we wrote it: its
+                # state is noted, but nothing happened worth a timeline event.
+                continue
             timeline.record(
                 scope,
                 lead,
@@ -152,7 +162,6 @@ def _apply(
                 detail={"provider": provider, "changes": differences},
                 flow_run_id=flow_run_id,
             )
-            changed += 1
     return changed
 
 

@@ -154,6 +154,20 @@ class StoreBudget:
                 if used >= limit:
                     row.blocked_until = now + SALESFORCE_DAILY_RECHECK
 
+    def block_until(self, until: datetime) -> None:
+        """Makes every worker wait until `until`: the CRM said the day is spent.
+
+        For a daily-limit answer that carried no limit headers (HubSpot's 429
+        with policy `DAILY`), so no one calls again before it may pass.
+        """
+        with self.store.write_across_tenants() as session:
+            row = session.get(RateBudgetRow, self.account, with_for_update=True)
+            if row is not None and (
+                row.blocked_until is None or row.blocked_until < until
+            ):
+                row.blocked_until = until
+                row.daily_remaining = 0
+
     def state(self) -> dict[str, object]:
         """What the bucket holds now, for `GET /api/crm/status`."""
         with self.store.engine.connect() as connection:

@@ -116,6 +116,7 @@ class CrmSync:
         self._sleep = sleep
         self._connected: dict[str, tuple[CrmAccount, CrmConnector] | None] = {}
         self._fields: dict[str, dict[str, CrmField]] = {}
+        self._budgets: dict[str, StoreBudget] = {}
 
     def connection(self, tenant_id: str) -> tuple[CrmAccount, CrmConnector] | None:
         """The tenant's account and a connector to it, built once per run.
@@ -130,6 +131,7 @@ class CrmSync:
             else:
                 follow_account(self.store, tenant_id, account, self._now())
                 budget = StoreBudget.for_account(self.store, account, sleep=self._sleep)
+                self._budgets[tenant_id] = budget
                 connector = account.connect(budget, sleep=self._sleep)
                 self._connected[tenant_id] = (account, connector)
         return self._connected[tenant_id]
@@ -246,6 +248,7 @@ class CrmSync:
             )
             outcomes = self._write(tenant_id, connector, planned, claims)
         except CrmError as exc:
+            self._note_daily_limit(tenant_id, exc)
             counts.update(
                 self._settle_all(
                     tenant_id, account, claims, _whole_batch(exc, self._now())
@@ -308,6 +311,7 @@ class CrmSync:
                     continue
                 except CrmError as exc:
                     stop = exc
+                    self._note_daily_limit(tenant_id, exc)
             stopped |= {record.ref: stop for record in chunk}
         for ref, kept in folded.items():
             if kept in lost:
@@ -343,6 +347,12 @@ class CrmSync:
                 )
             outcomes[record.ref] = _outcome(result, attempts[record.ref], now)
         return outcomes
+
+    def _note_daily_limit(self, tenant_id: str, exc: CrmError) -> None:
+        """Shares a daily-limit answer with every worker through the budget."""
+        budget = self._budgets.get(tenant_id)
+        if isinstance(exc, CrmDailyLimitReached) and budget is not None:
+            budget.block_until(exc.resets_at or self._now() + timedelta(hours=1))
 
     def _record(
         self,
@@ -569,17 +579,20 @@ def _apply(
 def retry_parked(
     store: Store, tenant_id: str, lead_ids: list[str] | None = None
 ) -> int:
-    """Puts the tenant's parked leads (all, or these) back in the sync queue now.
+    """Makes the tenant's parked and retrying leads (all, or these) due now.
 
-    Parked by lead status: this includes leads waiting out a spent daily
-    allowance, whose rows are already queued for after the reset.
+    A person retrying knows something the back-off does not (the CRM is back,
+    the account was fixed). By lead status, so leads waiting out a spent daily
+    allowance, whose rows are queued for after the reset, come back too.
 
     Returns:
         How many leads were requeued.
     """
     now = utcnow()
     with store.write(tenant_id) as scope:
-        query = scope.select(Lead).where(Lead.crm_sync_status == "parked")
+        query = scope.select(Lead).where(
+            Lead.crm_sync_status.in_(("parked", "retrying"))
+        )
         if lead_ids is not None:
             query = query.where(Lead.id.in_(lead_ids))
         leads = list(scope.session.scalars(query.with_for_update()))

@@ -286,3 +286,13 @@ def test_failures_come_a_page_at_a_time_and_a_foreign_cursor_is_refused(api, sto
     assert len(set(ids)) == 3
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "cursor"
+
+
+def test_forgetting_the_saved_account_brings_back_the_environments(api, sandbox):
+    assert api.post("/api/crm/config", json=sandbox_config(sandbox)).status_code == 200
+    assert api.get("/api/crm/config").json()["origin"] == "stored"
+
+    assert api.delete("/api/crm/config").status_code == 204
+
+    assert api.get("/api/crm/config").json()["origin"] == "sandbox"
+    assert api.delete("/api/crm/config").status_code == 404

@@ -138,6 +138,8 @@ def test_sigterm_during_watch_stops_the_stack(tmp_path, monkeypatch):
         data_dir=tmp_path,
         prefect_api_url="http://127.0.0.1:9/api",
         api_port=free_port(),
+        # The stack checks the sandbox's port too (ORCH_CRM=sandbox by default).
+        sandbox_port=free_port(),
     )
     original_init = Stack.__init__
     started: list[Stack] = []
@@ -160,3 +162,93 @@ def test_sigterm_during_watch_stops_the_stack(tmp_path, monkeypatch):
 
     assert "Automation Orchestrator is up:" in lines
     assert started[0].children[0].process.poll() is not None
+
+
+class TestCrmSandboxChild:
+    def test_the_stack_runs_a_crm_sandbox_before_the_runner_and_the_api(self, tmp_path):
+        stack = Stack(Settings(data_dir=tmp_path, crm="sandbox", sandbox_port=8177))
+
+        names = [child.name for child in stack.children]
+
+        assert names == ["prefect-server", "crm-sandbox", "flow-runner", "api"]
+        sandbox = stack.children[1]
+        assert sandbox.argv[1:] == ["sandbox"]
+        assert sandbox.url.startswith("http://127.0.0.1:8177 ")
+        assert any(line.startswith("crm-sandbox ") for line in stack.describe())
+
+    @pytest.mark.parametrize("crm", ["none", "hubspot", "salesforce"])
+    def test_no_sandbox_runs_when_the_crm_is_not_the_sandbox(self, tmp_path, crm):
+        stack = Stack(Settings(data_dir=tmp_path, crm=crm))
+
+        assert "crm-sandbox" not in [child.name for child in stack.children]
+
+    def test_a_busy_sandbox_port_names_the_port_and_its_setting(self, tmp_path):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            settings = Settings(
+                data_dir=tmp_path,
+                prefect_port=free_port(),
+                api_port=free_port(),
+                sandbox_port=port,
+            )
+
+            with pytest.raises(StackError) as caught:
+                Stack(settings).check_ports()
+            # Without the sandbox, its port is none of the stack's business.
+            Stack(settings.model_copy(update={"crm": "none"})).check_ports()
+
+        assert str(caught.value) == (
+            f"port {port} on 127.0.0.1 is in use; set ORCH_SANDBOX_PORT to another port"
+        )
+
+    def test_up_refuses_a_busy_sandbox_port_in_one_line(self, tmp_path):
+        import subprocess
+
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+            result = subprocess.run(
+                [str(Path(sys.executable).with_name("orchestrator")), "up"],
+                env=env
+                | {
+                    "ORCH_DATA_DIR": str(tmp_path),
+                    "ORCH_CRM": "sandbox",
+                    "ORCH_SANDBOX_PORT": str(port),
+                    "ORCH_API_PORT": str(free_port()),
+                    "ORCH_PREFECT_PORT": str(free_port()),
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"error: port {port} on 127.0.0.1 is in use; "
+            "set ORCH_SANDBOX_PORT to another port"
+        )
+        assert not (tmp_path / "orchestrator.db").exists(), "checked before writing"
+
+    def test_the_sandbox_child_answers_before_the_stack_goes_on(
+        self, tmp_path, monkeypatch
+    ):
+        port = free_port()
+        # The child reads its port from the environment, as under `up`.
+        monkeypatch.setenv("ORCH_SANDBOX_PORT", str(port))
+        stack = Stack(Settings(data_dir=tmp_path, crm="sandbox"))
+        stack.children = [c for c in stack.children if c.name == "crm-sandbox"]
+        [child] = stack.children
+
+        try:
+            stack.start()
+            answered = child.ready()
+        finally:
+            stack.stop()
+
+        assert answered
+        assert child.process.poll() is not None
+        assert child.log_path == (tmp_path / "logs" / "crm-sandbox.log").resolve()

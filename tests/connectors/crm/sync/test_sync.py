@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from connectors.crm.accounts import account_from_settings
 from connectors.crm.mapping import load_mapping_document
@@ -272,6 +272,12 @@ class TestFailures:
         # Not parked for good: it comes back by itself after the reset.
         assert row.status == "pending"
         assert row.available_at > utcnow() + timedelta(minutes=1)
+        # And every worker on the account now waits for it too.
+        with store.engine.connect() as connection:
+            [blocked] = (
+                connection.execute(select(RateBudgetRow.blocked_until)).scalars().all()
+            )
+        assert blocked is not None and blocked > utcnow()
 
     def test_refused_credentials_park_every_lead_and_a_retry_requeues_them(
         self, store, settings, sandbox_api, take_in, run_sync
@@ -432,7 +438,7 @@ class TestFaultsLoseAndDuplicateNothing:
 
         from leads.intake import submit_batch
 
-        cases = Path(__file__).parents[2] / "cases"
+        cases = Path(__file__).parents[3] / "cases"
         with (cases / "HS-04.csv").open(newline="") as file:
             rows = list(csv.DictReader(file))
         expected = json.loads((cases / "HS-04.expected.json").read_text())["expected"]

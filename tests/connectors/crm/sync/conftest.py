@@ -78,6 +78,7 @@ def run_sync(store: Store) -> Callable[..., dict[str, int]]:
             sleep=lambda seconds: time.sleep(min(seconds, 0.01)),
         )
         try:
+            sync.follow_accounts()
             return drain(
                 store,
                 CRM_SYNC,
@@ -89,3 +90,20 @@ def run_sync(store: Store) -> Callable[..., dict[str, int]]:
             sync.close()
 
     return run
+
+
+@pytest.fixture
+def salesforce_settings(make_settings) -> Settings:
+    """Settings pointing at the sandbox used as Salesforce (by `Web_Lead_Id__c`)."""
+    return make_settings(sandbox_crm="salesforce")
+
+
+@pytest.fixture
+def salesforce_leads(sandbox_api) -> Callable[[], dict[str, dict]]:
+    """The sandbox's Salesforce Leads by Id, as the REST API returns them."""
+
+    def leads() -> dict[str, dict]:
+        listed = sandbox_api.get("/_sandbox/salesforce/leads").json()
+        return {lead["Id"]: lead for lead in listed}
+
+    return leads
