@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -10,8 +12,9 @@ import typer
 
 from leads.settings import Settings
 
-# How often `sync` asks how its run is doing.
+# How often `sync` asks how its run is doing, and for how long.
 POLL_SECONDS = 1.0
+RUN_DEADLINE_SECONDS = 600
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 crm = typer.Typer(no_args_is_help=True)
@@ -101,7 +104,7 @@ def test_connection(
     try:
         info = connector.test_connection()
     except CrmError as exc:
-        _fail(f"{account.provider} refused the connection: {exc.code}: {exc}")
+        _fail(f"could not connect to {account.provider}: {exc.code}: {exc}")
     finally:
         connector.close()
     typer.echo(f"connected to {info.provider} ({account.origin}): {info.account}")
@@ -112,16 +115,42 @@ def sandbox(
         int | None,
         typer.Option(min=1, max=65535, help="Default: ORCH_SANDBOX_PORT."),
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            dir_okay=False,
+            help="JSON file the records are loaded from and saved to. "
+            "Default: <ORCH_DATA_DIR>/sandbox.json.",
+        ),
+    ] = None,
+    memory: Annotated[
+        bool,
+        typer.Option(
+            "--memory", help="Keep the records in memory only; read and write no file."
+        ),
+    ] = False,
 ) -> None:
     """Serves the CRM sandbox (HubSpot- and Salesforce-compatible) until Ctrl-C."""
     from connectors.sandbox.server import serve
     from deployments.cli import _ensure_port_free, _settings
 
+    if memory and state is not None:
+        _fail("--memory keeps no file: pass --state or --memory, not both")
     settings = _settings()
+    remedy = (
+        "pass another --port"
+        if port is not None
+        else "set ORCH_SANDBOX_PORT to another port"
+    )
     port = port or settings.sandbox_port
-    _ensure_port_free("127.0.0.1", port, "set ORCH_SANDBOX_PORT to another port")
-    typer.echo(f"CRM sandbox on http://127.0.0.1:{port} (records at /)")
-    serve("127.0.0.1", port)
+    _ensure_port_free("127.0.0.1", port, remedy)
+    state_file = None if memory else (state or settings.sandbox_state_file).resolve()
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    kept = "in memory only" if state_file is None else f"kept in {state_file}"
+    typer.echo(f"CRM sandbox on http://127.0.0.1:{port} (records at /, {kept})")
+    serve("127.0.0.1", port, state_file)
 
 
 def sync(
@@ -144,7 +173,13 @@ def sync(
             help="Sync in this process, without the API and Prefect (not a flow run)."
         ),
     ] = False,
-    tenant: Annotated[str, typer.Option(help="Whose leads.")] = "default",
+    tenant: Annotated[
+        str,
+        typer.Option(
+            help="Whose leads --dry-run shows and --local --retry requeues; a sync "
+            "writes every tenant's waiting leads."
+        ),
+    ] = "default",
 ) -> None:
     """Syncs waiting leads to the CRM now: through the running stack, or --local."""
     from deployments.cli import _settings
@@ -200,11 +235,14 @@ def _sync_here(settings: Settings, tenant: str, retry: bool) -> None:
     from leads.store.outbox import CRM_SYNC
     from tasks.drain import DrainLimits, drain
 
+    # Without a CRM every lead would only be put back for later: say so now.
+    _account(settings, tenant)
     store = Store(settings.store_url)
     sync = CrmSync(store, settings, flow_run_id=None)
     try:
         if retry:
             typer.echo(f"requeued {retry_parked(store, tenant)} parked leads")
+        sync.follow_accounts()
         totals = drain(
             store,
             CRM_SYNC,
@@ -240,14 +278,37 @@ def _sync_through_api(settings: Settings, retry: bool) -> None:
         if retry:
             typer.echo(f"requeued {started['requeued']} parked leads")
         typer.echo(f"sync run {started['run_id']}: {started['ui_url']}")
-        state = None
-        while state not in TERMINAL:
-            time.sleep(POLL_SECONDS)
-            state = client.get(started["status_url"]).json().get("state")
+        state = _await_run(client, started["status_url"])
         status = client.get("/api/crm/status").json()
+    if state == "CANCELLED":
+        # crm_sync runs one at a time: a run asked for while another drains is
+        # cancelled, and the running one takes the waiting leads too.
+        typer.echo("a sync run was already draining the queue; it takes these leads")
+    else:
+        typer.echo(f"run {state.lower()}")
     typer.echo(
-        f"run {state.lower()}; synced {status['synced']}, waiting {status['pending']}, "
-        f"retrying {status['retrying']}, parked {status['parked']}"
+        f"leads now: synced {status['synced']}, queued {status['pending']} "
+        f"(of which retrying {status['retrying']}, parked {status['parked']})"
     )
-    if state != "COMPLETED":
+    if state not in ("COMPLETED", "CANCELLED"):
         raise typer.Exit(1)
+
+
+def _await_run(client: httpx.Client, status_url: str) -> str:
+    """The run's final state; fails with one line when it cannot be told in time."""
+    deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        try:
+            answer = client.get(status_url)
+        except httpx.TransportError:
+            _fail("the API stopped answering while the sync ran")
+        if answer.status_code != 200:
+            _fail(f"the API answered {answer.status_code}: {answer.text[:300]}")
+        state = answer.json().get("state")
+        if state in TERMINAL:
+            return state
+    _fail(
+        f"the sync run has not finished after {RUN_DEADLINE_SECONDS} s; it goes on "
+        f"in the stack: follow it at {status_url}"
+    )

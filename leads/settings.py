@@ -210,6 +210,11 @@ class Settings(BaseSettings):
         return f"http://127.0.0.1:{self.sandbox_port}"
 
     @property
+    def sandbox_state_file(self) -> Path:
+        """Where the bundled CRM sandbox keeps its records between runs."""
+        return (self.data_dir / "sandbox.json").resolve()
+
+    @property
     def secret_key_file(self) -> Path:
         """The generated secret key, used when `ORCH_SECRET_KEY` is unset."""
         return (self.data_dir / "secret.key").resolve()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -12,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from connectors.sandbox import hubspot, salesforce
 from connectors.sandbox.faults import FaultRegistry, FaultSpec
+from connectors.sandbox.state_file import StateFile
 
 # Paths each vendor's official client calls; everything else is the sandbox's own.
 HUBSPOT_PREFIXES = ("/crm/", "/oauth/", "/communication-preferences/", "/integrations/")
@@ -20,7 +23,7 @@ SALESFORCE_PREFIXES = ("/services/",)
 
 @dataclass
 class SandboxState:
-    """Everything the sandbox holds; kept in memory, gone when it stops."""
+    """Everything the sandbox holds, in memory; a `StateFile` may keep the records."""
 
     hubspot: hubspot.State = field(default_factory=hubspot.State)
     salesforce: salesforce.State = field(default_factory=salesforce.State)
@@ -41,17 +44,43 @@ def vendor_of(path: str) -> str | None:
     return None
 
 
-def create_app(state: SandboxState | None = None) -> FastAPI:
-    """The sandbox app over `state` (a fresh, empty one when not given)."""
+def create_app(
+    state: SandboxState | None = None, state_file: Path | None = None
+) -> FastAPI:
+    """The sandbox app over `state` (a fresh, empty one when not given).
+
+    With `state_file`, the records are loaded from it at startup and saved to it
+    while serving and at shutdown; without, they are gone when the app stops.
+    """
     state = state or SandboxState()
+    saved = None if state_file is None else StateFile(state_file, state)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if saved is None:
+            yield
+            return
+        saved.load()
+        saver = asyncio.create_task(saved.keep_saved())
+        try:
+            yield
+        finally:
+            saver.cancel()
+            await asyncio.wait([saver])
+            saved.save()
+
+    kept = (
+        "Records live in memory only."
+        if saved is None
+        else f"Records live in memory and are saved to {saved.path}."
+    )
     app = FastAPI(
         title="CRM sandbox",
-        description=(
-            "A local stand-in for HubSpot and Salesforce, for demos and tests. "
-            "Records live in memory."
-        ),
+        description=f"A local stand-in for HubSpot and Salesforce, for demos and "
+        f"tests. {kept}",
         docs_url="/_sandbox/docs",
         openapi_url="/_sandbox/openapi.json",
+        lifespan=lifespan,
     )
     app.state.sandbox = state
 
@@ -87,8 +116,14 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
 
     @app.get("/", summary="What the sandbox holds")
     def overview() -> dict[str, Any]:
-        """Record counts per vendor, and where to see the records themselves."""
+        """Record counts per vendor, where to see them, and whether they are kept."""
         return {
+            "docs": "/_sandbox/docs",
+            "persistence": (
+                {"file": None, "saves": "never: records are gone when it stops"}
+                if saved is None
+                else saved.describe()
+            ),
             "hubspot": {
                 "contacts": len(state.hubspot.contacts),
                 "records": "/_sandbox/hubspot/contacts",
@@ -126,7 +161,7 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
 
     @app.post("/_sandbox/reset", status_code=204, summary="Forget everything")
     def reset() -> None:
-        """Empties both vendors' records, counters and faults."""
+        """Empties both vendors' records, counters and faults; the state file too."""
         state.reset()
 
     return app

@@ -196,6 +196,14 @@ class Contacts:
             self.version += 1
             return contact_id
 
+    def change(self, contact_id: int, values: Mapping[str, str]) -> Contact | None:
+        """Sets values as HubSpot itself does, read-only ones too; None if unknown."""
+        with self.lock:
+            contact = self.by_id.get(contact_id)
+            if contact is not None:
+                self._apply(contact, dict(values))
+            return contact
+
     # -- reads -------------------------------------------------------------------
 
     def get(self, contact_id: str, id_property: str | None) -> Contact:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -265,6 +265,20 @@ class SeedRange(BaseModel):
     email_domain: str = "seed.example.com"
 
 
+class ContactChange(BaseModel):
+    """Values to set as HubSpot itself would, read-only ones too.
+
+    `hs_email_optout` is read-only through the API: HubSpot sets it when the
+    person unsubscribes.
+    """
+
+    properties: dict[str, str]
+
+
+# Computed by HubSpot from the record itself; nothing sets them.
+COMPUTED_PROPERTIES = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
+
+
 class SeedRequest(BaseModel):
     contacts: list[SeedContact] = Field(default_factory=list)
     ranges: list[SeedRange] = Field(default_factory=list)
@@ -321,6 +335,31 @@ def _control_router(state: State) -> APIRouter:
                 state.contacts.seed(None, values, start + int(i * step))
             generated += spread.count
         return {"ids": ids, "generated": generated, "total": len(state.contacts)}
+
+    @control.patch("/contacts/{contact_id}", summary="Change a contact directly")
+    def change(contact_id: int, request: ContactChange) -> dict[str, Any]:
+        """Sets values the API refuses (an unsubscribe's `hs_email_optout`, say).
+
+        Moves `lastmodifieddate`, as any change in HubSpot does, so searches for
+        recently modified contacts find it.
+        """
+        refused = sorted(
+            name
+            for name in request.properties
+            if name not in CONTACT_PROPERTIES or name in COMPUTED_PROPERTIES
+        )
+        if refused:
+            raise HTTPException(
+                422, f"cannot set {', '.join(refused)}: unknown or computed"
+            )
+        values = {
+            name: value.strip().lower() if name == "email" else value
+            for name, value in request.properties.items()
+        }
+        contact = state.contacts.change(contact_id, values)
+        if contact is None:
+            raise HTTPException(404, f"no contact {contact_id}")
+        return contact.as_api([*values, "lastmodifieddate"])
 
     @control.get("/requests", summary="What the HubSpot routes received")
     def requests() -> dict[str, Any]:

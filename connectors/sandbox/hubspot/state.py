@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.sandbox.hubspot.access import RateLimits, Tokens
-from connectors.sandbox.hubspot.contacts import Contacts
+from connectors.sandbox.hubspot.contacts import Contact, Contacts
 from connectors.sandbox.hubspot.search import Searcher
 
 # Requests kept with their bodies for tests to inspect; counts are kept for all.
@@ -92,3 +93,47 @@ class State:
                 )
                 for contact in sorted(self.contacts, key=lambda c: c.id)
             ]
+
+    @property
+    def version(self) -> int:
+        """Grows with every change to the contacts, so a saver can tell."""
+        return self.contacts.version
+
+    def records(self) -> dict[str, Any]:
+        """Contacts with their timestamps, and the next id: what outlives a restart."""
+        with self.contacts.lock:
+            return {
+                "next_id": self.contacts.next_id,
+                "contacts": [
+                    {
+                        "id": contact.id,
+                        "values": dict(contact.values),
+                        "created_ms": contact.created_ms,
+                        "updated_ms": contact.updated_ms,
+                    }
+                    for contact in sorted(self.contacts, key=lambda c: c.id)
+                ],
+            }
+
+    def restore(self, records: Mapping[str, Any]) -> None:
+        """Replaces every contact with those `records()` gave, ids and all."""
+        contacts = [
+            Contact(
+                saved["id"],
+                dict(saved["values"]),
+                saved["created_ms"],
+                saved["updated_ms"],
+            )
+            for saved in records["contacts"]
+        ]
+        with self.contacts.lock:
+            self.contacts.reset()
+            for contact in contacts:
+                self.contacts.by_id[contact.id] = contact
+                if contact.values.get("email"):
+                    self.contacts.by_email[contact.values["email"]] = contact.id
+            # Never below an id in use, even if the file was edited by hand.
+            self.contacts.next_id = max(
+                [records["next_id"], *(contact.id + 1 for contact in contacts)]
+            )
+            self.contacts.version += 1

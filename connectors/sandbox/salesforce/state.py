@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from connectors.sandbox.salesforce.fields import (
+    ACCOUNT,
     LEAD,
     FieldDef,
     FieldError,
@@ -121,12 +121,16 @@ class State:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._ids = itertools.count(1)
+        # Ids keep counting after a reset, as a real org never reuses one.
+        self._next_number = 1
+        # Grows with every change to Leads and Accounts, so a saver can tell.
+        self.version = 0
         self.reset()
 
     def reset(self) -> None:
         """Forgets every record, session, job, counter and setting."""
         with self._lock:
+            self.version += 1
             self.leads: dict[str, dict[str, Any]] = {}
             self.accounts: dict[str, dict[str, Any]] = {}
             self.deleted: dict[str, dict[str, Any]] = {}
@@ -144,7 +148,10 @@ class State:
 
     def new_id(self, prefix: str) -> str:
         """A fresh 18-character id: `00Q000000000001AAA` for the first Lead."""
-        return f"{prefix}{next(self._ids):012d}AAA"
+        with self._lock:
+            number = self._next_number
+            self._next_number += 1
+        return f"{prefix}{number:012d}AAA"
 
     def table(self, sobject: SObjectType) -> dict[str, dict[str, Any]]:
         return self.leads if sobject is LEAD else self.accounts
@@ -186,6 +193,7 @@ class State:
                 record[field.name] = value
             record["Id"] = record["Id"] or self.new_id(sobject.key_prefix)
             self.table(sobject)[record["Id"]] = record
+            self.version += 1
             return str(record["Id"])
 
     def _blank(self, sobject: SObjectType) -> dict[str, Any]:
@@ -223,6 +231,7 @@ class State:
                     self.leads = staged
                 else:
                     self.accounts = staged
+                self.version += 1
             return results
 
     def create(
@@ -309,7 +318,36 @@ class State:
             if record is None:
                 return False
             self.deleted[record_id] = record
+            self.version += 1
             return True
+
+    def records(self) -> dict[str, Any]:
+        """Leads, Accounts and the next id number: what outlives a restart."""
+        with self._lock:
+            return {
+                "next_id": self._next_number,
+                "leads": [dict(record) for record in self.leads.values()],
+                "accounts": [dict(record) for record in self.accounts.values()],
+            }
+
+    def restore(self, records: Mapping[str, Any]) -> None:
+        """Puts back what `records()` gave; fields no longer known are dropped."""
+        leads = [self._restored(LEAD, record) for record in records["leads"]]
+        accounts = [self._restored(ACCOUNT, record) for record in records["accounts"]]
+        with self._lock:
+            self.leads = {record["Id"]: record for record in leads}
+            self.accounts = {record["Id"]: record for record in accounts}
+            self._next_number = records["next_id"]
+            self.version += 1
+
+    @staticmethod
+    def _restored(sobject: SObjectType, saved: Mapping[str, Any]) -> dict[str, Any]:
+        record = {field.name: field.default for field in sobject.fields}
+        for name, value in saved.items():
+            field = sobject.field(name)
+            if field is not None:
+                record[field.name] = value
+        return record
 
     def _check_unique(
         self,

@@ -291,3 +291,51 @@ class TestProperties:
         ]
         assert by_name["hs_email_optout"].modification_metadata.read_only_value
         assert not by_name["email"].modification_metadata.read_only_value
+
+
+class TestDirectChanges:
+    """`PATCH /_sandbox/hubspot/contacts/{id}`: what HubSpot itself changes."""
+
+    def test_sets_a_read_only_property_and_moves_lastmodifieddate(self, sandbox):
+        sandbox.seed(
+            contacts=[
+                {
+                    "id": 42,
+                    "properties": {"email": "out@example.com", "firstname": "Out"},
+                    "createdate": "2024-01-01T00:00:00Z",
+                }
+            ]
+        )
+
+        answer = sandbox.http.patch(
+            "/_sandbox/hubspot/contacts/42",
+            json={"properties": {"hs_email_optout": "true"}},
+        )
+
+        assert answer.status_code == 200, answer.text
+        contact = sandbox.client().crm.contacts.basic_api.get_by_id(
+            "42", properties=["hs_email_optout", "firstname", "lastmodifieddate"]
+        )
+        assert contact.properties["hs_email_optout"] == "true"
+        assert contact.properties["firstname"] == "Out"
+        assert contact.properties["lastmodifieddate"] > "2024-01-02"
+        assert contact.created_at.year == 2024
+
+    def test_computed_and_unknown_properties_are_refused(self, sandbox):
+        sandbox.seed(contacts=[{"id": 42, "properties": {"email": "x@example.com"}}])
+
+        answer = sandbox.http.patch(
+            "/_sandbox/hubspot/contacts/42",
+            json={"properties": {"createdate": "1", "shoe_size": "44"}},
+        )
+
+        assert answer.status_code == 422
+        assert "createdate, shoe_size" in answer.json()["detail"]
+
+    def test_an_unknown_contact_is_a_404(self, sandbox):
+        answer = sandbox.http.patch(
+            "/_sandbox/hubspot/contacts/9999",
+            json={"properties": {"hs_email_optout": "true"}},
+        )
+
+        assert answer.status_code == 404
