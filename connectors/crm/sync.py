@@ -36,6 +36,7 @@ from leads.store.claims import (
     Claim,
     complete,
     extend_all,
+    finish_all_in,
     finish_in,
     release,
     release_in,
@@ -371,24 +372,22 @@ class CrmSync:
         """
         warnings = warnings or {}
         now = self._now()
-        counts: Counter[str] = Counter()
+        counts = Counter(outcomes[held.lead_id].counted_as for held in claims)
+        # Another run holds a lost claim now and records its own result.
+        claims = [h for h in claims if outcomes[h.lead_id].status != "lost"]
+        done = [
+            h for h in claims if outcomes[h.lead_id].status in ("synced", "skipped")
+        ]
         with self.store.write(tenant_id) as scope:
-            leads = {
-                lead.id: lead
-                for lead in scope.session.scalars(
-                    scope.select(Lead).where(Lead.id.in_(list(outcomes)))
-                )
-            }
+            # Claims first, in as few statements as may be (one for every lead
+            # written), before any lead is touched: nothing to flush between.
+            current = finish_all_in(scope.session, done, "done", now)
             for held in claims:
                 outcome = outcomes[held.lead_id]
-                counts[outcome.counted_as] += 1
-                if outcome.status == "lost":
-                    # Another run holds it now and will record its own result.
-                    continue
                 if outcome.status in ("synced", "skipped"):
-                    current = finish_in(scope.session, held, "done", now=now)
-                elif outcome.retry_at is not None:
-                    current = release_in(
+                    continue
+                if outcome.retry_at is not None:
+                    settled = release_in(
                         scope.session,
                         held,
                         error=outcome.message or outcome.reason or "failed",
@@ -396,16 +395,27 @@ class CrmSync:
                         count_attempt=outcome.counts_attempt,
                     )
                 else:
-                    current = finish_in(
+                    settled = finish_in(
                         scope.session,
                         held,
                         "parked",
                         outcome.message or outcome.reason or "",
                         now,
                     )
+                if settled:
+                    current.add(held.id)
+
+            leads = {
+                lead.id: lead
+                for lead in scope.session.scalars(
+                    scope.select(Lead).where(Lead.id.in_([h.lead_id for h in claims]))
+                )
+            }
+            for held in claims:
                 lead = leads.get(held.lead_id)
                 if lead is None:
                     continue
+                outcome = outcomes[held.lead_id]
                 _apply(
                     scope,
                     lead,
@@ -415,7 +425,7 @@ class CrmSync:
                     now,
                     self.flow_run_id,
                 )
-                if not current and outcome.status != "retrying":
+                if held.id not in current and outcome.status != "retrying":
                     lead.crm_sync_status = "pending"
         return counts
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from leads.store.database import Store
@@ -255,6 +255,60 @@ def finish_in(
         last_error=last_error,
     )
     return False
+
+
+def finish_all_in(
+    session: Session,
+    claims: list[Claim],
+    status: str,
+    now: datetime | None = None,
+) -> set[int]:
+    """`finish_in` for many claims of one owner, in two statements however many.
+
+    Returns:
+        The ids of the rows now `status`; the others were made due again (their
+        lead changed while held) or are another owner's now.
+
+    Raises:
+        ValueError: the claims have different owners.
+    """
+    if not claims:
+        return set()
+    owners = {held.lease_owner for held in claims}
+    if len(owners) != 1:
+        raise ValueError(f"claims of one owner expected, got {sorted(owners)}")
+    (owner,) = owners
+    held_by_owner = (OutboxItem.status == "claimed", OutboxItem.lease_owner == owner)
+    released = {"lease_owner": None, "lease_expires_at": None}
+    finished = set(
+        session.scalars(
+            update(OutboxItem)
+            .where(
+                tuple_(OutboxItem.id, OutboxItem.generation).in_(
+                    [(held.id, held.generation) for held in claims]
+                ),
+                *held_by_owner,
+            )
+            .values(status=status, last_error=None, **released)
+            .returning(OutboxItem.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    moved = [held.id for held in claims if held.id not in finished]
+    if moved:
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(moved), *held_by_owner)
+            .values(
+                status="pending",
+                available_at=_aware(now),
+                attempts=0,
+                last_error=None,
+                **released,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return finished
 
 
 def extend(

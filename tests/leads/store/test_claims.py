@@ -13,7 +13,7 @@ from sqlalchemy import select
 from leads.edits import patch
 from leads.intake import submit, submit_batch
 from leads.store import Store
-from leads.store.claims import claim, complete, extend, park, release
+from leads.store.claims import claim, complete, extend, finish_all_in, park, release
 from leads.store.outbox import CRM_SYNC, SEQUENCE_ENROLMENT
 from leads.store.schema import upgrade
 from leads.store.tables import OutboxItem
@@ -359,3 +359,23 @@ class TestSettling:
 
         assert complete(store, forged) is False
         assert row(store, held.id).status == "claimed"
+
+
+def test_many_claims_finish_together_and_a_changed_lead_goes_back_to_the_queue(store):
+
+    take(store, {"email": "one@example.com"})
+    take(store, {"email": "two@example.com", "company": "Before"})
+    first, second = claim(store, CRM_SYNC, "run", limit=10, lease=timedelta(minutes=1))
+    take(store, {"email": "two@example.com", "company": "After"})
+
+    with store.write("default") as scope:
+        finished = finish_all_in(scope.session, [first, second], "done")
+
+    assert finished == {first.id}
+    assert (row(store, first.id).status, row(store, second.id).status) == (
+        "done",
+        "pending",
+    )
+    assert row(store, second.id).lease_owner is None
+    with pytest.raises(ValueError, match="one owner"):
+        finish_all_in(None, [first, replace(second, lease_owner="other")], "done")
