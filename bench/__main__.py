@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "matching": [],
     "store_matching": [],
     "scoring": [],
+    "crm_sync": [],
 }
 
 
