@@ -23,6 +23,11 @@ from leads.store.tables import RateBudgetRow, utcnow
 
 logger = logging.getLogger(__name__)
 
+TOLERANCE = 1e-6
+# Waits shorter than this cannot be told apart in the stored times.
+MIN_WAIT_SECONDS = 0.001
+# The share of a window's calls that may go at once; the rest are spread over it.
+BURST_SHARE = 0.1
 # The longest one wait lasts before the bucket is looked at again (others may
 # have been corrected by the vendor's headers meanwhile).
 MAX_WAIT_SECONDS = 1.0
@@ -32,7 +37,14 @@ SALESFORCE_DAILY_RECHECK = timedelta(hours=1)
 
 
 class StoreBudget:
-    """A token bucket for `account`: `capacity` calls per `window_seconds`.
+    """A token bucket for `account`, keeping to `capacity` calls per `window_seconds`.
+
+    Vendors count a rolling window (HubSpot: 190 calls in any 10 s). A bucket
+    that holds the whole window's calls and also refills at the window's rate
+    lets through up to twice that in one window, and the vendor answers 429.
+    So the bucket holds a tenth of the window (the burst) and refills the other
+    nine tenths over the window: never more than `capacity` in any window, and
+    90 % of it sustained.
 
     `acquire` takes a call from the bucket in a short write transaction (the
     row is locked on PostgreSQL; SQLite's write lock serialises it), waiting
@@ -92,7 +104,7 @@ class StoreBudget:
                             account=self.account,
                             capacity=capacity,
                             window_seconds=window,
-                            tokens=capacity,
+                            tokens=capacity * BURST_SHARE,
                             refilled_at=self._now(),
                             daily_limit=daily,
                             calls=0,
@@ -121,17 +133,19 @@ class StoreBudget:
                         f"until {row.blocked_until.isoformat()}",
                         resets_at=row.blocked_until,
                     )
-                rate = row.capacity / row.window_seconds
+                rate, burst = _rate_and_burst(row)
                 elapsed = max(0.0, (now - row.refilled_at).total_seconds())
-                tokens = min(row.capacity, row.tokens + elapsed * rate)
+                tokens = min(burst, row.tokens + elapsed * rate)
                 row.refilled_at = now
-                if tokens >= calls:
-                    row.tokens = tokens - calls
+                # Stored times have microseconds: a bucket a hair short of a
+                # call counts as full rather than waiting out a rounding error.
+                if tokens >= calls - TOLERANCE:
+                    row.tokens = max(0.0, tokens - calls)
                     row.calls += calls
                     return
                 row.tokens = tokens
                 wait = (calls - tokens) / rate
-            self._sleep(min(wait, MAX_WAIT_SECONDS))
+            self._sleep(min(max(wait, MIN_WAIT_SECONDS), MAX_WAIT_SECONDS))
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Corrects the bucket from a response's rate-limit headers, if it has any."""
@@ -176,17 +190,23 @@ class StoreBudget:
             ).one_or_none()
             if row is None:
                 return {}
-            rate = row.capacity / row.window_seconds
+            rate, burst = _rate_and_burst(row)
             elapsed = max(0.0, (self._now() - row.refilled_at).total_seconds())
             return {
                 "calls_per_window": row.capacity,
                 "window_seconds": row.window_seconds,
-                "calls_available": int(min(row.capacity, row.tokens + elapsed * rate)),
+                "calls_available": int(min(burst, row.tokens + elapsed * rate)),
                 "daily_limit": row.daily_limit,
                 "daily_remaining": row.daily_remaining,
                 "blocked_until": row.blocked_until,
                 "calls_made": row.calls,
             }
+
+
+def _rate_and_burst(row: RateBudgetRow) -> tuple[float, float]:
+    """Calls a second the bucket refills, and the most it holds."""
+    burst = max(1.0, row.capacity * BURST_SHARE)
+    return (row.capacity - burst) / row.window_seconds, burst
 
 
 def _hubspot_limits(headers: Mapping[str, str]) -> dict[str, float] | None:
