@@ -108,6 +108,14 @@ def data_dir() -> Path:
     return Path(configured) if configured else DEFAULT_DATA
 
 
+def shown_path(path: Path) -> str:
+    """`path` as a report shows it: relative to the repository, never this machine's."""
+    try:
+        return os.path.relpath(Path(path).resolve(), REPO_ROOT)
+    except ValueError:
+        return Path(path).name
+
+
 def code_version() -> str:
     """The commit measured, and whether the tree had uncommitted changes."""
     try:

@@ -551,7 +551,7 @@ def render(
         *[(label, value) for label, value in machine.describe() if label != "Packages"],
         ("Packages", machine.package_versions(PACKAGES)),
         ("Load average when the run began", load),
-        ("Data", f"`{data_folder}`"),
+        ("Data", f"`{machine.shown_path(data_folder)}`"),
     ]
     lines = ["# Fuzzy matching benchmark", ""]
     lines += [f"- {label}: {value}" for label, value in facts]

@@ -122,7 +122,7 @@ def report(
         f"- Code: {machine.code_version()}",
         *(f"- {label}: {value}" for label, value in machine_facts),
         f"- Packages: {machine.package_versions(PACKAGES)}",
-        f"- Data: `{path}`, {len(history.leads):,} labelled rows "
+        f"- Data: `{machine.shown_path(path)}`, {len(history.leads):,} labelled rows "
         f"({history.converted:,} converted, {share:.1%})"
         + (f", {history.skipped:,} rows skipped" if history.skipped else ""),
         f"- Label: `{LABEL}` (converted = `{history.positive}`)",
