@@ -80,13 +80,18 @@ class CrmAccount:
         self, budget: RateBudget, *, sleep: Callable[[float], None] = time.sleep
     ) -> CrmConnector:
         """A connector to the account that draws on `budget` and waits with `sleep`."""
+        # Imported here: each pulls in its vendor's client, which the other
+        # vendor's users never need.
+        connector: Any
         if self.provider == "hubspot":
             from connectors.crm.hubspot import HubSpotConnector
 
-            return HubSpotConnector(self.credentials, budget=budget, sleep=sleep)  # type: ignore[arg-type]
-        from connectors.crm.salesforce import SalesforceConnector
+            connector = HubSpotConnector
+        else:
+            from connectors.crm.salesforce import SalesforceConnector
 
-        return SalesforceConnector(self.credentials, budget=budget, sleep=sleep)  # type: ignore[arg-type]
+            connector = SalesforceConnector
+        return connector(self.credentials, budget=budget, sleep=sleep)
 
 
 def credentials_model(provider: Provider) -> type[BaseModel]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connectors.crm.accounts import CrmAccount
 from connectors.crm.sync import CrmSync
 from connectors.sandbox.server import running_sandbox
 from leads.intake import submit
@@ -68,13 +69,20 @@ def take_in(store: Store) -> Callable[..., Lead]:
 def run_sync(store: Store) -> Callable[..., dict[str, int]]:
     """Drains the CRM outbox once, as a crm_sync run would, and returns its counts."""
 
-    def run(settings: Settings, **limits: object) -> dict[str, int]:
+    def run(
+        settings: Settings,
+        *,
+        accounts: Callable[[str], CrmAccount | None] | None = None,
+        **limits: object,
+    ) -> dict[str, int]:
         # Back-off waits are cut short: the tests check what happens, not how
-        # long the connector waits before retrying.
+        # long the connector waits before retrying. `accounts` stands in for
+        # the tenants' configured CRM accounts.
         sync = CrmSync(
             store,
             settings,
             flow_run_id="00000000-0000-0000-0000-000000000001",
+            accounts=accounts,
             sleep=lambda seconds: time.sleep(min(seconds, 0.01)),
         )
         try:

@@ -20,7 +20,6 @@ from leads.store.tables import (
     TimelineEvent,
     utcnow,
 )
-from tasks.drain import DrainLimits, drain
 
 RUN_ID = "00000000-0000-0000-0000-000000000001"
 
@@ -225,18 +224,7 @@ class TestFailures:
             mapping=load_mapping_document(document, origin="test"),
         )
         good = take_in(email="ok@example.com", first_name="Ok")
-        sync = CrmSync(store, settings, RUN_ID, accounts=lambda tenant: broken)
-
-        try:
-            counts = drain(
-                store,
-                CRM_SYNC,
-                owner="test",
-                handle=sync.handle,
-                limits=DrainLimits(idle_grace_seconds=0),
-            )
-        finally:
-            sync.close()
+        counts = run_sync(settings, accounts=lambda tenant: broken)
 
         assert counts["parked"] == 1
         stored = lead_row(store, good.id)
@@ -290,18 +278,7 @@ class TestFailures:
                 update={"access_token": type(bad.credentials.access_token)("wrong")}
             ),
         )
-        sync = CrmSync(store, settings, RUN_ID, accounts=lambda tenant: bad)
-
-        try:
-            drain(
-                store,
-                CRM_SYNC,
-                owner="test",
-                handle=sync.handle,
-                limits=DrainLimits(idle_grace_seconds=0),
-            )
-        finally:
-            sync.close()
+        run_sync(settings, accounts=lambda tenant: bad)
 
         assert lead_row(store, lead.id).crm_sync_reason == "auth"
         assert outbox_row(store, lead.id).status == "parked"
@@ -474,23 +451,7 @@ class TestFaultsLoseAndDuplicateNothing:
         # The sandbox applies the write, then holds its answer for 1.5 s: the
         # client has given up by then and tries again.
         fault(sandbox_api, path="/batch/upsert", answer_delay_seconds=1.5)
-        sync = CrmSync(
-            store,
-            settings,
-            RUN_ID,
-            accounts=lambda tenant: impatient,
-            sleep=lambda seconds: None,
-        )
-        try:
-            counts = drain(
-                store,
-                CRM_SYNC,
-                owner="test",
-                handle=sync.handle,
-                limits=DrainLimits(idle_grace_seconds=0),
-            )
-        finally:
-            sync.close()
+        counts = run_sync(settings, accounts=lambda tenant: impatient)
 
         assert counts["updated"] == 1  # the retry found the record the first made
         assert list(contacts(sandbox_api)) == ["slow@example.com"]
@@ -574,7 +535,7 @@ class TestAccountsAndAttempts:
         assert (parked.crm_sync_status, parked.crm_sync_reason) == ("parked", "config")
 
     def test_an_unforeseen_error_in_one_tenant_leaves_the_others_syncing(
-        self, store, settings, sandbox_api, take_in
+        self, store, settings, sandbox_api, take_in, run_sync
     ):
         mine = take_in(email="fine@example.com")
         theirs = take_in(tenant="acme", email="bug@example.com")
@@ -585,17 +546,7 @@ class TestAccountsAndAttempts:
                 raise RuntimeError("a bug")
             return account
 
-        sync = CrmSync(store, settings, RUN_ID, accounts=accounts)
-        try:
-            counts = drain(
-                store,
-                CRM_SYNC,
-                owner="test",
-                handle=sync.handle,
-                limits=DrainLimits(idle_grace_seconds=0),
-            )
-        finally:
-            sync.close()
+        counts = run_sync(settings, accounts=accounts)
 
         assert counts["created"] == 1 and counts["retrying"] == 1
         assert lead_row(store, mine.id).crm_sync_status == "synced"
@@ -666,7 +617,7 @@ class TestAccountsAndAttempts:
 
 
 def test_sf07_a_batch_past_the_bulk_threshold_goes_through_bulk_api_2_in_utf8(
-    store, make_settings, sandbox_api, take_in
+    store, make_settings, sandbox_api, take_in, run_sync
 ):
     settings = make_settings(sandbox_crm="salesforce")
     account = account_from_settings(settings)
@@ -683,17 +634,7 @@ def test_sf07_a_batch_past_the_bulk_threshold_goes_through_bulk_api_2_in_utf8(
     ]
     for email, last, company in people:
         take_in(email=email, last_name=last, company=company)
-    sync = CrmSync(store, settings, RUN_ID, accounts=lambda tenant: bulky)
-    try:
-        counts = drain(
-            store,
-            CRM_SYNC,
-            owner="test",
-            handle=sync.handle,
-            limits=DrainLimits(idle_grace_seconds=0),
-        )
-    finally:
-        sync.close()
+    counts = run_sync(settings, accounts=lambda tenant: bulky)
 
     assert counts["created"] == 3
     requests = sandbox_api.get("/_sandbox/salesforce/requests").json()
