@@ -50,7 +50,15 @@ from sqlalchemy import select as sql_select
 
 from bench import machine
 from bench.lead_api import lead, percentile
-from bench.server import LOOPBACK, ServerFailed, free_port, orchestrator_command
+from bench.server import (
+    LOOPBACK,
+    ServerFailed,
+    free_port,
+    orchestrator_command,
+    stop,
+    tail,
+    wait_until_answers,
+)
 from connectors.crm.accounts import CrmAccount, account_from_settings, mapping_file
 from connectors.crm.mapping import load_mapping_document
 from connectors.crm.sync import CrmSync
@@ -122,20 +130,11 @@ STACK_STOP_TIMEOUT_S = 90.0
 ARRIVAL_TIMEOUT_S = 120.0
 ARRIVAL_POLL_S = 0.5
 STOP_TIMEOUT_S = 10.0
-LOG_TAIL_LINES = 30
 RUN_ID = "00000000-0000-0000-0000-00000000b001"
 
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _tail(path: Path) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        return f"(no log: {exc.strerror})"
-    return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 def clean_environment(**settings: str) -> dict[str, str]:
@@ -323,39 +322,18 @@ def sandbox_process(folder: Path) -> Iterator[Sandbox]:
         base_url=f"http://{LOOPBACK}:{port}", timeout=60.0, trust_env=False
     )
     try:
-        deadline = time.monotonic() + SANDBOX_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise ServerFailed(
-                    f"`orchestrator sandbox` exited with {process.returncode}:\n"
-                    f"{_tail(log_path)}"
-                )
-            try:
-                if http.get("/").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServerFailed(
-                    f"the sandbox did not answer within {SANDBOX_START_TIMEOUT_S:.0f}"
-                    f" s:\n{_tail(log_path)}"
-                )
-            time.sleep(0.1)
+        wait_until_answers(
+            process,
+            f"http://{LOOPBACK}:{port}",
+            "/",
+            log_path,
+            name="orchestrator sandbox",
+            timeout=SANDBOX_START_TIMEOUT_S,
+        )
         yield Sandbox(port, http)
     finally:
         http.close()
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_S)
+        stop(process)
 
 
 # Stores --------------------------------------------------------------------------
@@ -869,7 +847,7 @@ def run_workers(
         # Imports and connections first, so the workers start claiming together.
         for process, log_path in zip(processes, logs, strict=True):
             if _read_line(process, SANDBOX_START_TIMEOUT_S) != "ready":
-                raise ServerFailed(f"a worker did not get ready:\n{_tail(log_path)}")
+                raise ServerFailed(f"a worker did not get ready:\n{tail(log_path)}")
         for process in processes:
             assert process.stdin is not None
             process.stdin.write("go\n")
@@ -879,13 +857,13 @@ def run_workers(
             output, _ = process.communicate(timeout=WORKER_TIMEOUT_S)
             if process.returncode != 0:
                 raise ServerFailed(
-                    f"a worker exited with {process.returncode}:\n{_tail(log_path)}"
+                    f"a worker exited with {process.returncode}:\n{tail(log_path)}"
                 )
             results.append(WorkerResult(**json.loads(output.strip().splitlines()[-1])))
         return results
     finally:
         for process in processes:
-            _stop(process)
+            stop(process)
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
@@ -1209,7 +1187,7 @@ def _await_ready(stack: Stack) -> None:
         if stack.process.poll() is not None:
             raise ServerFailed(
                 f"`orchestrator up` exited with {stack.process.returncode}:\n"
-                f"{_tail(stack.log)}"
+                f"{tail(stack.log)}"
             )
         try:
             status = stack.api.get("/api/status").json()
@@ -1222,7 +1200,7 @@ def _await_ready(stack: Stack) -> None:
         time.sleep(0.5)
     raise ServerFailed(
         f"deployments not READY within {STACK_READY_TIMEOUT_S:.0f} s:\n"
-        f"{_tail(stack.log)}"
+        f"{tail(stack.log)}"
     )
 
 
@@ -1834,7 +1812,7 @@ def _latency_part(folder: Path, plan: Plan, results: Results) -> None:
     if code != 0:
         results.problems.append(
             f"`orchestrator up` did not stop cleanly ({results.stack_exit}):\n"
-            f"{_tail(stack.log)}"
+            f"{tail(stack.log)}"
         )
 
 

@@ -190,7 +190,8 @@ def _drop_database(admin_url: str, name: str) -> None:
         )
 
 
-def _tail(path: Path) -> str:
+def tail(path: Path) -> str:
+    """The last lines of a server's log, for the error that says why it failed."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
@@ -230,28 +231,41 @@ def upgrade_store(backend: Backend) -> str:
     return done.stdout.strip()
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+def wait_until_answers(
+    process: subprocess.Popen[bytes],
+    base_url: str,
+    path: str,
+    log: Path,
+    *,
+    name: str,
+    timeout: float = HEALTH_TIMEOUT_S,
+) -> None:
+    """Waits until `path` answers 200, failing with the log's tail if it never does.
+
+    Raises:
+        ServerFailed: `name` exited, or `path` stayed silent for `timeout` s.
+    """
+    deadline = time.monotonic() + timeout
     # trust_env=False: a proxy from the environment must not see loopback traffic.
     with httpx.Client(base_url=base_url, timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise ServerFailed(
-                    f"`orchestrator api` exited with {process.returncode}:\n"
-                    f"{_tail(log)}"
+                    f"`{name}` exited with {process.returncode}:\n{tail(log)}"
                 )
             try:
-                if client.get("/health").status_code == 200:
+                if client.get(path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(HEALTH_POLL_S)
     raise ServerFailed(
-        f"/health did not answer 200 within {HEALTH_TIMEOUT_S:.0f} s:\n{_tail(log)}"
+        f"{path} did not answer 200 within {timeout:.0f} s:\n{tail(log)}"
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stops a server: SIGTERM, then SIGKILL if it does not go in time."""
     if process.poll() is not None:
         return
     process.terminate()
@@ -285,7 +299,9 @@ def api_server(backend: Backend) -> Iterator[Server]:
         )
         try:
             base_url = f"http://{LOOPBACK}:{port}"
-            _wait_healthy(process, base_url, log_path)
+            wait_until_answers(
+                process, base_url, "/health", log_path, name="orchestrator api"
+            )
             yield Server(base_url, command)
         finally:
-            _stop(process)
+            stop(process)

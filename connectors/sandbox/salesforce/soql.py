@@ -203,11 +203,11 @@ class _Parser:
         if self.is_word("offset"):
             self.take()
             offset = int(self.take("number").text)
-        if self.peek() is not None:
-            token = self.peek()
+        token = self.peek()
+        if token is not None:
             raise SoqlError(
                 "MALFORMED_QUERY",
-                f"unexpected token: '{token.text}' at column {token.at + 1}",  # type: ignore[union-attr]
+                f"unexpected token: '{token.text}' at column {token.at + 1}",
             )
         return Query(sobject, fields, where, tuple(order), limit, offset)
 
