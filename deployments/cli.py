@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from deployments.crm_cli import crm, sandbox, sync
+from deployments.email_cli import mailbox
 from deployments.import_cli import import_file
 from deployments.score_cli import score
 from leads.settings import Settings, get_settings
@@ -30,6 +31,7 @@ app.add_typer(score, name="score")
 app.add_typer(crm, name="crm")
 app.command()(sandbox)
 app.command()(sync)
+app.command()(mailbox)
 
 
 def _fail(message: str) -> None:

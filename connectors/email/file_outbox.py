@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -53,6 +54,11 @@ class FileOutbox:
             ) from exc
         logger.info("Wrote %s to the e-mail outbox (%d bytes)", name, len(data))
         return str(message_id)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Nothing to open: each message is a file of its own."""
+        yield
 
     def delivered(self, message_id: str) -> bool:
         """Whether the message with this Message-ID is in the outbox.
