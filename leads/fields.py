@@ -37,6 +37,10 @@ READ_ONLY_FIELDS = frozenset(
         "crm_synced_at",
         "crm_state",
         "crm_account",
+        # Set by unsubscribes, complaints and provider events, never by an edit:
+        # an opt-out is the person's own word (`/u/{token}`, `/api/email/events`).
+        "email_opt_out",
+        "email_state",
         "created_at",
         "updated_at",
         "version",

@@ -192,6 +192,16 @@ class LeadView(BaseModel):
             "opted out, replied."
         ),
     )
+    email_opt_out: bool = Field(
+        False,
+        description="The person unsubscribed from (or complained about) marketing "
+        "e-mail; the CRM's opt-out follows on the next sync.",
+    )
+    email_state: dict[str, Any] = Field(
+        default_factory=dict,
+        description="When e-mail events last happened: `unsubscribed_at`, "
+        "`complained_at`, `bounced_at`, `replied_at`.",
+    )
     custom: dict[str, Any]
     captured_at: datetime | None
     created_at: datetime

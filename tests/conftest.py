@@ -29,12 +29,16 @@ from leads.store.tables import (
     CrmReconciliation,
     CrmSyncTarget,
     DuplicateReview,
+    EmailEvent,
+    EmailSend,
+    EmailSuppression,
     ImportReject,
     Lead,
     LeadImport,
     MatchKey,
     OutboxItem,
     RateBudgetRow,
+    SequencePlan,
     SequenceStep,
     TimelineEvent,
 )
@@ -132,6 +136,10 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
         for table in (
+            SequencePlan,
+            EmailEvent,
+            EmailSend,
+            EmailSuppression,
             CrmAccount,
             CrmReconciliation,
             CrmSyncTarget,

@@ -24,7 +24,8 @@ class Claim:
     tenant_id: str
     topic: str
     key: str
-    lead_id: str
+    # None for work owed to no lead (a one-off e-mail to a bare address).
+    lead_id: str | None
     payload: dict[str, Any]
     generation: int
     attempts: int
@@ -322,11 +323,37 @@ def extend(
     Raises:
         ValueError: `lease` is not positive or `now` is naive.
     """
+    with store.write(held.tenant_id) as scope:
+        return extend_in(scope.session, held, lease, now)
+
+
+def extend_in(
+    session: Session, held: Claim, lease: timedelta, now: datetime | None = None
+) -> bool:
+    """`extend` inside the caller's transaction (one of the claim's tenant)."""
     if lease <= timedelta(0):
         raise ValueError(f"lease must be positive, got {lease}")
     expires = _aware(now) + lease
-    with store.write(held.tenant_id) as scope:
-        return _update_held(scope.session, held, (), {"lease_expires_at": expires})
+    return _update_held(session, held, (), {"lease_expires_at": expires})
+
+
+def reschedule_in(session: Session, held: Claim, at: datetime) -> bool:
+    """Hands the row back, due at `at`, as work that is on time rather than failed.
+
+    For work done in steps (a sequence's next e-mail): the row waits for its
+    next step with its attempts cleared and no error.
+
+    Returns:
+        True when the row was still this claim's and is now `pending`.
+    """
+    return _settle(
+        session,
+        held,
+        status="pending",
+        available_at=_aware(at),
+        attempts=0,
+        last_error=None,
+    )
 
 
 def extend_all(

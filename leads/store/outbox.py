@@ -52,15 +52,34 @@ def enqueue(
 
 
 def enrol(scope: TenantScope, lead: Lead, sequence: str) -> OutboxItem:
-    """Owes the lead its `sequence`, once: an existing enrolment is left as it is."""
+    """Owes the lead its `sequence`, once: an existing enrolment is left as it is.
+
+    The enrolment keeps when it began (delays count from it) and the lead's
+    CRM lifecycle stage then (the `lifecycle_stage_changed` stop condition
+    compares with it).
+    """
     return enqueue(
         scope,
         SEQUENCE_ENROLMENT,
         lead,
-        key=f"{lead.id}:{sequence}",
-        payload={"sequence": sequence},
+        key=enrolment_key(lead.id, sequence),
+        payload=enrolment_payload(lead, sequence),
         requeue=False,
     )
+
+
+def enrolment_key(lead_id: str, sequence: str) -> str:
+    """The outbox key of a lead's enrolment in a sequence."""
+    return f"{lead_id}:{sequence}"
+
+
+def enrolment_payload(lead: Lead, sequence: str) -> dict[str, Any]:
+    """What an enrolment row carries: the sequence, its start, the stage then."""
+    return {
+        "sequence": sequence,
+        "enrolled_at": utcnow().isoformat(),
+        "stage": (lead.crm_state or {}).get("lifecycle_stage"),
+    }
 
 
 def count_by_status(scope: TenantScope) -> dict[str, dict[str, int]]:

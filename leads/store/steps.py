@@ -1,7 +1,9 @@
 """A lead's sequence steps: created once, then moved through their sending states.
 
 Every move is a conditional UPDATE from the states it may start in, so when two
-runs race for one step exactly one of them moves it.
+runs race for one step exactly one of them moves it. Each function works inside
+the caller's write transaction, so a dispatcher can move a step and settle its
+claim in one commit.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from leads.store import timeline
-from leads.store.database import Store, TenantScope
+from leads.store.database import TenantScope
 from leads.store.tables import Lead, SequenceStep, utcnow
 
 
@@ -33,17 +35,43 @@ SENDABLE = (StepStatus.PENDING, StepStatus.FAILED)
 SETTLED = (StepStatus.SENT, StepStatus.UNKNOWN, StepStatus.SKIPPED)
 
 
+def steps_of(
+    scope: TenantScope, lead_id: str, sequence: str
+) -> dict[str, SequenceStep]:
+    """The lead's rows for `sequence`, by step id."""
+    query = scope.select(SequenceStep).where(
+        SequenceStep.lead_id == lead_id, SequenceStep.sequence == sequence
+    )
+    return {row.step_key: row for row in scope.session.scalars(query)}
+
+
 def ensure_step(
-    scope: TenantScope, lead_id: str, sequence: str, step: int, due_at: datetime
+    scope: TenantScope,
+    lead_id: str,
+    sequence: str,
+    step_key: str,
+    *,
+    position: int,
+    template: str,
+    due_at: datetime,
 ) -> SequenceStep:
-    """The lead's row for this step of `sequence`, created `pending` if missing.
+    """The lead's row for step `step_key` of `sequence`, created `pending` if missing.
 
     An existing row is returned as it is, whatever its state and due time.
+
+    Args:
+        scope: the tenant's write transaction.
+        lead_id: the lead.
+        sequence: the sequence's name.
+        step_key: the step's `id` in the configuration.
+        position: where the step stands in the sequence (1-based), for people.
+        template: the step's template, for the timeline.
+        due_at: when the step is due, aware.
     """
     query = scope.select(SequenceStep).where(
         SequenceStep.lead_id == lead_id,
         SequenceStep.sequence == sequence,
-        SequenceStep.step == step,
+        SequenceStep.step_key == step_key,
     )
     row = scope.session.scalars(query).one_or_none()
     if row is not None:
@@ -52,7 +80,9 @@ def ensure_step(
     row = SequenceStep(
         lead_id=lead_id,
         sequence=sequence,
-        step=step,
+        step=position,
+        step_key=step_key,
+        template=template,
         status=StepStatus.PENDING,
         due_at=due_at,
     )
@@ -67,8 +97,7 @@ def ensure_step(
 
 
 def begin_sending(
-    store: Store,
-    tenant_id: str,
+    scope: TenantScope,
     step_id: int,
     *,
     flow_run_id: str | None = None,
@@ -84,24 +113,21 @@ def begin_sending(
         True for the caller who may now send; False when the step was not
         `pending` or `failed` (someone else is sending it, or it is settled).
     """
-    with store.write(tenant_id) as scope:
-        row = _move(
-            scope,
-            step_id,
-            SENDABLE,
-            status=StepStatus.SENDING,
-            flow_run_id=flow_run_id,
-            message_id=message_id,
-        )
+    row = _move(
+        scope,
+        step_id,
+        SENDABLE,
+        status=StepStatus.SENDING,
+        flow_run_id=flow_run_id,
+        message_id=message_id,
+    )
     return row is not None
 
 
 def mark_sent(
-    store: Store,
-    tenant_id: str,
+    scope: TenantScope,
     step_id: int,
     *,
-    template: str,
     message_id: str,
     flow_run_id: str | None,
     now: datetime | None = None,
@@ -114,32 +140,31 @@ def mark_sent(
     Returns:
         True when the step is now `sent`; False when it was in another state.
     """
-    with store.write(tenant_id) as scope:
-        row = _move(
-            scope,
-            step_id,
-            (StepStatus.SENDING, StepStatus.UNKNOWN),
-            status=StepStatus.SENT,
-            sent_at=now or utcnow(),
-            message_id=message_id,
-            flow_run_id=flow_run_id,
-            error=None,
-        )
-        if row is None:
-            return False
-        _record(
-            scope,
-            row,
-            "email.sent",
-            flow_run_id,
-            template=template,
-            message_id=message_id,
-        )
+    row = _move(
+        scope,
+        step_id,
+        (StepStatus.SENDING, StepStatus.UNKNOWN),
+        status=StepStatus.SENT,
+        sent_at=now or utcnow(),
+        message_id=message_id,
+        flow_run_id=flow_run_id,
+        error=None,
+    )
+    if row is None:
+        return False
+    _record(
+        scope,
+        row,
+        "email.sent",
+        flow_run_id,
+        template=row.template,
+        message_id=message_id,
+    )
     return True
 
 
 def park_unknown(
-    store: Store, tenant_id: str, step_id: int, *, flow_run_id: str | None = None
+    scope: TenantScope, step_id: int, *, flow_run_id: str | None = None
 ) -> bool:
     """Parks a step left `sending` by a run that died as `unknown`.
 
@@ -151,47 +176,42 @@ def park_unknown(
     Returns:
         True when the step is now `unknown`; False when it was not `sending`.
     """
-    with store.write(tenant_id) as scope:
-        row = _move(
-            scope,
-            step_id,
-            (StepStatus.SENDING,),
-            status=StepStatus.UNKNOWN,
-            error="its sender stopped while sending; whether it went out is unknown",
-        )
-        if row is None:
-            return False
-        _record(
-            scope,
-            row,
-            "email.unknown",
-            flow_run_id,
-            sending_flow_run_id=row.flow_run_id,
-        )
+    row = _move(
+        scope,
+        step_id,
+        (StepStatus.SENDING,),
+        status=StepStatus.UNKNOWN,
+        error="its sender stopped while sending; whether it went out is unknown",
+    )
+    if row is None:
+        return False
+    _record(
+        scope,
+        row,
+        "email.unknown",
+        flow_run_id,
+        sending_flow_run_id=row.flow_run_id,
+    )
     return True
 
 
 def mark_skipped(
-    store: Store,
-    tenant_id: str,
+    scope: TenantScope,
     step_id: int,
     *,
     reason: str,
     flow_run_id: str | None = None,
 ) -> bool:
-    """Settles a step that will not be sent (`missing_email`, …) as `skipped`.
+    """Settles a step that will not be sent (`unsubscribed`, …) as `skipped`.
 
     Returns:
         True when the step is now `skipped`; False when it was not sendable.
     """
-    return _close(
-        store, tenant_id, step_id, SENDABLE, StepStatus.SKIPPED, reason, flow_run_id
-    )
+    return _close(scope, step_id, SENDABLE, StepStatus.SKIPPED, reason, flow_run_id)
 
 
 def mark_failed(
-    store: Store,
-    tenant_id: str,
+    scope: TenantScope,
     step_id: int,
     *,
     reason: str,
@@ -206,8 +226,7 @@ def mark_failed(
         True when the step is now `failed`; False when it was sent or settled.
     """
     return _close(
-        store,
-        tenant_id,
+        scope,
         step_id,
         (*SENDABLE, StepStatus.SENDING),
         StepStatus.FAILED,
@@ -217,8 +236,7 @@ def mark_failed(
 
 
 def _close(
-    store: Store,
-    tenant_id: str,
+    scope: TenantScope,
     step_id: int,
     allowed: tuple[StepStatus, ...],
     status: StepStatus,
@@ -226,24 +244,21 @@ def _close(
     flow_run_id: str | None,
 ) -> bool:
     """Ends a step unsent (`skipped`, `failed`) with its reason on the timeline."""
-    with store.write(tenant_id) as scope:
-        row = _move(
-            scope,
-            step_id,
-            allowed,
-            status=status,
-            flow_run_id=flow_run_id,
-            error=reason,
-        )
-        if row is None:
-            return False
-        _record(scope, row, f"email.{status.value}", flow_run_id, reason=reason)
+    row = _move(
+        scope,
+        step_id,
+        allowed,
+        status=status,
+        flow_run_id=flow_run_id,
+        error=reason,
+    )
+    if row is None:
+        return False
+    _record(scope, row, f"email.{status.value}", flow_run_id, reason=reason)
     return True
 
 
-def revert_to_pending(
-    store: Store, tenant_id: str, step_id: int, *, error: str
-) -> bool:
+def revert_to_pending(scope: TenantScope, step_id: int, *, error: str) -> bool:
     """Puts a `sending` step back to `pending` when its send provably did not happen.
 
     For failures before anything left this machine (the outbox file could not
@@ -252,15 +267,19 @@ def revert_to_pending(
     Returns:
         True when the step is `pending` again; False when it was not `sending`.
     """
-    with store.write(tenant_id) as scope:
-        row = _move(
-            scope,
-            step_id,
-            (StepStatus.SENDING,),
-            status=StepStatus.PENDING,
-            error=error,
-        )
+    row = _move(
+        scope,
+        step_id,
+        (StepStatus.SENDING,),
+        status=StepStatus.PENDING,
+        error=error,
+    )
     return row is not None
+
+
+def reschedule(scope: TenantScope, step_id: int, due_at: datetime) -> None:
+    """Moves a step not yet sent to a new due time (a delay or window changed)."""
+    _move(scope, step_id, SENDABLE, due_at=due_at)
 
 
 def _move(
@@ -297,6 +316,11 @@ def _record(
         lead,
         kind,
         source=f"sequence:{row.sequence}",
-        detail={"sequence": row.sequence, "step": row.step, **detail},
+        detail={
+            "sequence": row.sequence,
+            "step": row.step,
+            "step_id": row.step_key,
+            **detail,
+        },
         flow_run_id=flow_run_id,
     )

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -22,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
-from leads import matching
+from leads import clock, matching
 
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
@@ -30,8 +31,8 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    """The current time, aware and in UTC."""
-    return datetime.now(UTC)
+    """The current time, aware and in UTC, by the process's clock (`leads.clock`)."""
+    return clock.now()
 
 
 def new_id() -> str:
@@ -119,6 +120,13 @@ class Lead(Base):
     # `lifecycle_stage`, `opted_out`, `replied_at`, `status` (the e-mail stop
     # conditions read it).
     crm_state: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    # The person asked for no more marketing e-mail (an unsubscribe or a spam
+    # complaint); the CRM's opt-out field follows on the next sync.
+    email_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When e-mail events last happened to this lead, as ISO times:
+    # `unsubscribed_at`, `complained_at`, `bounced_at`, `replied_at` (the
+    # sequences' stop conditions read it).
+    email_state: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     custom: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
     captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -173,7 +181,8 @@ class OutboxItem(Base):
     tenant_id: Mapped[str] = mapped_column(String(64))
     topic: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(255))
-    lead_id: Mapped[str] = mapped_column(
+    # None only for work owed to no lead: a one-off e-mail to a bare address.
+    lead_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("leads.id", ondelete="CASCADE")
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
@@ -204,8 +213,14 @@ class SequenceStep(Base):
         # Led by lead_id so that the index also serves the foreign key: deleting
         # a lead finds its steps without scanning the table.
         UniqueConstraint(
-            "lead_id", "sequence", "step", "tenant_id", name="uq_sequence_steps_step"
+            "lead_id",
+            "sequence",
+            "step_key",
+            "tenant_id",
+            name="uq_sequence_steps_key",
         ),
+        # Provider events name the message they are about.
+        Index("ix_sequence_steps_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -214,8 +229,12 @@ class SequenceStep(Base):
         String(36), ForeignKey("leads.id", ondelete="CASCADE")
     )
     sequence: Mapped[str] = mapped_column(String(64))
-    # 1-based, in the order the sequence's configuration lists them.
+    # 1-based, where the step stood in the sequence when its row was made.
     step: Mapped[int] = mapped_column(Integer)
+    # The step's `id` in the configuration: what "already had this step" is
+    # judged by, so reordering or inserting steps never re-sends one.
+    step_key: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -408,3 +427,117 @@ class RateBudgetRow(Base):
     daily_remaining: Mapped[int | None] = mapped_column(Integer)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class EmailSend(Base):
+    """A one-off e-mail (`POST /api/email/send`) and how far it got.
+
+    Its sending states are those of a sequence step: `pending` → `sending` →
+    `sent`, or `unknown`, `failed`, `refused` (suppressed at send time). The
+    outbox row that carries it has the same id as its key.
+    """
+
+    __tablename__ = "email_sends"
+    __table_args__ = (
+        UniqueConstraint(
+            "idempotency_key", "tenant_id", name="uq_email_sends_idempotency"
+        ),
+        Index("ix_email_sends_lead", "lead_id"),
+        Index("ix_email_sends_message_id", "message_id"),
+        Index("ix_email_sends_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    lead_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("leads.id", ondelete="CASCADE")
+    )
+    # Only for a send to a bare address; a lead's address is read at send time.
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    category: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str | None] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str | None] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+
+class EmailSuppression(Base):
+    """An address no more e-mail of a category goes to, and why.
+
+    Kept by a hash of the normalised address, so it outlives the person's
+    erasure without keeping the address. `scope` is `marketing` (an
+    unsubscribe, a complaint) or `all` (a hard bounce: the mailbox is gone).
+    """
+
+    __tablename__ = "email_suppressions"
+    __table_args__ = (
+        UniqueConstraint(
+            "address_hash", "tenant_id", "reason", name="uq_email_suppressions"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(16))
+    # No foreign key: the entry outlives the lead it was made for.
+    lead_id: Mapped[str | None] = mapped_column(String(36))
+    source: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmailEvent(Base):
+    """A delivery event a provider reported (`POST /api/email/events`), once.
+
+    The provider's event id is unique per tenant, so a callback delivered
+    again is recorded once and applied once.
+    """
+
+    __tablename__ = "email_events"
+    __table_args__ = (
+        UniqueConstraint("event_id", "tenant_id", name="uq_email_events_event"),
+        Index("ix_email_events_lead", "lead_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    lead_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("leads.id", ondelete="CASCADE")
+    )
+    address_hash: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # `applied`, or why not (`no_such_recipient`, `older_than_state`, …).
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+
+
+class SequencePlan(Base):
+    """The configuration a sequence was last dispatched with, as a fingerprint.
+
+    When `config/sequences.yaml` changes a sequence, the dispatcher wakes every
+    enrolment waiting in it, so new delays and windows apply from the next run
+    rather than at the time the old configuration had set.
+    """
+
+    __tablename__ = "sequence_plans"
+
+    sequence: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )

@@ -77,7 +77,7 @@ class TestClaiming:
         )
 
         assert enrolment.key == f"{lead.id}:welcome_sequence"
-        assert enrolment.payload == {"sequence": "welcome_sequence"}
+        assert enrolment.payload["sequence"] == "welcome_sequence"
 
     def test_takes_rows_of_every_tenant_and_says_whose_they_are(self, store):
         take(store, {"email": "a@example.com"}, tenant="acme")

@@ -31,7 +31,7 @@ def test_changes_bump_one_crm_sync_row(store):
     (sync,) = rows(store, outbox.CRM_SYNC)
     assert (sync.status, sync.generation) == ("pending", 3)
     (enrolment,) = rows(store, outbox.SEQUENCE_ENROLMENT)
-    assert enrolment.payload == {"sequence": "welcome_sequence"}
+    assert enrolment.payload["sequence"] == "welcome_sequence"
     assert enrolment.generation == 1, "an update never enrols twice"
 
 

@@ -35,7 +35,21 @@ def new_lead(store, email="a@example.com", tenant="default"):
 
 def new_step(store, lead, tenant="default") -> int:
     with store.write(tenant) as scope:
-        return ensure_step(scope, lead.id, "welcome_sequence", 1, DUE).id
+        return ensure_step(
+            scope,
+            lead.id,
+            "welcome_sequence",
+            "welcome_1",
+            position=1,
+            template="welcome_1",
+            due_at=DUE,
+        ).id
+
+
+def moved(store, tenant, move, *args, **options):
+    """Runs one step move in its own write transaction, as a dispatcher would."""
+    with store.write(tenant) as scope:
+        return move(scope, *args, **options)
 
 
 def step(store, step_id) -> SequenceStep:
@@ -92,7 +106,7 @@ class TestEnsureStep:
         theirs = new_step(store, new_lead(store, tenant="acme"), tenant="acme")
 
         assert ours != theirs
-        assert begin_sending(store, "acme", ours) is False
+        assert moved(store, "acme", begin_sending, ours) is False
         assert step(store, ours).status == "pending"
 
 
@@ -103,7 +117,9 @@ class TestBeginSending:
 
         def race(n: int) -> bool:
             start.wait()
-            return begin_sending(store, "default", step_id, flow_run_id=f"run-{n}")
+            return moved(
+                store, "default", begin_sending, step_id, flow_run_id=f"run-{n}"
+            )
 
         with ThreadPoolExecutor(8) as pool:
             outcomes = list(pool.map(race, range(8)))
@@ -115,28 +131,28 @@ class TestBeginSending:
 
     def test_a_failed_step_may_be_sent_again(self, store):
         step_id = new_step(store, new_lead(store))
-        mark_failed(store, "default", step_id, reason="template broken")
+        moved(store, "default", mark_failed, step_id, reason="template broken")
 
-        assert begin_sending(store, "default", step_id) is True
+        assert moved(store, "default", begin_sending, step_id) is True
         assert step(store, step_id).status == "sending"
 
     def test_settled_steps_are_never_sent_again(self, store):
         lead = new_lead(store)
         step_id = new_step(store, lead)
-        begin_sending(store, "default", step_id)
-        mark_sent(
+        moved(store, "default", begin_sending, step_id)
+        moved(
             store,
             "default",
+            mark_sent,
             step_id,
-            template="welcome_1",
             message_id="<1@localhost>",
             flow_run_id=RUN,
         )
 
-        assert begin_sending(store, "default", step_id) is False
-        assert mark_skipped(store, "default", step_id, reason="x") is False
-        assert mark_failed(store, "default", step_id, reason="x") is False
-        assert revert_to_pending(store, "default", step_id, error="x") is False
+        assert moved(store, "default", begin_sending, step_id) is False
+        assert moved(store, "default", mark_skipped, step_id, reason="x") is False
+        assert moved(store, "default", mark_failed, step_id, reason="x") is False
+        assert moved(store, "default", revert_to_pending, step_id, error="x") is False
         assert step(store, step_id).status == "sent"
 
 
@@ -144,13 +160,13 @@ class TestOutcomes:
     def test_mark_sent_records_the_message_and_an_email_sent_event(self, store):
         lead = new_lead(store)
         step_id = new_step(store, lead)
-        begin_sending(store, "default", step_id, flow_run_id=RUN)
+        moved(store, "default", begin_sending, step_id, flow_run_id=RUN)
 
-        assert mark_sent(
+        assert moved(
             store,
             "default",
+            mark_sent,
             step_id,
-            template="welcome_1",
             message_id="<1@localhost>",
             flow_run_id=RUN,
             now=DUE,
@@ -171,6 +187,7 @@ class TestOutcomes:
         assert event.detail == {
             "sequence": "welcome_sequence",
             "step": 1,
+            "step_id": "welcome_1",
             "template": "welcome_1",
             "message_id": "<1@localhost>",
         }
@@ -178,11 +195,11 @@ class TestOutcomes:
     def test_mark_sent_needs_the_step_to_be_sending(self, store):
         step_id = new_step(store, new_lead(store))
 
-        sent = mark_sent(
+        sent = moved(
             store,
             "default",
+            mark_sent,
             step_id,
-            template="welcome_1",
             message_id="<1@localhost>",
             flow_run_id=RUN,
         )
@@ -193,34 +210,35 @@ class TestOutcomes:
     def test_a_step_found_sending_becomes_unknown_and_stays_unsent(self, store):
         lead = new_lead(store)
         step_id = new_step(store, lead)
-        begin_sending(store, "default", step_id, flow_run_id="dead-run")
+        moved(store, "default", begin_sending, step_id, flow_run_id="dead-run")
 
-        assert park_unknown(store, "default", step_id, flow_run_id=RUN) is True
+        assert moved(store, "default", park_unknown, step_id, flow_run_id=RUN) is True
 
         parked = step(store, step_id)
         assert (parked.status, parked.flow_run_id) == ("unknown", "dead-run")
         assert parked.error
-        assert begin_sending(store, "default", step_id) is False
-        assert park_unknown(store, "default", step_id) is False
+        assert moved(store, "default", begin_sending, step_id) is False
+        assert moved(store, "default", park_unknown, step_id) is False
         (event,) = email_events(store, lead)
         assert (event.kind, event.flow_run_id) == ("email.unknown", RUN)
         assert event.detail == {
             "sequence": "welcome_sequence",
             "step": 1,
+            "step_id": "welcome_1",
             "sending_flow_run_id": "dead-run",
         }
 
     def test_a_late_sender_turns_unknown_into_sent(self, store):
         lead = new_lead(store)
         step_id = new_step(store, lead)
-        begin_sending(store, "default", step_id, flow_run_id="slow-run")
-        park_unknown(store, "default", step_id, flow_run_id=RUN)
+        moved(store, "default", begin_sending, step_id, flow_run_id="slow-run")
+        moved(store, "default", park_unknown, step_id, flow_run_id=RUN)
 
-        assert mark_sent(
+        assert moved(
             store,
             "default",
+            mark_sent,
             step_id,
-            template="welcome_1",
             message_id="<1@localhost>",
             flow_run_id="slow-run",
         )
@@ -233,8 +251,13 @@ class TestOutcomes:
         lead = new_lead(store)
         step_id = new_step(store, lead)
 
-        assert mark_skipped(
-            store, "default", step_id, reason="missing_email", flow_run_id=RUN
+        assert moved(
+            store,
+            "default",
+            mark_skipped,
+            step_id,
+            reason="missing_email",
+            flow_run_id=RUN,
         )
 
         skipped = step(store, step_id)
@@ -247,7 +270,7 @@ class TestOutcomes:
         lead = new_lead(store)
         step_id = new_step(store, lead)
 
-        assert mark_failed(store, "default", step_id, reason="no template")
+        assert moved(store, "default", mark_failed, step_id, reason="no template")
 
         assert step(store, step_id).status == StepStatus.FAILED
         (event,) = email_events(store, lead)
@@ -256,13 +279,16 @@ class TestOutcomes:
     def test_revert_to_pending_only_undoes_sending(self, store):
         step_id = new_step(store, new_lead(store))
 
-        assert revert_to_pending(store, "default", step_id, error="x") is False
-        begin_sending(store, "default", step_id)
-        assert revert_to_pending(store, "default", step_id, error="disk full") is True
+        assert moved(store, "default", revert_to_pending, step_id, error="x") is False
+        moved(store, "default", begin_sending, step_id)
+        assert (
+            moved(store, "default", revert_to_pending, step_id, error="disk full")
+            is True
+        )
 
         reverted = step(store, step_id)
         assert (reverted.status, reverted.error) == ("pending", "disk full")
-        assert begin_sending(store, "default", step_id) is True
+        assert moved(store, "default", begin_sending, step_id) is True
 
     def test_deleting_a_lead_deletes_its_steps(self, store):
         lead = new_lead(store)

@@ -1,0 +1,103 @@
+"""What e-mail a lead is owed and has had: its enrolments, their steps, one-offs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from leads.store.database import TenantScope
+from leads.store.outbox import SEQUENCE_ENROLMENT
+from leads.store.tables import EmailSend, OutboxItem, SequenceStep
+
+
+@dataclass(frozen=True)
+class StepState:
+    """One step the lead has a row for, and how it ended (or when it is due)."""
+
+    id: str
+    position: int
+    template: str | None
+    status: str
+    reason: str | None
+    due_at: datetime
+    sent_at: datetime | None
+    message_id: str | None
+    flow_run_id: str | None
+
+    @property
+    def outcome(self) -> str:
+        """`sent`, `pending`, `skipped_<reason>`, `failed`, `unknown`, …"""
+        if self.status == "skipped" and self.reason:
+            return f"skipped_{self.reason}"
+        return self.status
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """The lead's place in one sequence.
+
+    `status` is `active` (a step is owed; the dispatcher looks again at
+    `next_check_at`), `finished`, `stopped` (a stop condition skipped the rest)
+    or `parked` (a step failed and waits for a person).
+    """
+
+    sequence: str
+    status: str
+    enrolled_at: str | None
+    next_check_at: datetime | None
+    last_error: str | None
+    steps: list[StepState] = field(default_factory=list)
+
+
+def email_history(
+    scope: TenantScope, lead_id: str
+) -> tuple[list[Enrolment], list[EmailSend]]:
+    """The lead's enrolments (oldest first, each with its steps) and one-off sends."""
+    rows = scope.session.scalars(
+        scope.select(OutboxItem)
+        .where(OutboxItem.lead_id == lead_id, OutboxItem.topic == SEQUENCE_ENROLMENT)
+        .order_by(OutboxItem.id)
+    )
+    steps = scope.session.scalars(
+        scope.select(SequenceStep)
+        .where(SequenceStep.lead_id == lead_id)
+        .order_by(SequenceStep.step, SequenceStep.id)
+    ).all()
+    enrolments = []
+    for row in rows:
+        sequence = str(row.payload.get("sequence"))
+        states = [_state(step) for step in steps if step.sequence == sequence]
+        status = {"pending": "active", "claimed": "active"}.get(row.status, row.status)
+        if status == "done":
+            stopped = any(state.status == "skipped" for state in states)
+            status = "stopped" if stopped else "finished"
+        enrolments.append(
+            Enrolment(
+                sequence=sequence,
+                status=status,
+                enrolled_at=row.payload.get("enrolled_at"),
+                next_check_at=row.available_at if status == "active" else None,
+                last_error=row.last_error,
+                steps=states,
+            )
+        )
+    sends = scope.session.scalars(
+        scope.select(EmailSend)
+        .where(EmailSend.lead_id == lead_id)
+        .order_by(EmailSend.created_at)
+    ).all()
+    return enrolments, list(sends)
+
+
+def _state(step: SequenceStep) -> StepState:
+    return StepState(
+        id=step.step_key,
+        position=step.step,
+        template=step.template,
+        status=step.status,
+        reason=step.error if step.status in ("skipped", "failed", "unknown") else None,
+        due_at=step.due_at,
+        sent_at=step.sent_at,
+        message_id=step.message_id,
+        flow_run_id=step.flow_run_id,
+    )
