@@ -1,7 +1,8 @@
-"""The sequence dispatcher: sends every due sequence step, each at most once."""
+"""The e-mail dispatcher: due sequence steps and one-off e-mails, each at most once."""
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from typing import Annotated
 
@@ -9,87 +10,126 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from connectors.email.file_outbox import FileOutbox
+from connectors.email.backends import outbox_from_settings
 from connectors.email.templates import TemplateRenderer
+from leads.email_sends import EMAIL_SEND
 from leads.sequences import load_sequences
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import SEQUENCE_ENROLMENT
+from leads.store.sequence_plans import wake_changed
 from leads.store.statistics import refresh_statistics
+from leads.unsubscribe import lead_link_maker
 from tasks.drain import DrainLimits, drain
-from tasks.sequence_steps import send_sequence_steps
+from tasks.one_off_sends import send_one_offs
+from tasks.sequence_steps import DispatchContext, send_sequence_steps
 
 
 @flow(name="sequence-dispatcher", log_prints=False)
 def dispatch_sequence(
-    sequence: str = "welcome_sequence",
+    sequence: str | None = None,
     lead_id: str | None = None,
     batch_size: Annotated[int, Field(ge=1, le=500)] = 50,
     idle_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 3.0,
 ) -> dict[str, int]:
-    """Drains the sequence-enrolment outbox until it stays empty for a grace period.
+    """Sends queued one-off e-mails and every due sequence step, until none is left.
 
+    The sequence-enrolment outbox is drained until it stays empty for a grace
+    period; one-off e-mails (`POST /api/email/send`) are sent before and after.
     Guarantees: each (lead, sequence, step) is sent at most once, also when runs
-    overlap or a run dies mid-send (its step is parked as `unknown`, never sent
-    again on its own). A claim whose run died returns to the queue when its
-    lease expires. With `lead_id`, only that lead's steps are sent.
+    overlap, when missed schedules catch up, or when a run dies mid-send (its
+    step is parked as `unknown`, never sent again on its own). A claim whose run
+    died returns to the queue when its lease expires. Steps wait for their
+    delay and send window in the lead's time zone; stop conditions and the
+    suppression list are checked just before each send.
 
     Args:
-        sequence: the sequence this run is for, in its logs and artifact. Every
-            enrolment today is in `welcome_sequence`, so claims are not filtered
-            by it yet. TODO(#6): filter claims by sequence once there are several.
+        sequence: the sequence a run started by name is for (its deployment's),
+            checked to exist and named in the logs and artifact. Every due
+            enrolment is handled whatever its sequence: one drain keeps one
+            relay connection and one pass over the outbox.
         lead_id: one lead's steps only (on-demand runs); None drains all.
         batch_size: rows claimed per batch.
         idle_grace_seconds: how long to keep polling once nothing is due.
 
     Returns:
-        Counts by outcome (`sent`, `skipped`, `unknown`, `failed`, `requeued`).
+        Counts by outcome (`sent`, `waiting`, `stopped`, `finished`, `unknown`,
+        `failed`, `bounced`, `requeued`, …); one-offs' as `one_off_<outcome>`.
     """
     logger = get_run_logger()
     settings = get_settings()
-    if settings.email_backend != "file":
-        # TODO(#6): the SMTP backend; until then refuse rather than pretend.
-        raise NotImplementedError(
-            f"ORCH_EMAIL_BACKEND={settings.email_backend} is not built yet; "
-            "use `file` (messages land in the data dir's outbox folder)"
-        )
     sequences = load_sequences(settings.config_dir / "sequences.yaml")
-    if sequence not in sequences:
+    if sequence is not None and sequence not in sequences:
         raise ValueError(
             f"no sequence {sequence!r} in sequences.yaml; known: {', '.join(sequences)}"
         )
     store = Store(settings.store_url)
     run_id = str(runtime.flow_run.id)
-    context = {
-        "sequences": sequences,
-        "renderer": TemplateRenderer(settings.config_dir / "templates"),
-        "outbox": FileOutbox(settings.email_outbox_dir),
+    context = DispatchContext(
+        sequences=sequences,
+        renderer=TemplateRenderer(settings.config_dir / "templates"),
+        outbox=outbox_from_settings(settings),
+        sender_address=settings.email_from,
+        flow_run_id=run_id,
+        default_timezone=settings.default_timezone,
+        unsubscribe_link=lead_link_maker(settings),
+    )
+
+    one_offs = {
+        "renderer": context.renderer,
+        "outbox": context.outbox,
         "sender_address": settings.email_from,
         "flow_run_id": run_id,
+        "settings": settings,
     }
-
+    totals: Counter[str] = Counter()
     try:
         # This flow runs every minute: the place to keep PostgreSQL's planner
         # statistics fresh for stores fed one lead at a time (batches do it
         # themselves) where autovacuum is off or behind.
         refresh_statistics(store)
-        totals = drain(
+        woken = wake_changed(store, sequences)
+        if woken:
+            logger.info("sequences changed; enrolments woken: %s", woken)
+
+        # One-offs first and again at the end: someone asked for each just now.
+        # They share the run (and its relay connection per batch) with the
+        # sequences rather than start a process of their own on every signal.
+        send_queued = partial(
+            drain,
             store,
-            SEQUENCE_ENROLMENT,
+            EMAIL_SEND,
             owner=run_id,
-            handle=partial(send_sequence_steps, store=store, context=context),
-            limits=DrainLimits(
-                batch_size=batch_size, idle_grace_seconds=idle_grace_seconds
-            ),
+            handle=partial(send_one_offs, store=store, context=one_offs),
+            limits=DrainLimits(batch_size=batch_size, idle_grace_seconds=0),
             lead_id=lead_id,
         )
+        totals.update(_prefixed("one_off", send_queued()))
+        totals.update(
+            drain(
+                store,
+                SEQUENCE_ENROLMENT,
+                owner=run_id,
+                handle=partial(send_sequence_steps, store=store, context=context),
+                limits=DrainLimits(
+                    batch_size=batch_size, idle_grace_seconds=idle_grace_seconds
+                ),
+                lead_id=lead_id,
+            )
+        )
+        totals.update(_prefixed("one_off", send_queued()))
     finally:
         store.dispose()
 
-    logger.info("dispatched %s: %s", sequence, totals or "nothing due")
+    label = sequence or "every sequence"
+    logger.info("dispatched %s: %s", label, dict(totals) or "nothing due")
     create_table_artifact(
         key="sequence-dispatch-summary",
         table=[{"outcome": k, "count": v} for k, v in sorted(totals.items())],
-        description=f"What this run of {sequence} did (counts only).",
+        description=f"What this run of {label} did (counts only).",
     )
-    return totals
+    return dict(totals)
+
+
+def _prefixed(prefix: str, counts: dict[str, int]) -> dict[str, int]:
+    return {f"{prefix}_{outcome}": count for outcome, count in counts.items()}

@@ -27,6 +27,7 @@ from leads.postcodes import ZIP_ZERO_PADDED, may_be_padded
 from leads.store import match_keys, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.leads import find_by_email
+from leads.sequences import enrolling
 from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
 
 # Warnings and flags the store derives from the lead itself, recomputed on
@@ -39,7 +40,6 @@ DERIVED_WARNINGS = (
     UNKNOWN_COUNTRY,
 )
 DERIVED_FLAGS = (FREE_MAIL,)
-WELCOME_SEQUENCE = "welcome_sequence"
 
 
 def jsonable(value: Any) -> Any:
@@ -193,10 +193,10 @@ def commit_change(
 ) -> None:
     """Records a create or a change on the timeline and owes the lead its follow-ups.
 
-    A lead with an e-mail is enrolled in the welcome sequence once, whether it
-    came with the address or gained it later (a phone-only lead given an
-    e-mail); any new or changed lead is owed a CRM sync (one row per lead, made
-    due again).
+    The lead enters each sequence whose enrolment rules admit it, once, whether
+    it qualified when it came in or later (a phone-only lead given an e-mail, a
+    score that rose); any new or changed lead is owed a CRM sync (one row per
+    lead, made due again).
     """
     warnings = derive_warnings(lead)
     if warnings != lead.warnings:
@@ -211,9 +211,8 @@ def commit_change(
     # The CRM's copy is behind until the change is written (its crm_id stays).
     lead.crm_sync_status = "pending"
     lead.crm_sync_reason = None
-    if lead.email:
-        # TODO(#6): enrolment rules from config (score, source) instead of all.
-        outbox.enrol(scope, lead, WELCOME_SEQUENCE)
+    for sequence in enrolling(rulebook.sequences(), lead, channel):
+        outbox.enrol(scope, lead, sequence)
 
 
 def commit_creations(
@@ -239,6 +238,7 @@ def commit_creations(
         keys: each lead's blocking keys where the caller has them already.
     """
     now = utcnow()
+    sequences = rulebook.sequences()
     lead_rows, events, owed = [], [], []
     for lead, detail in zip(leads, details, strict=True):
         lead.tenant_id = scope.tenant_id
@@ -260,9 +260,9 @@ def commit_creations(
             }
         )
         owed.append(_owed(scope, lead, outbox.CRM_SYNC, lead.id, {}, now))
-        if lead.email:
-            key = f"{lead.id}:{WELCOME_SEQUENCE}"
-            payload = {"sequence": WELCOME_SEQUENCE}
+        for sequence in enrolling(sequences, lead, channel):
+            key = outbox.enrolment_key(lead.id, sequence)
+            payload = outbox.enrolment_payload(lead, sequence)
             owed.append(
                 _owed(scope, lead, outbox.SEQUENCE_ENROLMENT, key, payload, now)
             )

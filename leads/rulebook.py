@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 from leads.fuzzy import MatchRules, RulesError, load_rules
 from leads.scoring import Scorer, ScoringError, list_versions, load_scorer
+from leads.sequences import Sequence, SequenceConfigError, load_sequences
 from leads.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 RECHECK_SECONDS = 2.0
 MATCHING_FILE = "matching.yaml"
 SCORING_FILE = "scoring.yaml"
+SEQUENCES_FILE = "sequences.yaml"
 
 T = TypeVar("T")
 
@@ -119,13 +121,27 @@ def _load_matching() -> MatchRules | None:
     return load_rules(path) if path.is_file() else None
 
 
+def _sequences_stamp() -> object:
+    config_dir, _ = _folders()
+    return (config_dir, _file_stamp(config_dir / SEQUENCES_FILE))
+
+
+def _load_sequences() -> dict[str, Sequence]:
+    config_dir, _ = _folders()
+    path = config_dir / SEQUENCES_FILE
+    return load_sequences(path) if path.is_file() else {}
+
+
 _scorer = _Reloading(_scoring_stamp, _load_scorer, (ScoringError, OSError))
 _matching = _Reloading(_matching_stamp, _load_matching, (RulesError, OSError))
+_sequences = _Reloading(
+    _sequences_stamp, _load_sequences, (SequenceConfigError, OSError)
+)
 
 
 def forget() -> None:
     """Drops what was loaded, so the next call reads the files again."""
-    for reloading in (_scorer, _matching):
+    for reloading in (_scorer, _matching, _sequences):
         reloading.forget()
 
 
@@ -137,3 +153,8 @@ def scorer() -> Scorer | None:
 def matching_rules() -> MatchRules | None:
     """The fuzzy matching rules; None without a `matching.yaml` (exact keys only)."""
     return _matching.get()
+
+
+def sequences() -> dict[str, Sequence]:
+    """The e-mail sequences; none without a `sequences.yaml` (nobody is enrolled)."""
+    return _sequences.get() or {}

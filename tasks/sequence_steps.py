@@ -1,28 +1,52 @@
-"""Sending claimed sequence enrolments their due step, each e-mail at most once.
+"""Sending claimed sequence enrolments their due steps, each e-mail at most once.
 
-`dispatch_claims` does the work and needs no Prefect server; `send_sequence_steps`
-is the task the dispatcher flow runs it as.
+One outbox row per (lead, sequence) is the enrolment. Its `available_at` is
+when the dispatcher should look at it next: each visit works out the lead's
+current step from its step rows and the sequence as configured now, checks the
+stop conditions and the suppression list, and then sends the step, waits for
+its due time, or ends the sequence. `dispatch_claims` does the work and needs
+no Prefect server; `send_sequence_steps` is the task the dispatcher flow runs
+it as.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any, Protocol
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import update
 
-from connectors.email.errors import EmailDeliveryError, EmailRenderError
+from connectors.email.backends import Outbox
+from connectors.email.errors import (
+    EmailAuthenticationError,
+    EmailDeliveryError,
+    EmailOutcomeUnknownError,
+    EmailRejectedError,
+    EmailRenderError,
+)
 from connectors.email.messages import build_message, parse_sender
 from connectors.email.templates import TemplateRenderer
-from leads.sequences import Sequence
-from leads.store import Store
-from leads.store.claims import Claim, complete, extend, park, release
+from leads import clock, suppression
+from leads.email_sends import template_fields
+from leads.local_time import lead_zone, schedule_step
+from leads.sequences import FieldCondition, Sequence, Step
+from leads.store import Store, timeline
+from leads.store.claims import (
+    Claim,
+    extend_in,
+    finish_in,
+    park,
+    release_in,
+    reschedule_in,
+)
+from leads.store.database import TenantScope
 from leads.store.outbox import SEQUENCE_ENROLMENT
 from leads.store.steps import (
     SETTLED,
@@ -33,69 +57,56 @@ from leads.store.steps import (
     mark_sent,
     mark_skipped,
     park_unknown,
+    reschedule,
     revert_to_pending,
+    steps_of,
 )
-from leads.store.tables import Lead, utcnow
+from leads.store.tables import Lead, OutboxItem, SequenceStep
 
 logger = logging.getLogger(__name__)
 
 # A message the outbox could not take is tried again this much later.
 RETRY_DELAY = timedelta(minutes=1)
 DEFAULT_LEASE = timedelta(seconds=60)
-# Enrolment sends step 1. TODO(#6): later steps, their delays and send windows.
-FIRST_STEP = 1
-# What a template may read of a lead: the person's own details, never the
-# store's bookkeeping (tenant, CRM state, score) or free-text internal notes.
-TEMPLATE_FIELDS = (
-    "email",
-    "email_display",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "website",
-    "phone",
-    "street",
-    "city",
-    "state",
-    "postal_code",
-    "country",
-    "timezone",
-    "source",
-    "custom",
-)
 
 
-class Outbox(Protocol):
-    """Where finished messages go: `.eml` files, an SMTP relay."""
+@dataclass(frozen=True)
+class DispatchContext:
+    """What sending needs besides the store: configuration and the way out.
 
-    def send(self, message: EmailMessage) -> str:
-        """Hands the message over and returns its Message-ID.
+    `unsubscribe_link(tenant_id, lead_id)` makes a lead's signed one-click
+    unsubscribe address; marketing messages carry it in their body and their
+    `List-Unsubscribe` header.
+    """
 
-        Raises:
-            EmailDeliveryError: the message was not handed over; it may be tried
-                again.
-        """
-        ...
-
-    def delivered(self, message_id: str) -> bool | None:
-        """Whether that message was handed over; None when this outbox cannot tell."""
-        ...
+    sequences: Mapping[str, Sequence]
+    renderer: TemplateRenderer
+    outbox: Outbox
+    sender_address: str
+    flow_run_id: str | None = None
+    default_timezone: str = "UTC"
+    unsubscribe_link: Callable[[str, str], str] | None = None
+    lease: timedelta = DEFAULT_LEASE
 
 
 @dataclass(frozen=True)
 class DispatchSummary:
-    """How a batch of claims ended, in counts only (no one's personal data).
+    """How a batch of enrolments ended, in counts only (no one's personal data).
 
-    `settled` counts claims closed without news (the step was already sent,
-    unknown or skipped); `contended` counts claims left to expire because another
+    `waiting` counts enrolments whose next step is not due yet (or is due
+    outside its send window); `finished` those with no step left; `stopped`
+    those a stop condition or the suppression list ended; `settled` claims
+    closed without news; `contended` claims left to expire because another
     run holds the step.
     """
 
     sent: int = 0
-    skipped: int = 0
+    waiting: int = 0
+    finished: int = 0
+    stopped: int = 0
     unknown: int = 0
     failed: int = 0
+    bounced: int = 0
     requeued: int = 0
     settled: int = 0
     contended: int = 0
@@ -105,52 +116,29 @@ class DispatchSummary:
         return asdict(self)
 
 
-def template_fields(lead: Lead) -> dict[str, Any]:
-    """The lead's own fields templates may use, each present (None when empty)."""
-    fields = {name: getattr(lead, name) for name in TEMPLATE_FIELDS}
-    fields["custom"] = dict(lead.custom or {})
-    return fields
-
-
 def dispatch_claims(
-    store: Store,
-    claims: Iterable[Claim],
-    *,
-    sequences: Mapping[str, Sequence],
-    renderer: TemplateRenderer,
-    outbox: Outbox,
-    sender_address: str,
-    flow_run_id: str | None,
-    now: datetime | None = None,
-    lease: timedelta = DEFAULT_LEASE,
+    store: Store, claims: Iterable[Claim], context: DispatchContext
 ) -> DispatchSummary:
-    """Sends each claimed enrolment's first step, and settles every claim.
+    """Handles each claimed enrolment once: sends its due step, waits, or ends it.
 
     At most once per (lead, sequence, step), even when runs overlap: the step
-    is marked `sending` by a conditional update only one run can win, before the
-    message is handed over. A step a dead run left `sending` becomes `unknown`
-    and is not sent again. Claims are settled as follows: done once the step is
-    sent, skipped (no e-mail address, unsubscribed) or settled already; parked
-    when the message cannot be made (the step is `failed`); released for a
-    retry a minute later when the outbox refuses it (the step is `pending`
-    again); left to expire when another run holds the step.
+    is marked `sending` by a conditional update only one run can win, and that
+    is committed before the message is handed over. A step a dead run left
+    `sending` becomes `unknown` (unless the outbox can tell it arrived) and is
+    not sent again; the sequence goes on with the next step.
 
-    Args:
-        store: the lead store.
-        claims: `sequence_enrolment` claims this run holds.
-        sequences: the configured sequences by name.
-        renderer: renders the steps' templates.
-        outbox: where messages go.
-        sender_address: the From value, `ORCH_EMAIL_FROM`.
-        flow_run_id: the Prefect flow run sending, recorded on the timeline.
-        now: the current time, aware; the clock's when not given.
-        lease: how long each claim is renewed for before its message is sent.
+    Claims end as follows: rescheduled to the next step's due time after a
+    send or when the step is not due; done when no step is left or a stop
+    condition holds (every remaining step `skipped` with the reason); parked
+    when the message cannot be made or the relay refuses it for good (the step
+    `failed`); released for a retry a minute later when the outbox cannot take
+    it now; left to expire when another run holds the step.
 
     Raises:
         ValueError: a claim is not a sequence enrolment.
-        EmailRenderError: the sender address or a sequence's templates are
-            broken; raised before any claim is touched, so they return to the
-            queue when their leases run out instead of failing every lead.
+        EmailRenderError: the sender address or a claimed sequence's templates
+            are broken; raised before any claim is touched, so they return to
+            the queue when their leases run out instead of failing every lead.
     """
     batch = list(claims)
     other_topics = sorted({held.topic for held in batch} - {SEQUENCE_ENROLMENT})
@@ -158,184 +146,455 @@ def dispatch_claims(
         raise ValueError(
             f"only {SEQUENCE_ENROLMENT} claims are sent; got {other_topics}"
         )
-    parse_sender(sender_address)
+    parse_sender(context.sender_address)
     for name in {held.payload.get("sequence") for held in batch}:
-        if isinstance(name, str) and name in sequences:
-            first = sequences[name].steps[FIRST_STEP - 1]
-            renderer.check(first.template, first.subject)
+        if isinstance(name, str) and name in context.sequences:
+            for step in context.sequences[name].steps:
+                context.renderer.check(step.template, step.subject)
 
-    sender = _StepSender(
-        store, sequences, renderer, outbox, sender_address, flow_run_id, now, lease
-    )
+    visitor = _Visitor(store, context)
     outcomes: Counter[str] = Counter()
-    for held in batch:
-        outcome = sender.send(held)
-        logger.debug("Enrolment of lead %s: %s", held.lead_id, outcome)
-        outcomes[outcome] += 1
+    # One relay connection for the whole batch, opened at the first send.
+    with context.outbox.session():
+        for held in batch:
+            outcome = visitor.visit(held)
+            logger.debug("Enrolment %s of lead %s: %s", held.id, held.lead_id, outcome)
+            outcomes[outcome] += 1
     summary = DispatchSummary(**outcomes)
     logger.info("Dispatched %d enrolments: %s", len(batch), summary.as_counts())
     return summary
 
 
-@dataclass(frozen=True)
-class _Enrolment:
-    """What sending one lead's step needs, read in one transaction."""
+@dataclass
+class _Send:
+    """A step message made and marked `sending`, to hand over after commit."""
 
     step_id: int
-    status: StepStatus
-    message_id: str | None
-    recipient: str | None
-    unsubscribed: bool
-    fields: dict[str, Any]
+    index: int
+    message: EmailMessage
+    enrolled_at: datetime
 
 
 @dataclass(frozen=True)
-class _StepSender:
+class _Visitor:
     store: Store
-    sequences: Mapping[str, Sequence]
-    renderer: TemplateRenderer
-    outbox: Outbox
-    sender_address: str
-    flow_run_id: str | None
-    now: datetime | None
-    lease: timedelta
+    context: DispatchContext
+    _zones: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
-    def send(self, held: Claim) -> str:
+    def visit(self, held: Claim) -> str:
         """Handles one claim; returns the DispatchSummary field it counts in."""
-        store, tenant_id, run = self.store, held.tenant_id, self.flow_run_id
-        moment = self.now or utcnow()
         name = held.payload.get("sequence")
-        if not isinstance(name, str) or name not in self.sequences:
-            park(store, held, reason=f"sequence {name!r} is not in the sequences file")
+        sequence = self.context.sequences.get(name) if isinstance(name, str) else None
+        if sequence is None:
+            park(
+                self.store,
+                held,
+                reason=f"sequence {name!r} is not in the sequences file",
+            )
             return "failed"
-        configured = self.sequences[name].steps[FIRST_STEP - 1]
+        moment = clock.now()
 
-        enrolment = self._enrolment(held, name, moment)
-        if enrolment is None:
-            # Deleting a lead deletes its outbox rows: nothing is owed, and
-            # the claim is gone with its row.
-            return "settled"
-        step_id, status = enrolment.step_id, enrolment.status
-        recipient, unsubscribed = enrolment.recipient, enrolment.unsubscribed
+        with self.store.write(held.tenant_id) as scope:
+            decided = self._decide(scope, held, str(name), sequence, moment)
+        if isinstance(decided, str):
+            return decided
+        return self._hand_over(held, str(name), sequence, decided)
 
-        # Only a run that still holds the claim may act on its step: a slow run
-        # whose lease ran out and was taken over must neither send beside the
-        # new holder nor settle a step the new holder is sending. Renewing the
-        # lease also keeps a long batch's later claims alive.
-        if not extend(store, held, self.lease, moment):
+    def _decide(
+        self,
+        scope: TenantScope,
+        held: Claim,
+        name: str,
+        sequence: Sequence,
+        moment: datetime,
+    ) -> str | _Send:
+        """Settles the claim, or makes the message and marks its step `sending`."""
+        session, run = scope.session, self.context.flow_run_id
+        # Only a run that still holds the claim may act on its steps: a slow
+        # run whose lease ran out and was taken over must neither send beside
+        # the new holder nor settle a step the new holder is sending.
+        if not extend_in(session, held, self.context.lease, moment):
             return "contended"
-        if status in SETTLED:
-            complete(store, held, moment)
+        lead = scope.get(Lead, held.lead_id) if held.lead_id else None
+        if lead is None:
+            # Deleting a lead deletes its outbox rows: nothing is owed.
+            finish_in(session, held, "done", None, moment)
             return "settled"
-        if status is StepStatus.SENDING:
-            # Its sender died mid-send. Where the outbox can tell whether that
-            # message arrived, the step is settled by the answer; only where
-            # it cannot is it parked `unknown` (never sent twice).
-            found = self._was_delivered(enrolment.message_id)
-            if found is None:
-                parked = park_unknown(store, tenant_id, step_id, flow_run_id=run)
-                complete(store, held, moment)
-                return "unknown" if parked else "settled"
-            if found:
-                mark_sent(
-                    store,
-                    tenant_id,
-                    step_id,
-                    template=configured.template,
-                    message_id=str(enrolment.message_id),
-                    flow_run_id=run,
-                    now=moment,
-                )
-                complete(store, held, moment)
-                return "sent"
-            revert_to_pending(
-                store,
-                tenant_id,
-                step_id,
-                error="its sender died before handing it over",
-            )
-        if not recipient or unsubscribed:
-            reason = "unsubscribed" if unsubscribed else "missing_email"
-            skipped = mark_skipped(
-                store, tenant_id, step_id, reason=reason, flow_run_id=run
-            )
-            complete(store, held, moment)
-            return "skipped" if skipped else "settled"
+
+        rows = steps_of(scope, lead.id, name)
+        enrolled_at = _enrolled_at(held, lead)
+        index = _current_index(sequence, rows)
+        outcome = None
+        if index is not None:
+            row = rows.get(sequence.steps[index].id)
+            if row is not None and row.status == StepStatus.SENDING:
+                outcome = self._resolve_sending(scope, row)
+                if outcome != "requeue":
+                    self._advance(scope, held, sequence, lead, index, moment)
+                    return outcome
+        if index is None:
+            finish_in(session, held, "done", None, moment)
+            return "settled"
+
+        step = sequence.steps[index]
+        reason, detail = _stop_reason(scope, held, sequence, lead, enrolled_at)
+        if reason is not None:
+            self._stop(scope, held, name, sequence, lead, index, reason, detail)
+            return "stopped"
+
+        zone = self._zone_of(lead)
+        anchor = _anchor(sequence, index, rows, enrolled_at)
+        due = schedule_step(anchor, step.parsed_delay, sequence.window_of(step), zone)
+        send_at = _next_send_time(due, moment, sequence.window_of(step), zone)
+        row = ensure_step(
+            scope,
+            lead.id,
+            name,
+            step.id,
+            position=index + 1,
+            template=step.template,
+            due_at=send_at,
+        )
+        if send_at > moment:
+            if row.due_at != send_at:
+                reschedule(scope, row.id, send_at)
+            reschedule_in(session, held, send_at)
+            return "waiting"
 
         # Made before the step is marked `sending`, so a template that fails
         # leaves a step that provably went nowhere.
         try:
-            rendered = self.renderer.render(
-                configured.template, configured.subject, enrolment.fields
-            )
-            message = build_message(
-                rendered, sender=self.sender_address, recipient=recipient, now=moment
-            )
+            message = self._message(held, sequence, step, lead, moment)
         except EmailRenderError as exc:
-            mark_failed(store, tenant_id, step_id, reason=str(exc), flow_run_id=run)
-            park(store, held, reason=str(exc))
+            mark_failed(scope, row.id, reason=str(exc), flow_run_id=run)
+            finish_in(session, held, "parked", str(exc), moment)
             return "failed"
-
         if not begin_sending(
-            store,
-            tenant_id,
-            step_id,
-            flow_run_id=run,
-            message_id=str(message["Message-ID"]),
+            scope, row.id, flow_run_id=run, message_id=str(message["Message-ID"])
         ):
             # Another run holds the step. Our claim stays until its lease runs
             # out; whichever run takes the row next sees how the step ended.
             return "contended"
+        return _Send(row.id, index, message, enrolled_at)
+
+    def _hand_over(
+        self, held: Claim, name: str, sequence: Sequence, pending: _Send
+    ) -> str:
+        """Sends a message whose step is committed `sending`, and records the end."""
+        run, store = self.context.flow_run_id, self.store
         try:
-            message_id = self.outbox.send(message)
-        except EmailDeliveryError as exc:
-            # Only this error promises nothing went out; any other leaves the
-            # step `sending`, to be parked `unknown` rather than sent twice.
-            revert_to_pending(store, tenant_id, step_id, error=str(exc))
-            release(store, held, error=str(exc), retry_at=moment + RETRY_DELAY)
+            message_id = self.context.outbox.send(pending.message)
+        except (EmailDeliveryError, EmailAuthenticationError) as exc:
+            # Nothing left this machine: the step may go again later.
+            with store.write(held.tenant_id) as scope:
+                revert_to_pending(scope, pending.step_id, error=str(exc))
+                release_in(
+                    scope.session,
+                    held,
+                    error=str(exc),
+                    retry_at=clock.now() + RETRY_DELAY,
+                )
+            if isinstance(exc, EmailAuthenticationError):
+                # The relay refuses our login: every other message of the
+                # batch would fail the same way, and the run should say so.
+                raise
             return "requeued"
-        mark_sent(
-            store,
-            tenant_id,
-            step_id,
-            template=configured.template,
-            message_id=message_id,
-            flow_run_id=run,
-            now=moment,
-        )
-        complete(store, held, moment)
+        except EmailRejectedError as exc:
+            with store.write(held.tenant_id) as scope:
+                mark_failed(scope, pending.step_id, reason=str(exc), flow_run_id=run)
+                lead = scope.get(Lead, held.lead_id)
+                if exc.bounce and lead is not None and lead.email:
+                    suppression.record_bounce(scope, lead, source=f"sequence:{name}")
+                finish_in(scope.session, held, "parked", str(exc), clock.now())
+            return "bounced" if exc.bounce else "failed"
+        except EmailOutcomeUnknownError:
+            with store.write(held.tenant_id) as scope:
+                park_unknown(scope, pending.step_id, flow_run_id=run)
+                lead = scope.get(Lead, held.lead_id)
+                if lead is not None:
+                    self._advance(
+                        scope, held, sequence, lead, pending.index, clock.now()
+                    )
+            return "unknown"
+        # Any other error leaves the step `sending`: the next run parks it
+        # `unknown` rather than risk sending it twice.
+
+        with store.write(held.tenant_id) as scope:
+            sent_at = clock.now()
+            mark_sent(
+                scope,
+                pending.step_id,
+                message_id=message_id,
+                flow_run_id=run,
+                now=sent_at,
+            )
+            lead = scope.get(Lead, held.lead_id)
+            if lead is not None:
+                self._advance(scope, held, sequence, lead, pending.index, sent_at)
         return "sent"
+
+    def _resolve_sending(self, scope: TenantScope, row: SequenceStep) -> str:
+        """Settles a step its sender left `sending` by dying mid-send.
+
+        Where the outbox can tell whether that message arrived, the answer
+        settles it; only where it cannot is it parked `unknown`, never re-sent.
+        Returns `requeue` when the message provably never arrived.
+        """
+        run = self.context.flow_run_id
+        found = self._was_delivered(row.message_id)
+        if found is None:
+            parked = park_unknown(scope, row.id, flow_run_id=run)
+            return "unknown" if parked else "settled"
+        if found:
+            mark_sent(
+                scope,
+                row.id,
+                message_id=str(row.message_id),
+                flow_run_id=run,
+                now=clock.now(),
+            )
+            return "sent"
+        revert_to_pending(scope, row.id, error="its sender died before handing it over")
+        return "requeue"
+
+    def _advance(
+        self,
+        scope: TenantScope,
+        held: Claim,
+        sequence: Sequence,
+        lead: Lead,
+        index: int,
+        after: datetime,
+    ) -> None:
+        """Hands the enrolment back due at its next step, or ends it after the last."""
+        name = str(held.payload.get("sequence"))
+        if index + 1 >= len(sequence.steps):
+            finish_in(scope.session, held, "done", None, after)
+            timeline.record(
+                scope,
+                lead,
+                "sequence.finished",
+                source=f"sequence:{name}",
+                detail={"sequence": name},
+                flow_run_id=self.context.flow_run_id,
+            )
+            return
+        following = sequence.steps[index + 1]
+        zone = self._zone_of(lead)
+        anchor = after if following.after == "previous" else _enrolled_at(held, lead)
+        window = sequence.window_of(following)
+        due = schedule_step(anchor, following.parsed_delay, window, zone)
+        reschedule_in(scope.session, held, due)
+
+    def _stop(
+        self,
+        scope: TenantScope,
+        held: Claim,
+        name: str,
+        sequence: Sequence,
+        lead: Lead,
+        index: int,
+        reason: str,
+        detail: dict[str, Any],
+    ) -> None:
+        """Skips the current step and every later one with `reason`; ends the claim."""
+        run, moment = self.context.flow_run_id, clock.now()
+        for position, step in enumerate(sequence.steps[index:], start=index + 1):
+            row = ensure_step(
+                scope,
+                lead.id,
+                name,
+                step.id,
+                position=position,
+                template=step.template,
+                due_at=moment,
+            )
+            mark_skipped(scope, row.id, reason=reason, flow_run_id=run)
+        timeline.record(
+            scope,
+            lead,
+            "sequence.stopped",
+            source=f"sequence:{name}",
+            detail={"sequence": name, "reason": reason, **detail},
+            flow_run_id=run,
+        )
+        finish_in(scope.session, held, "done", None, moment)
+
+    def _message(
+        self,
+        held: Claim,
+        sequence: Sequence,
+        step: Step,
+        lead: Lead,
+        moment: datetime,
+    ) -> EmailMessage:
+        link = None
+        if sequence.category == "marketing" and self.context.unsubscribe_link:
+            link = self.context.unsubscribe_link(held.tenant_id, lead.id)
+        rendered = self.context.renderer.render(
+            step.template, step.subject, template_fields(lead), unsubscribe_url=link
+        )
+        return build_message(
+            rendered,
+            sender=self.context.sender_address,
+            recipient=str(lead.email_display or lead.email),
+            now=moment,
+            unsubscribe_url=link,
+        )
+
+    def _zone_of(self, lead: Lead) -> Any:
+        key = (lead.timezone, lead.country, lead.phone)
+        zone = self._zones.get(key)
+        if zone is None:
+            zone = lead_zone(
+                lead.timezone, lead.country, lead.phone, self.context.default_timezone
+            )
+            self._zones[key] = zone
+        return zone
 
     def _was_delivered(self, message_id: str | None) -> bool | None:
         if message_id is None:
             return None
-        ask = getattr(self.outbox, "delivered", None)
+        ask = getattr(self.context.outbox, "delivered", None)
         return ask(message_id) if ask is not None else None
 
-    def _enrolment(
-        self, held: Claim, sequence: str, moment: datetime
-    ) -> _Enrolment | None:
-        """The lead's step, created if new, and its details; None without a lead."""
-        with self.store.write(held.tenant_id) as scope:
-            lead = scope.get(Lead, held.lead_id)
-            if lead is None:
-                return None
-            step = ensure_step(scope, lead.id, sequence, FIRST_STEP, due_at=moment)
-            return _Enrolment(
-                step_id=step.id,
-                status=StepStatus(step.status),
-                message_id=step.message_id,
-                recipient=lead.email_display or lead.email,
-                unsubscribed=lead.status == "unsubscribed",
-                fields=template_fields(lead),
-            )
+
+def _current_index(sequence: Sequence, rows: Mapping[str, SequenceStep]) -> int | None:
+    """The configured step the lead is at: the first after the last it had.
+
+    Steps are known by id, so a sequence edited since enrolment never sends a
+    step again; a step added before the lead's place is not sent to it.
+    None when no step is left.
+    """
+    last_done = -1
+    for index, step in enumerate(sequence.steps):
+        row = rows.get(step.id)
+        if row is not None and row.status in SETTLED:
+            last_done = index
+    following = last_done + 1
+    return following if following < len(sequence.steps) else None
+
+
+def _anchor(
+    sequence: Sequence,
+    index: int,
+    rows: Mapping[str, SequenceStep],
+    enrolled_at: datetime,
+) -> datetime:
+    """What the step's delay counts from: the enrolment or the step before it."""
+    if sequence.steps[index].after == "enrolment":
+        return enrolled_at
+    for earlier in reversed(sequence.steps[:index]):
+        row = rows.get(earlier.id)
+        if row is not None and row.status in SETTLED:
+            return row.sent_at or row.updated_at
+    return enrolled_at
+
+
+def _next_send_time(
+    due: datetime, moment: datetime, window: Any, zone: Any
+) -> datetime:
+    """When a step due at `due` may go, seen at `moment`: in its window, never past.
+
+    A step that fell due while nothing ran (an outage, a missed schedule) goes
+    now if its window is open, else at the window's next opening.
+    """
+    earliest = max(due, moment)
+    return window.next_open(earliest, zone) if window is not None else earliest
+
+
+def _enrolled_at(held: Claim, lead: Lead) -> datetime:
+    """When the lead entered the sequence (rows from before #6: when it came in)."""
+    stamp = held.payload.get("enrolled_at")
+    if isinstance(stamp, str):
+        return datetime.fromisoformat(stamp)
+    return lead.created_at
+
+
+def _stop_reason(
+    scope: TenantScope,
+    held: Claim,
+    sequence: Sequence,
+    lead: Lead,
+    enrolled_at: datetime,
+) -> tuple[str | None, dict[str, Any]]:
+    """Why the lead's sequence ends now, with detail for the timeline; None: it goes on.
+
+    The suppression list always applies (marketing stops at an unsubscribe,
+    a complaint or a CRM opt-out; transactional at a hard bounce); the
+    sequence's own conditions come after it.
+    """
+    if not lead.email:
+        return "missing_email", {}
+    blocked = suppression.blocked_reason(
+        scope, lead=lead, address=lead.email, category=sequence.category
+    )
+    if blocked is not None:
+        return blocked, {}
+    email_state, crm_state = lead.email_state or {}, lead.crm_state or {}
+    for condition in sequence.stop_when:
+        if isinstance(condition, FieldCondition):
+            if condition.holds(lead):
+                return "lead_field", {"condition": condition.describe()}
+        elif condition == "replied":
+            replies = [email_state.get("replied_at"), crm_state.get("replied_at")]
+            if any(_at_or_after(stamp, enrolled_at) for stamp in replies):
+                return "replied", {}
+        elif condition == "unsubscribed":
+            if (
+                lead.email_opt_out
+                or crm_state.get("opted_out")
+                or lead.status == "unsubscribed"
+            ):
+                return "unsubscribed", {}
+        elif condition == "bounced":
+            if email_state.get("bounced_at"):
+                return "bounced", {}
+        elif condition == "converted":
+            if crm_state.get("converted") or lead.status == "converted":
+                return "converted", {}
+        elif condition == "lifecycle_stage_changed" and _stage_changed(
+            scope, held, crm_state.get("lifecycle_stage")
+        ):
+            return "lifecycle_stage_changed", {}
+    return None, {}
+
+
+def _stage_changed(scope: TenantScope, held: Claim, stage: Any) -> bool:
+    """Whether the CRM stage moved since enrolment.
+
+    The stage at enrolment is kept on the enrolment; a lead not yet in the CRM
+    then has none, and the first stage read back (the one the sync itself set)
+    becomes the one to compare with.
+    """
+    if not stage:
+        return False
+    baseline = held.payload.get("stage")
+    if baseline is None:
+        scope.session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == held.id, OutboxItem.tenant_id == held.tenant_id)
+            .values(payload={**held.payload, "stage": stage})
+            .execution_options(synchronize_session=False)
+        )
+        return False
+    return stage != baseline
+
+
+def _at_or_after(stamp: Any, moment: datetime) -> bool:
+    if not isinstance(stamp, str):
+        return False
+    try:
+        return datetime.fromisoformat(stamp) >= moment
+    except (TypeError, ValueError):
+        return False
 
 
 # Sending is a side effect: never cached, never retried by Prefect. A failed
 # send is released back to the outbox with a delay, and a later run retries it.
 @task(name="send sequence steps", cache_policy=NO_CACHE, retries=0)
 def send_sequence_steps(
-    claims: list[Claim], *, store: Store, context: Mapping[str, Any]
+    claims: list[Claim], *, store: Store, context: DispatchContext
 ) -> dict[str, int]:
     """Runs `dispatch_claims` on one batch; returns its counts (no personal data)."""
-    return dispatch_claims(store, claims, **context).as_counts()
+    return dispatch_claims(store, claims, context).as_counts()

@@ -24,6 +24,17 @@ def test_prefect_yaml_declares_the_workflows_the_api_names():
     assert {d.name for d in DEFINITIONS} >= {"sequence_dispatcher", "welcome_sequence"}
 
 
+def test_every_configured_sequence_has_a_deployment_of_its_own_name():
+    from leads.sequences import load_sequences
+
+    config = Path(__file__).parents[2] / "config" / "sequences.yaml"
+    by_name = {d.name: d for d in DEFINITIONS}
+
+    for name in load_sequences(config):
+        assert name in by_name, f"prefect.yaml has no deployment for {name!r}"
+        assert by_name[name].parameters == {"sequence": name}
+
+
 @pytest.mark.parametrize("definition", DEFINITIONS, ids=lambda d: d.name)
 class TestEveryDeployment:
     def test_entrypoint_imports_to_a_flow(self, definition):

@@ -187,7 +187,7 @@ class TestSalesforceSample:
         for lead in leads_by_email(store).values():
             rows = owed(store, lead.id)
             assert [row.topic for row in rows] == ["crm_sync", "sequence_enrolment"]
-            assert rows[1].payload == {"sequence": "welcome_sequence"}
+            assert rows[1].payload["sequence"] == "welcome_sequence"
             assert {row.status for row in rows} == {"pending"}
         assert count(store, OutboxItem) == 22
 

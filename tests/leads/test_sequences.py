@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from leads.sequences import SequenceConfigError, Step, load_sequences
+from leads.sequences import (
+    Enrolment,
+    FieldCondition,
+    SequenceConfigError,
+    Step,
+    load_sequences,
+)
+from leads.store.tables import Lead
 
 SHIPPED = Path(__file__).parents[2] / "config" / "sequences.yaml"
 
@@ -17,14 +24,33 @@ def load_text(tmp_path: Path, text: str):
     return load_sequences(path)
 
 
-def test_the_shipped_file_has_a_one_step_welcome_sequence():
-    sequences = load_sequences(SHIPPED)
+class TestTheShippedFile:
+    def test_has_a_three_step_welcome_sequence_whose_first_step_goes_at_once(self):
+        welcome = load_sequences(SHIPPED)["welcome_sequence"]
 
-    (step,) = sequences["welcome_sequence"].steps
-    assert step == Step(
-        template="welcome_1",
-        subject="Welcome{% if lead.first_name %}, {{ lead.first_name }}{% endif %}!",
-    )
+        assert [step.id for step in welcome.steps] == [
+            "welcome_1",
+            "welcome_2",
+            "welcome_3",
+        ]
+        first = welcome.steps[0]
+        assert first == Step(
+            id="welcome_1",
+            template="welcome_1",
+            subject="Welcome{% if lead.first_name %}, {{ lead.first_name }}{% endif %}!",
+            window="anytime",
+        )
+        assert welcome.window_of(first) is None
+        assert welcome.window_of(welcome.steps[1]) is not None
+        assert welcome.category == "marketing"
+
+    def test_has_a_follow_up_a_week_after_enrolment_for_promising_leads(self):
+        follow_up = load_sequences(SHIPPED)["follow_up"]
+
+        (step,) = follow_up.steps
+        assert (step.delay, step.after) == ("7d", "enrolment")
+        assert follow_up.enrol is not None and follow_up.enrol.min_score == 40
+        assert {"replied", "converted"} <= set(follow_up.stop_when)
 
 
 def test_steps_keep_their_order(tmp_path):
@@ -110,3 +136,77 @@ sequences:
     def test_a_missing_file_is_reported_with_its_path(self, tmp_path):
         with pytest.raises(SequenceConfigError, match="absent.yaml: cannot be read"):
             load_sequences(tmp_path / "absent.yaml")
+
+
+class TestStepsAndRules:
+    def test_a_step_id_defaults_to_its_template(self, tmp_path):
+        sequences = load_text(
+            tmp_path,
+            "sequences:\n  s:\n    steps:\n      - {template: welcome_1, subject: Hi}\n",
+        )
+
+        assert sequences["s"].steps[0].id == "welcome_1"
+
+    def test_two_steps_with_one_id_are_refused(self, tmp_path):
+        with pytest.raises(SequenceConfigError, match="id 'welcome_1' of an earlier"):
+            load_text(
+                tmp_path,
+                "sequences:\n  s:\n    steps:\n"
+                "      - {template: welcome_1, subject: Hi}\n"
+                "      - {template: welcome_1, subject: Again}\n",
+            )
+
+    @pytest.mark.parametrize(
+        ("step", "where"),
+        [
+            ("{template: t, subject: Hi, delay: soon}", "step 1, field 'delay'"),
+            ("{template: t, subject: Hi, after: lunch}", "step 1, field 'after'"),
+            (
+                "{template: t, subject: Hi, window: {hours: '9-5'}}",
+                "step 1, field 'window",
+            ),
+        ],
+    )
+    def test_a_bad_delay_or_window_names_its_step(self, tmp_path, step, where):
+        with pytest.raises(SequenceConfigError, match=where):
+            load_text(tmp_path, f"sequences:\n  s:\n    steps:\n      - {step}\n")
+
+    def test_a_condition_on_an_unknown_field_is_refused(self, tmp_path):
+        with pytest.raises(SequenceConfigError, match="'stauts' is not a lead field"):
+            load_text(
+                tmp_path,
+                "sequences:\n  s:\n    stop_when: [{field: stauts, in: [x]}]\n"
+                "    steps: [{template: t, subject: Hi}]\n",
+            )
+
+    def test_a_condition_needs_exactly_one_test(self, tmp_path):
+        with pytest.raises(SequenceConfigError, match="exactly one of"):
+            load_text(
+                tmp_path,
+                "sequences:\n  s:\n    stop_when: [{field: score, at_least: 1, below: 9}]\n"
+                "    steps: [{template: t, subject: Hi}]\n",
+            )
+
+    def test_enrolment_rules_admit_by_channel_source_and_score(self):
+        rule = Enrolment(channels=("api",), sources=("website",), min_score=50)
+
+        def lead(**values):
+            return Lead(
+                **{"email": "a@example.com", "source": "website", "score": 70} | values
+            )
+
+        assert rule.admits(lead(), "api")
+        assert not rule.admits(lead(), "import")
+        assert not rule.admits(lead(source="fair"), "api")
+        assert not rule.admits(lead(score=49), "api")
+        assert not rule.admits(lead(score=None), "api")
+        assert not rule.admits(lead(email=None), "api")
+
+    def test_field_conditions_reach_into_json_documents(self):
+        condition = FieldCondition.model_validate(
+            {"field": "crm_state.lifecycle_stage", "in": ["customer"]}
+        )
+
+        assert condition.holds(Lead(crm_state={"lifecycle_stage": "customer"}))
+        assert not condition.holds(Lead(crm_state={}))
+        assert not condition.holds(Lead(crm_state=None))

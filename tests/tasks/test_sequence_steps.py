@@ -1,11 +1,15 @@
-"""Dispatching enrolments on a real store into real `.eml` files, at most once each."""
+"""Dispatching sequences on a real store into real `.eml` files, with time moved.
+
+Every test runs on a `ManualClock`: delays and send windows are crossed by
+moving it, never by sleeping.
+"""
 
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -13,34 +17,64 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from connectors.email.errors import EmailRenderError
+from connectors.email.errors import (
+    EmailDeliveryError,
+    EmailRejectedError,
+    EmailRenderError,
+)
 from connectors.email.file_outbox import FileOutbox
 from connectors.email.templates import TemplateRenderer
+from leads.clock import ManualClock, use_clock
 from leads.edits import patch
 from leads.intake import submit
-from leads.sequences import Sequence, Step, load_sequences
+from leads.sequences import load_sequences
 from leads.store.claims import claim
 from leads.store.outbox import CRM_SYNC, SEQUENCE_ENROLMENT
-from leads.store.tables import OutboxItem, SequenceStep, TimelineEvent
-from tasks.sequence_steps import DispatchSummary, dispatch_claims
+from leads.store.sequence_plans import wake_changed
+from leads.store.tables import Lead, OutboxItem, SequenceStep, TimelineEvent
+from leads.suppression import unsubscribe
+from tasks.sequence_steps import DispatchContext, DispatchSummary, dispatch_claims
 
 CONFIG = Path(__file__).parents[2] / "config"
 SENDER = "Automation Orchestrator <noreply@localhost>"
 LEASE = timedelta(minutes=5)
+# A Monday, 10:00 UTC: inside the test sequence's window (09:00-17:00 weekdays).
+MONDAY = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+
+THREE_STEPS = """
+sequences:
+  welcome_sequence:
+    enrol: {channels: [api]}
+    window: {hours: "09:00-17:00", days: weekdays}
+    steps:
+      - {id: welcome_1, template: welcome_1, subject: "Hi", window: anytime}
+      - {id: welcome_2, template: welcome_2, subject: "Two", delay: 2d}
+      - {id: welcome_3, template: welcome_3, subject: "Three", delay: 1w}
+"""
 
 
 class ProcessKilled(BaseException):
     """Stands in for the worker being killed: nothing below it runs, no handler."""
 
 
-class KilledWhileSending:
+class FakeOutbox:
+    """What every outbox has besides `send`: no connection to open per batch."""
+
+    def session(self):
+        return nullcontext()
+
+    def delivered(self, message_id):
+        return None
+
+
+class KilledWhileSending(FakeOutbox):
     """An outbox whose process dies as the message is handed over."""
 
     def send(self, message):
         raise ProcessKilled
 
 
-class KilledAfterWriting:
+class KilledAfterWriting(FakeOutbox):
     """An outbox that writes the message, then its process dies."""
 
     def __init__(self, folder):
@@ -50,8 +84,11 @@ class KilledAfterWriting:
         self.files.send(message)
         raise ProcessKilled
 
+    def delivered(self, message_id):
+        return self.files.delivered(message_id)
 
-class Blind:
+
+class Blind(FakeOutbox):
     """An outbox that cannot say whether a message arrived (like SMTP)."""
 
     def __init__(self, folder):
@@ -61,14 +98,22 @@ class Blind:
         return self.files.send(message)
 
 
-@pytest.fixture
-def sequences():
-    return load_sequences(CONFIG / "sequences.yaml")
+class Refusing(FakeOutbox):
+    """An outbox whose relay answers every message with the same error."""
+
+    def __init__(self, error):
+        self.error = error
+        self.tries = 0
+
+    def send(self, message):
+        self.tries += 1
+        raise self.error
 
 
 @pytest.fixture
-def renderer():
-    return TemplateRenderer(CONFIG / "templates")
+def clock():
+    with use_clock(ManualClock(MONDAY)) as manual:
+        yield manual
 
 
 @pytest.fixture
@@ -76,529 +121,584 @@ def folder(tmp_path) -> Path:
     return tmp_path / "outbox"
 
 
-def take(store, data, tenant="default"):
-    return submit(store, tenant, data, channel="api", region="US").lead
+@pytest.fixture
+def configure(tmp_path):
+    """Loads sequences from YAML text; the shipped file without any."""
+
+    def load(text: str | None = None):
+        if text is None:
+            return load_sequences(CONFIG / "sequences.yaml")
+        path = tmp_path / "sequences.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_sequences(path)
+
+    return load
 
 
-def later(seconds: float = 0) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=1 + seconds)
-
-
-def claim_enrolments(store, owner="run-1", now=None, **options):
-    return claim(
-        store,
-        SEQUENCE_ENROLMENT,
-        owner,
-        limit=options.pop("limit", 100),
-        lease=options.pop("lease", LEASE),
-        now=now or later(),
-        **options,
+@pytest.fixture
+def context(configure, folder):
+    """A dispatch context on the three-step test sequence; `replace` to vary it."""
+    return DispatchContext(
+        sequences=configure(THREE_STEPS),
+        renderer=TemplateRenderer(CONFIG / "templates"),
+        outbox=FileOutbox(folder),
+        sender_address=SENDER,
+        flow_run_id="run-1",
+        unsubscribe_link=lambda tenant, lead: f"http://127.0.0.1:8000/u/{lead}",
     )
 
 
-def eml_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.eml")) if folder.exists() else []
+def with_(context: DispatchContext, **changes) -> DispatchContext:
+    return DispatchContext(**{**context.__dict__, **changes})
 
 
-def enrolment_row(store, lead) -> OutboxItem:
-    with store.engine.connect() as connection:
-        return connection.execute(
-            select(OutboxItem).where(
-                OutboxItem.lead_id == lead.id,
-                OutboxItem.topic == SEQUENCE_ENROLMENT,
-            )
-        ).one()
+def take(store, data, tenant="default", channel="api"):
+    return submit(store, tenant, data, channel=channel, region="US").lead
 
 
-def steps_of(store, lead) -> list[SequenceStep]:
-    with store.read("default") as scope:
-        return list(
-            scope.session.scalars(
-                scope.select(SequenceStep).where(SequenceStep.lead_id == lead.id)
-            )
+def enrol(store, lead, sequence="welcome_sequence", tenant="default"):
+    from leads.store import outbox
+
+    with store.write(tenant) as scope:
+        outbox.enrol(scope, scope.get(Lead, lead.id), sequence)
+
+
+def run(store, context, owner="run-1", **options) -> DispatchSummary:
+    """One dispatcher pass over everything due now by the installed clock."""
+    limit = options.pop("limit", 500)
+    claims = claim(
+        store, SEQUENCE_ENROLMENT, owner, limit=limit, lease=LEASE, **options
+    )
+    return dispatch_claims(store, claims, context)
+
+
+def messages(folder: Path):
+    files = sorted(folder.glob("*.eml")) if folder.exists() else []
+    return [message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
+
+
+def subjects(folder: Path) -> list[str]:
+    return [str(m["Subject"]) for m in messages(folder)]
+
+
+def steps(store, lead, tenant="default") -> dict[str, SequenceStep]:
+    with store.read(tenant) as scope:
+        rows = scope.session.scalars(
+            scope.select(SequenceStep).where(SequenceStep.lead_id == lead.id)
         )
+        return {row.step_key: row for row in rows}
 
 
-def email_events(store, lead) -> list[TimelineEvent]:
-    with store.read("default") as scope:
+def events(store, lead, prefix="", tenant="default") -> list[TimelineEvent]:
+    with store.read(tenant) as scope:
         return list(
             scope.session.scalars(
                 scope.select(TimelineEvent)
                 .where(
                     TimelineEvent.lead_id == lead.id,
-                    TimelineEvent.kind.startswith("email."),
+                    TimelineEvent.kind.startswith(prefix),
                 )
                 .order_by(TimelineEvent.id)
             )
         )
 
 
-class TestSending:
-    def test_a_new_lead_gets_exactly_one_welcome_email(
-        self, store, sequences, renderer, folder
+def enrolment(store, lead, sequence="welcome_sequence") -> OutboxItem:
+    with store.engine.connect() as connection:
+        return connection.execute(
+            select(OutboxItem).where(
+                OutboxItem.key == f"{lead.id}:{sequence}",
+                OutboxItem.topic == SEQUENCE_ENROLMENT,
+            )
+        ).one()
+
+
+def edit(store, lead, fields, tenant="default"):
+    """Changes the lead as `PATCH /api/leads/{id}` does."""
+    with store.write(tenant) as scope:
+        patch(scope, lead.id, fields, channel="api", region="US")
+
+
+def change(store, lead, tenant="default", **values):
+    """Sets columns directly, as reconciliation or an e-mail event would."""
+    with store.write(tenant) as scope:
+        found = scope.get(Lead, lead.id)
+        for name, value in values.items():
+            setattr(found, name, value)
+
+
+class TestSchedule:
+    def test_step_one_goes_at_once_and_later_steps_wait_for_their_delay(
+        self, store, clock, context, folder
     ):
         lead = take(store, {"email": "Ada@Example.com", "first_name": "Ada"})
-        run = str(uuid.uuid4())
 
-        summary = dispatch_claims(
-            store,
-            claim_enrolments(store),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=run,
-        )
+        assert run(store, context) == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Hi"]
+        assert enrolment(store, lead).available_at == MONDAY + timedelta(days=2)
 
-        assert summary == DispatchSummary(sent=1)
-        (written,) = eml_files(folder)
-        message = message_from_bytes(written.read_bytes(), policy=policy.default)
-        assert message["To"] == "Ada@example.com"
-        assert message["Subject"] == "Welcome, Ada!"
-        assert "Hello Ada," in message.get_body(("plain",)).get_content()
-        (event,) = email_events(store, lead)
-        assert (event.kind, event.flow_run_id) == ("email.sent", run)
-        assert event.detail == {
-            "sequence": "welcome_sequence",
-            "step": 1,
-            "template": "welcome_1",
-            "message_id": message["Message-ID"],
-        }
-        (step,) = steps_of(store, lead)
-        assert (step.status, step.message_id, step.flow_run_id) == (
-            "sent",
-            message["Message-ID"],
-            run,
-        )
-        assert enrolment_row(store, lead).status == "done"
+        clock.advance(days=1, hours=23)
+        assert run(store, context) == DispatchSummary()
+        clock.advance(hours=1)
+        assert run(store, context) == DispatchSummary(sent=1)
+        clock.advance(days=7)
+        assert run(store, context) == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Hi", "Two", "Three"]
+        assert enrolment(store, lead).status == "done"
+        assert [s.status for s in steps(store, lead).values()] == ["sent"] * 3
+        kinds = [e.kind for e in events(store, lead, "sequence.")]
+        assert kinds == ["sequence.finished"]
 
-    def test_a_second_run_finds_nothing_left_to_send(
-        self, store, sequences, renderer, folder
+    def test_a_step_due_outside_its_window_waits_for_the_next_opening(
+        self, store, clock, context, folder
     ):
-        take(store, {"email": "a@example.com"})
-        options = dict(
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
+        # Thursday 20:00 in Berlin: step 2 (2 days later) is due on Saturday,
+        # so it goes at the window's Monday opening, 09:00 Berlin = 08:00 UTC.
+        clock.set(datetime(2026, 12, 10, 19, 0, tzinfo=UTC))
+        lead = take(store, {"email": "a@example.com", "timezone": "Europe/Berlin"})
+        run(store, context)
+
+        monday_opening = datetime(2026, 12, 14, 8, 0, tzinfo=UTC)
+        assert enrolment(store, lead).available_at == monday_opening
+        clock.set(datetime(2026, 12, 12, 19, 0, tzinfo=UTC))
+        assert run(store, context) == DispatchSummary()
+
+        clock.set(monday_opening)
+        assert run(store, context) == DispatchSummary(sent=1)
+        assert steps(store, lead)["welcome_2"].sent_at == monday_opening
+
+    def test_the_window_is_the_leads_local_time_found_from_its_country(
+        self, store, clock, context, folder
+    ):
+        # Japan has one zone. Step 1 goes on Monday 21:00 in Tokyo; step 2 is
+        # due Wednesday 21:00 there, after hours: it waits for Thursday 09:00
+        # Tokyo, 00:00 UTC.
+        clock.set(datetime(2026, 12, 7, 12, 0, tzinfo=UTC))
+        lead = take(store, {"email": "a@example.jp", "country": "JP"})
+        run(store, context)
+
+        thursday_opening = datetime(2026, 12, 10, 0, 0, tzinfo=UTC)
+        assert enrolment(store, lead).available_at == thursday_opening
+        clock.set(thursday_opening - timedelta(minutes=1))
+        assert run(store, context) == DispatchSummary()
+        clock.set(thursday_opening)
+        assert run(store, context) == DispatchSummary(sent=1)
+
+    def test_missed_schedules_catch_up_once_the_dispatcher_runs_again(
+        self, store, clock, context, folder
+    ):
+        leads = [take(store, {"email": f"p{n}@example.com"}) for n in range(5)]
+        run(store, context)
+
+        # Nothing ran for three weeks: every lead gets step 2 and, a run
+        # later, step 3 (its delay from step 2 ran out long ago) — once each.
+        clock.advance(days=21)
+        first, second, third = (run(store, context) for _ in range(3))
+
+        assert (first.sent, second.sent, third.sent) == (5, 0, 0)
+        clock.advance(days=7)
+        assert run(store, context).sent == 5
+        assert Counter(subjects(folder)) == {"Hi": 5, "Two": 5, "Three": 5}
+        assert all(enrolment(store, lead).status == "done" for lead in leads)
+
+    def test_the_shipped_sequences_greet_at_once_and_follow_up_a_week_later(
+        self, store, clock, configure, context, folder
+    ):
+        shipped = with_(context, sequences=configure())
+        lead = take(store, {"email": "a@example.com", "first_name": "Ada"})
+        change(store, lead, score=80)
+        enrol(store, lead, "follow_up")
+
+        run(store, shipped)
+
+        assert subjects(folder) == ["Welcome, Ada!"]
+        assert enrolment(store, lead, "follow_up").available_at.date() == (
+            (MONDAY + timedelta(days=7)).date()
         )
-        dispatch_claims(store, claim_enrolments(store), **options)
 
-        again = dispatch_claims(store, claim_enrolments(store, "run-2"), **options)
 
-        assert again == DispatchSummary()
-        assert len(eml_files(folder)) == 1
+class TestStopConditions:
+    def test_an_unsubscribe_skips_every_later_step_without_an_error(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "nia.cole@example.com", "first_name": "Nia"})
+        run(store, context)
+        clock.advance(days=1)
+        with store.write("default") as scope:
+            unsubscribe(scope, scope.get(Lead, lead.id), source="test")
 
-    def test_a_requeued_enrolment_whose_step_was_sent_is_not_sent_again(
-        self, store, sequences, renderer, folder
+        clock.advance(days=2)
+        summary = run(store, context)
+
+        assert summary == DispatchSummary(stopped=1)
+        assert subjects(folder) == ["Hi"]
+        found = steps(store, lead)
+        assert {k: (s.status, s.error) for k, s in found.items()} == {
+            "welcome_1": ("sent", None),
+            "welcome_2": ("skipped", "unsubscribed"),
+            "welcome_3": ("skipped", "unsubscribed"),
+        }
+        assert [e.kind for e in events(store, lead, "email.")].count(
+            "email.failed"
+        ) == 0
+        (stopped,) = events(store, lead, "sequence.")
+        assert stopped.detail == {
+            "sequence": "welcome_sequence",
+            "reason": "unsubscribed",
+        }
+        assert enrolment(store, lead).status == "done"
+
+    @pytest.mark.parametrize(
+        ("state", "reason"),
+        [
+            ({"crm_state": {"converted": True}}, "converted"),
+            ({"crm_state": {"opted_out": True}}, "unsubscribed"),
+            ({"email_state": {"bounced_at": "2026-12-08T10:00:00+00:00"}}, "bounced"),
+            ({"status": "converted"}, "converted"),
+        ],
+    )
+    def test_a_condition_met_after_step_one_stops_the_rest(
+        self, store, clock, context, folder, state, reason
     ):
         lead = take(store, {"email": "a@example.com"})
-        options = dict(
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
-        )
-        dispatch_claims(store, claim_enrolments(store), **options)
-        with store.write("default") as scope:
-            row = scope.session.scalars(
-                scope.select(OutboxItem).where(OutboxItem.topic == SEQUENCE_ENROLMENT)
-            ).one()
-            row.status = "pending"
+        run(store, context)
+        change(store, lead, **state)
 
-        again = dispatch_claims(store, claim_enrolments(store, "run-2"), **options)
+        clock.advance(days=2)
+        assert run(store, context) == DispatchSummary(stopped=1)
+        assert steps(store, lead)["welcome_2"].error == reason
 
-        assert again == DispatchSummary(settled=1)
-        assert len(eml_files(folder)) == 1
-        assert enrolment_row(store, lead).status == "done"
-
-    def test_leads_of_several_tenants_each_get_their_email(
-        self, store, sequences, renderer, folder
+    def test_a_reply_stops_the_sequence_but_one_from_before_enrolment_does_not(
+        self, store, clock, context, folder
     ):
-        take(store, {"email": "a@example.com"}, tenant="acme")
-        take(store, {"email": "b@example.com"}, tenant="globex")
-
-        summary = dispatch_claims(
+        replied_before = take(store, {"email": "early@example.com"})
+        change(
             store,
-            claim_enrolments(store),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
+            replied_before,
+            email_state={"replied_at": "2026-01-01T00:00:00+00:00"},
         )
+        replies_now = take(store, {"email": "later@example.com"})
+        run(store, context)
+        change(store, replies_now, email_state={"replied_at": clock.now().isoformat()})
 
-        assert summary.sent == 2
-        recipients = {
-            message_from_bytes(f.read_bytes(), policy=policy.default)["To"]
-            for f in eml_files(folder)
-        }
-        assert recipients == {"a@example.com", "b@example.com"}
+        clock.advance(days=2)
+        summary = run(store, context)
 
+        assert (summary.sent, summary.stopped) == (1, 1)
+        assert steps(store, replies_now)["welcome_2"].error == "replied"
+        assert steps(store, replied_before)["welcome_2"].status == "sent"
 
-class TestSkipping:
-    def test_a_lead_that_lost_its_email_is_skipped(
-        self, store, sequences, renderer, folder
+    def test_a_lifecycle_stage_moving_in_the_crm_stops_the_sequence(
+        self, store, clock, context, folder
     ):
-        lead = take(store, {"email": "a@example.com", "phone": "+14155550100"})
-        with store.write("default") as scope:
-            patch(scope, lead.id, {"email": None}, channel="api", region="US")
+        lead = take(store, {"email": "a@example.com"})
+        run(store, context)
+        # The sync created the contact as a `lead`: that is the stage to watch.
+        change(store, lead, crm_state={"lifecycle_stage": "lead"})
+        clock.advance(days=2)
+        assert run(store, context).sent == 1
 
-        summary = dispatch_claims(
-            store,
-            claim_enrolments(store),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id="run-1",
+        change(store, lead, crm_state={"lifecycle_stage": "opportunity"})
+        clock.advance(days=7)
+
+        assert run(store, context) == DispatchSummary(stopped=1)
+        assert steps(store, lead)["welcome_3"].error == "lifecycle_stage_changed"
+
+    def test_a_lead_field_condition_stops_the_sequence_naming_it(
+        self, store, clock, configure, context, folder
+    ):
+        fielded = with_(
+            context,
+            sequences=configure(
+                THREE_STEPS.replace(
+                    "    enrol: {channels: [api]}\n",
+                    "    enrol: {channels: [api]}\n"
+                    "    stop_when: [{field: status, in: [qualified]}]\n",
+                )
+            ),
+        )
+        lead = take(store, {"email": "a@example.com"})
+        run(store, fielded)
+        change(store, lead, status="qualified")
+
+        clock.advance(days=2)
+        assert run(store, fielded) == DispatchSummary(stopped=1)
+        (stopped,) = events(store, lead, "sequence.")
+        assert stopped.detail["reason"] == "lead_field"
+        assert stopped.detail["condition"] == "status in ['qualified']"
+
+    def test_a_lead_whose_email_was_removed_is_stopped(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com", "phone": "+1 212 555 0100"})
+        run(store, context)
+        edit(store, lead, {"email": None})
+
+        # New York by its phone: 09:00 there is 14:00 UTC.
+        clock.advance(days=2, hours=4)
+        summary = run(store, context)
+        assert summary == DispatchSummary(stopped=1), summary
+        assert steps(store, lead)["welcome_2"].error == "missing_email"
+
+
+class TestEditingASequence:
+    def test_reordering_and_inserting_steps_never_resends_one(
+        self, store, clock, configure, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        run(store, context)
+        clock.advance(days=2)
+        run(store, context)
+        assert subjects(folder) == ["Hi", "Two"]
+
+        edited = with_(
+            context,
+            sequences=configure(
+                """
+sequences:
+  welcome_sequence:
+    steps:
+      - {id: welcome_0, template: welcome_3, subject: "Inserted first"}
+      - {id: welcome_2, template: welcome_2, subject: "Two again"}
+      - {id: welcome_1, template: welcome_1, subject: "Hi again"}
+      - {id: welcome_3, template: welcome_3, subject: "Three", delay: 1d}
+"""
+            ),
+        )
+        wake_changed(store, context.sequences)
+        assert wake_changed(store, edited.sequences) == {"welcome_sequence": 1}
+        clock.advance(days=1)
+        run(store, edited)
+        clock.advance(days=1)
+        run(store, edited)
+
+        assert subjects(folder) == ["Hi", "Two", "Three"]
+        assert set(steps(store, lead)) == {"welcome_1", "welcome_2", "welcome_3"}
+
+    def test_a_changed_delay_applies_to_steps_not_yet_sent(
+        self, store, clock, configure, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        run(store, context)
+        quicker = with_(
+            context,
+            sequences=configure(THREE_STEPS.replace("delay: 2d", "delay: 1h")),
         )
 
-        assert summary == DispatchSummary(skipped=1)
-        assert eml_files(folder) == []
-        (step,) = steps_of(store, lead)
-        assert (step.status, step.error) == ("skipped", "missing_email")
-        (event,) = email_events(store, lead)
-        assert (event.kind, event.detail["reason"]) == (
-            "email.skipped",
-            "missing_email",
-        )
-        assert enrolment_row(store, lead).status == "done"
+        wake_changed(store, context.sequences)
 
-    def test_an_unsubscribed_lead_is_skipped(self, store, sequences, renderer, folder):
-        lead = take(store, {"email": "a@example.com", "status": "unsubscribed"})
+        clock.advance(hours=1, minutes=1)
+        assert run(store, quicker) == DispatchSummary()  # asleep until day 2
+        assert wake_changed(store, quicker.sequences) == {"welcome_sequence": 1}
+        assert wake_changed(store, quicker.sequences) == {}
+        assert run(store, quicker) == DispatchSummary(sent=1)
+        assert enrolment(store, lead).available_at == clock.now() + timedelta(weeks=1)
 
-        summary = dispatch_claims(
-            store,
-            claim_enrolments(store),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
-        )
 
-        assert summary == DispatchSummary(skipped=1)
-        assert eml_files(folder) == []
-        assert steps_of(store, lead)[0].error == "unsubscribed"
+class TestAtMostOnce:
+    def test_two_dispatchers_at_once_with_a_catch_up_send_each_step_once(
+        self, store, clock, context, folder
+    ):
+        for n in range(40):
+            take(store, {"email": f"p{n}@example.com"})
+        start = threading.Barrier(2)
+
+        def dispatcher(owner: str) -> Counter[str]:
+            start.wait()
+            totals: Counter[str] = Counter()
+            for _ in range(3):
+                totals.update(run(store, context, owner=owner, limit=7).as_counts())
+            return totals
+
+        def both() -> None:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(dispatcher, ["run-a", "run-b"]))
+
+        both()
+        clock.advance(hours=1)  # an outage; then both catch up at once
+        clock.advance(days=2)
+        both()
+
+        sent = Counter(str(m["To"]) + "|" + str(m["Subject"]) for m in messages(folder))
+        assert len(sent) == 80
+        assert set(sent.values()) == {1}
+
+    def test_a_worker_killed_mid_send_leaves_the_step_unknown_and_goes_on(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        with pytest.raises(ProcessKilled):
+            run(store, with_(context, outbox=KilledWhileSending()))
+
+        clock.advance(minutes=6)  # the dead run's lease runs out
+        blind = with_(context, outbox=Blind(folder))
+        assert run(store, blind) == DispatchSummary(unknown=1)
+        assert steps(store, lead)["welcome_1"].status == "unknown"
+        assert messages(folder) == []
+
+        clock.advance(days=2)
+        assert run(store, blind) == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Two"]
+
+    def test_a_crash_after_the_file_was_written_is_recorded_sent_not_resent(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        with pytest.raises(ProcessKilled):
+            run(store, with_(context, outbox=KilledAfterWriting(folder)))
+
+        clock.advance(minutes=6)
+        assert run(store, context) == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Hi"]
+        assert steps(store, lead)["welcome_1"].status == "sent"
+
+    def test_a_crash_before_anything_was_written_is_sent_by_the_next_run(
+        self, store, clock, context, folder
+    ):
+        take(store, {"email": "a@example.com"})
+        with pytest.raises(ProcessKilled):
+            run(store, with_(context, outbox=KilledWhileSending()))
+
+        clock.advance(minutes=6)
+        assert run(store, context) == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Hi"]
 
 
 class TestFailures:
-    def crash_then_rerun(self, store, sequences, renderer, dying, next_outbox):
-        now = later()
-        with pytest.raises(ProcessKilled):
-            dispatch_claims(
-                store,
-                claim_enrolments(store, "dead-run", now=now),
-                sequences=sequences,
-                renderer=renderer,
-                outbox=dying,
-                sender_address=SENDER,
-                flow_run_id="dead-run",
-                now=now,
+    def test_a_relay_that_is_down_requeues_for_a_minute_later(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        down = Refusing(EmailDeliveryError("connection refused"))
+
+        assert run(store, with_(context, outbox=down)) == DispatchSummary(requeued=1)
+        row = enrolment(store, lead)
+        assert (row.status, row.available_at) == (
+            "pending",
+            MONDAY + timedelta(minutes=1),
+        )
+        assert steps(store, lead)["welcome_1"].status == "pending"
+
+        clock.advance(minutes=1)
+        assert run(store, context) == DispatchSummary(sent=1)
+
+    def test_a_mailbox_that_does_not_exist_fails_the_step_and_suppresses_it(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "gone@example.com"})
+        refused = Refusing(
+            EmailRejectedError("550 no such user", code=550, bounce=True)
+        )
+
+        assert run(store, with_(context, outbox=refused)) == DispatchSummary(bounced=1)
+        assert steps(store, lead)["welcome_1"].status == "failed"
+        assert enrolment(store, lead).status == "parked"
+        other = take(store, {"email": "someone@example.com"})
+        enrol(store, other)
+        with store.read("default") as scope:
+            from leads.suppression import blocked_reason
+
+            reason = blocked_reason(
+                scope, lead=None, address="gone@example.com", category="transactional"
             )
-        after_expiry = now + LEASE + timedelta(seconds=1)
-        held = claim_enrolments(store, "run-2", now=after_expiry)
-        assert [c.attempts for c in held] == [2]
-        return dispatch_claims(
-            store,
-            held,
-            sequences=sequences,
-            renderer=renderer,
-            outbox=next_outbox,
-            sender_address=SENDER,
-            flow_run_id="run-2",
-            now=after_expiry,
-        )
+        assert reason == "bounced"
 
-    def test_a_crash_before_the_message_was_written_is_sent_by_the_next_run(
-        self, store, sequences, renderer, folder
-    ):
-        lead = take(store, {"email": "a@example.com"})
-
-        summary = self.crash_then_rerun(
-            store, sequences, renderer, KilledWhileSending(), FileOutbox(folder)
-        )
-
-        assert summary == DispatchSummary(sent=1)
-        assert len(eml_files(folder)) == 1
-        (step,) = steps_of(store, lead)
-        assert (step.status, step.flow_run_id) == ("sent", "run-2")
-        assert [e.kind for e in email_events(store, lead)] == ["email.sent"]
-        assert enrolment_row(store, lead).status == "done"
-
-    def test_a_crash_after_the_message_was_written_is_recorded_not_resent(
-        self, store, sequences, renderer, folder
-    ):
-        lead = take(store, {"email": "a@example.com"})
-
-        summary = self.crash_then_rerun(
-            store, sequences, renderer, KilledAfterWriting(folder), FileOutbox(folder)
-        )
-
-        assert summary == DispatchSummary(sent=1)
-        assert len(eml_files(folder)) == 1
-        (step,) = steps_of(store, lead)
-        assert step.status == "sent"
-        (event,) = email_events(store, lead)
-        assert (event.kind, event.flow_run_id) == ("email.sent", "run-2")
-
-    def test_where_the_outbox_cannot_tell_the_step_is_parked_unknown(
-        self, store, sequences, renderer, folder
-    ):
-        lead = take(store, {"email": "a@example.com"})
-
-        summary = self.crash_then_rerun(
-            store, sequences, renderer, KilledWhileSending(), Blind(folder)
-        )
-
-        assert summary == DispatchSummary(unknown=1)
-        assert eml_files(folder) == []
-        (step,) = steps_of(store, lead)
-        assert (step.status, step.flow_run_id) == ("unknown", "dead-run")
-        (event,) = email_events(store, lead)
-        assert (event.kind, event.flow_run_id) == ("email.unknown", "run-2")
-        assert enrolment_row(store, lead).status == "done"
-
-    def test_an_outbox_that_cannot_write_requeues_the_claim_for_a_minute_later(
-        self, store, sequences, renderer, tmp_path
-    ):
-        lead = take(store, {"email": "a@example.com"})
-        blocked = tmp_path / "outbox"
-        blocked.write_text("a file where the folder should be")
-        now = later()
-
-        summary = dispatch_claims(
-            store,
-            claim_enrolments(store, now=now),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(blocked),
-            sender_address=SENDER,
-            flow_run_id=None,
-            now=now,
-        )
-
-        assert summary == DispatchSummary(requeued=1)
-        (step,) = steps_of(store, lead)
-        assert step.status == "pending"
-        assert "could not write" in step.error
-        row = enrolment_row(store, lead)
-        assert (row.status, row.available_at) == ("pending", now + timedelta(minutes=1))
-        assert "could not write" in row.last_error
-
-        retry_at = now + timedelta(minutes=1)
-        folder = tmp_path / "fixed"
-        retried = dispatch_claims(
-            store,
-            claim_enrolments(store, "run-2", now=retry_at),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
-            now=retry_at,
-        )
-        assert retried == DispatchSummary(sent=1)
-        assert len(eml_files(folder)) == 1
-
-    def test_a_template_failing_for_a_lead_fails_the_step_and_parks_the_claim(
-        self, store, tmp_path, folder
+    def test_a_template_failing_for_one_lead_parks_only_that_lead(
+        self, store, clock, configure, context, folder, tmp_path
     ):
         templates = tmp_path / "templates"
         templates.mkdir()
-        (templates / "plan.txt.j2").write_text("Plan: {{ lead.custom.plan }}\n")
-        (templates / "plan.html.j2").write_text("<p>{{ lead.custom.plan }}</p>\n")
-        with_plan = take(store, {"email": "a@example.com", "plan": "Pro"})
-        without = take(store, {"email": "b@example.com"})
-        sequences = {
-            "welcome_sequence": Sequence(steps=(Step(template="plan", subject="Hi"),))
-        }
-
-        summary = dispatch_claims(
-            store,
-            claim_enrolments(store),
-            sequences=sequences,
+        for stem in ("welcome_1",):
+            (templates / f"{stem}.txt.j2").write_text("{{ 100 // lead.custom.n }}")
+            (templates / f"{stem}.html.j2").write_text("<p>hi</p>")
+        broken = with_(
+            context,
             renderer=TemplateRenderer(templates),
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
+            sequences=configure(
+                """
+sequences:
+  welcome_sequence:
+    enrol: {channels: [api]}
+    steps: [{template: welcome_1, subject: Hi}]
+"""
+            ),
         )
+        good = take(store, {"email": "a@example.com", "custom": {"n": 4}})
+        bad = take(store, {"email": "b@example.com", "custom": {"n": 0}})
 
-        assert summary == DispatchSummary(sent=1, failed=1)
-        assert len(eml_files(folder)) == 1
-        assert steps_of(store, with_plan)[0].status == "sent"
-        (step,) = steps_of(store, without)
-        assert step.status == "failed"
-        assert "plan" in step.error
-        row = enrolment_row(store, without)
-        assert (row.status, row.last_error) == ("parked", step.error)
-        assert email_events(store, without)[0].kind == "email.failed"
-
-    def test_an_unknown_sequence_parks_the_claim(self, store, renderer, folder):
-        lead = take(store, {"email": "a@example.com"})
-
-        summary = dispatch_claims(
-            store,
-            claim_enrolments(store),
-            sequences={},
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id=None,
-        )
-
-        assert summary == DispatchSummary(failed=1)
-        row = enrolment_row(store, lead)
-        assert row.status == "parked"
-        assert "welcome_sequence" in row.last_error
-
-
-class TestBrokenConfiguration:
-    def test_a_bad_sender_address_raises_before_any_claim_is_touched(
-        self, store, sequences, renderer, folder
-    ):
-        lead = take(store, {"email": "a@example.com"})
-
-        with pytest.raises(EmailRenderError, match="ORCH_EMAIL_FROM"):
-            dispatch_claims(
-                store,
-                claim_enrolments(store),
-                sequences=sequences,
-                renderer=renderer,
-                outbox=FileOutbox(folder),
-                sender_address="nobody",
-                flow_run_id=None,
-            )
-
-        assert enrolment_row(store, lead).status == "claimed"
-        assert steps_of(store, lead) == []
+        assert run(store, broken) == DispatchSummary(sent=1, failed=1)
+        assert steps(store, good)["welcome_1"].status == "sent"
+        assert steps(store, bad)["welcome_1"].status == "failed"
+        assert "ZeroDivisionError" in steps(store, bad)["welcome_1"].error
+        assert enrolment(store, bad).status == "parked"
 
     def test_a_missing_template_raises_before_any_claim_is_touched(
-        self, store, sequences, tmp_path, folder
+        self, store, clock, context, tmp_path
     ):
         lead = take(store, {"email": "a@example.com"})
 
-        with pytest.raises(EmailRenderError, match="welcome_1.txt.j2"):
-            dispatch_claims(
-                store,
-                claim_enrolments(store),
-                sequences=sequences,
-                renderer=TemplateRenderer(tmp_path / "empty"),
-                outbox=FileOutbox(folder),
-                sender_address=SENDER,
-                flow_run_id=None,
-            )
+        with pytest.raises(EmailRenderError, match="cannot be loaded"):
+            run(store, with_(context, renderer=TemplateRenderer(tmp_path)))
 
-        assert enrolment_row(store, lead).status == "claimed"
-        assert steps_of(store, lead) == []
+        assert steps(store, lead) == {}
 
-    def test_claims_of_another_topic_are_refused(
-        self, store, sequences, renderer, folder
+    def test_a_sequence_gone_from_the_file_parks_its_enrolments(
+        self, store, clock, configure, context
     ):
-        take(store, {"email": "a@example.com"})
-        crm = claim(store, CRM_SYNC, "run-1", limit=1, lease=LEASE, now=later())
+        lead = take(store, {"email": "a@example.com"})
+        enrol(store, lead, "retired")
 
-        with pytest.raises(ValueError, match="crm_sync"):
-            dispatch_claims(
-                store,
-                crm,
-                sequences=sequences,
-                renderer=renderer,
-                outbox=FileOutbox(folder),
-                sender_address=SENDER,
-                flow_run_id=None,
-            )
+        run(store, context)
+
+        row = enrolment(store, lead, "retired")
+        assert row.status == "parked"
+        assert "retired" in row.last_error
 
 
-class TestOverlappingRuns:
-    def test_two_dispatchers_claiming_at_once_send_each_lead_one_email(
-        self, store, sequences, renderer, folder
-    ):
-        leads = [take(store, {"email": f"lead{n}@example.com"}) for n in range(30)]
-        now = later()
-        start = threading.Barrier(2)
+class TestEnrolmentRules:
+    RULES = """
+sequences:
+  welcome_sequence:
+    enrol: {channels: [api, webhook]}
+    steps: [{template: welcome_1, subject: Hi}]
+  vip:
+    enrol: {min_score: 60, sources: [website]}
+    steps: [{template: welcome_2, subject: VIP}]
+"""
 
-        def run(owner: str) -> Counter[str]:
-            totals: Counter[str] = Counter()
-            start.wait()
-            while held := claim_enrolments(store, owner, now=now, limit=5):
-                summary = dispatch_claims(
-                    store,
-                    held,
-                    sequences=sequences,
-                    renderer=renderer,
-                    outbox=FileOutbox(folder),
-                    sender_address=SENDER,
-                    flow_run_id=owner,
-                    now=now,
+    @pytest.fixture
+    def rules(self, configure, monkeypatch):
+        from leads import rulebook
+
+        sequences = configure(self.RULES)
+        monkeypatch.setattr(rulebook, "sequences", lambda: sequences)
+
+    def enrolled(self, store, lead) -> set[str]:
+        with store.engine.connect() as connection:
+            keys = connection.scalars(
+                select(OutboxItem.key).where(
+                    OutboxItem.lead_id == lead.id,
+                    OutboxItem.topic == SEQUENCE_ENROLMENT,
                 )
-                totals.update(summary.as_counts())
-            return totals
-
-        with ThreadPoolExecutor(2) as pool:
-            totals = sum(pool.map(run, ["run-a", "run-b"]), Counter())
-
-        assert totals == Counter(sent=30)
-        assert len(eml_files(folder)) == 30
-        for lead in leads:
-            assert [e.kind for e in email_events(store, lead)] == ["email.sent"]
-
-    def test_runs_holding_the_same_rows_after_a_lease_expiry_send_once(
-        self, store, sequences, renderer, folder
-    ):
-        leads = [take(store, {"email": f"lead{n}@example.com"}) for n in range(30)]
-        now = later()
-        slow = claim_enrolments(store, "slow-run", now=now, lease=timedelta(seconds=1))
-        taken_over = claim_enrolments(store, "next-run", now=now + timedelta(seconds=2))
-        assert [c.id for c in slow] == [c.id for c in taken_over]
-        start = threading.Barrier(2)
-
-        def run(held) -> DispatchSummary:
-            start.wait()
-            return dispatch_claims(
-                store,
-                held,
-                sequences=sequences,
-                renderer=renderer,
-                outbox=FileOutbox(folder),
-                sender_address=SENDER,
-                flow_run_id=held[0].lease_owner,
-                now=now + timedelta(seconds=3),
             )
+            return {key.split(":", 1)[1] for key in keys}
 
-        with ThreadPoolExecutor(2) as pool:
-            summaries = list(pool.map(run, [slow, taken_over]))
+    def test_rules_choose_by_channel_score_and_source(self, store, clock, rules):
+        plain = take(store, {"email": "a@example.com"})
+        imported = take(store, {"email": "b@example.com"}, channel="import")
+        phone_only = take(store, {"phone": "+1 212 555 0100"})
 
-        # The run whose lease was taken over starts no send at all.
-        assert (summaries[0].sent, summaries[0].contended) == (0, 30)
-        assert summaries[1].sent == 30
-        assert len(eml_files(folder)) == 30
-        for lead in leads:
-            kinds = [e.kind for e in email_events(store, lead)]
-            assert "email.unknown" not in kinds
-        message_ids = set()
-        for lead in leads:
-            (step,) = steps_of(store, lead)
-            assert step.status == "sent"
-            sent = [e for e in email_events(store, lead) if e.kind == "email.sent"]
-            assert len(sent) == 1
-            message_ids.add(sent[0].detail["message_id"])
-        assert len(message_ids) == 30
+        assert self.enrolled(store, plain) == {"welcome_sequence"}
+        assert self.enrolled(store, imported) == set()
+        assert self.enrolled(store, phone_only) == set()
 
-        sweep_at = now + timedelta(hours=1)
-        swept = dispatch_claims(
-            store,
-            claim_enrolments(store, "sweep", now=sweep_at),
-            sequences=sequences,
-            renderer=renderer,
-            outbox=FileOutbox(folder),
-            sender_address=SENDER,
-            flow_run_id="sweep",
-            now=sweep_at,
-        )
-        assert swept.sent == 0
-        assert len(eml_files(folder)) == 30
-        assert {enrolment_row(store, lead).status for lead in leads} == {"done"}
+    def test_a_lead_that_later_qualifies_is_enrolled_then(self, store, clock, rules):
+        lead = take(store, {"phone": "+1 212 555 0100", "source": "website"})
+        edit(store, lead, {"email": "a@example.com"})
+
+        assert self.enrolled(store, lead) == {"welcome_sequence"}
+        with store.read("default") as scope:
+            crm_rows = scope.session.scalars(
+                scope.select(OutboxItem).where(OutboxItem.topic == CRM_SYNC)
+            ).all()
+        assert len(crm_rows) == 1
