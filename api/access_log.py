@@ -1,17 +1,26 @@
 """One log line per request: method, path, status, duration — never the query.
 
 uvicorn's own access log prints query strings, and `?email=` filters would put
-addresses in the log; this one leaves the query out.
+addresses in the log; this one leaves the query out. Unsubscribe links are
+logged without their token: whoever reads the log could otherwise unsubscribe
+that person.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("api.access")
+_UNSUBSCRIBE_TOKEN = re.compile(r"^/u/[^/]+")
+
+
+def shown_path(path: str) -> str:
+    """The path as the log shows it: an unsubscribe token replaced by `…`."""
+    return _UNSUBSCRIBE_TOKEN.sub("/u/…", path)
 
 
 class AccessLog:
@@ -37,7 +46,7 @@ class AccessLog:
             logger.info(
                 "%s %s %d %.1f ms",
                 scope["method"],
-                scope["path"],
+                shown_path(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
             )

@@ -18,7 +18,16 @@ from api import problems
 from api.access_log import AccessLog
 from api.events import PendingSignal
 from api.limits import BodySizeLimit
-from api.routes import crm, duplicates, health, imports, leads, workflows
+from api.routes import (
+    crm,
+    duplicates,
+    email,
+    health,
+    imports,
+    leads,
+    unsubscribe,
+    workflows,
+)
 from api.routes.health import VERSION
 from leads.settings import Settings, get_settings
 from leads.store import Store
@@ -90,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(imports.router)
     app.include_router(crm.router)
     app.include_router(workflows.router)
+    app.include_router(email.router)
+    # At the root, not under /api: these links go out in e-mails, to people.
+    app.include_router(unsubscribe.router)
     _serve_docs(app)
     app.add_middleware(AccessLog)
     app.add_middleware(

@@ -49,9 +49,14 @@ class SecretBox:
 
 def secret_box(settings: Settings) -> SecretBox:
     """The box for `ORCH_SECRET_KEY`, or for a key generated once into the data dir."""
+    return SecretBox(secret_key(settings))
+
+
+def secret_key(settings: Settings) -> str:
+    """`ORCH_SECRET_KEY`, or the key generated into the data dir on first use."""
     if settings.secret_key is not None:
-        return SecretBox(settings.secret_key.get_secret_value())
-    return SecretBox(_generated_key(settings.secret_key_file))
+        return settings.secret_key.get_secret_value()
+    return _generated_key(settings.secret_key_file)
 
 
 def _generated_key(path: Path) -> str:

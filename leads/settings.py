@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None,
         description=(
-            "Encrypts CRM credentials saved through the API (and will sign "
-            "unsubscribe tokens). Unset: a key generated into the data dir."
+            "Encrypts CRM credentials saved through the API and signs "
+            "unsubscribe links. Unset: a key generated into the data dir."
         ),
     )
     crm: Literal["none", "sandbox", "hubspot", "salesforce"] = Field(
@@ -110,11 +110,16 @@ class Settings(BaseSettings):
     )
     email_backend: Literal["file", "smtp"] = Field(
         "file",
-        description="`file` writes .eml files to `<data dir>/outbox`; `smtp` sends.",
+        description="`file` writes .eml files to `<data dir>/outbox`; `smtp` sends "
+        "through ORCH_SMTP_URL.",
     )
     smtp_url: SecretStr | None = Field(
         None,
-        description="`smtp://user:pass@host:port?starttls=true` for the smtp backend.",
+        description=(
+            "`smtp://user:pass@host:587?starttls=true` (STARTTLS) or "
+            "`smtps://user:pass@host:465` (implicit TLS); also `timeout=`, "
+            "`cafile=`, `local_hostname=`. For the smtp backend."
+        ),
     )
     email_from: str = Field(
         "Automation Orchestrator <noreply@localhost>",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
@@ -25,6 +25,7 @@ from leads.models import (
 from leads.normalise import email_key
 from leads.store import leads as lead_queries
 from leads.store import timeline
+from leads.store.email_history import email_history
 
 router = APIRouter(prefix="/api/leads", tags=["leads"])
 
@@ -44,6 +45,55 @@ class LeadPage(BaseModel):
 class TimelinePage(BaseModel):
     data: list[TimelineEventView]
     next_cursor: str | None
+
+
+class StepView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="The step's id in config/sequences.yaml.")
+    position: int
+    template: str | None
+    outcome: str = Field(
+        description="`pending`, `sending`, `sent`, `unknown`, `failed`, or "
+        "`skipped_<reason>` (`skipped_unsubscribed`, `skipped_replied`, …)."
+    )
+    reason: str | None
+    due_at: datetime
+    sent_at: datetime | None
+    message_id: str | None
+    flow_run_id: str | None
+
+
+class EnrolmentView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    sequence: str
+    status: str = Field(description="`active`, `finished`, `stopped` or `parked`.")
+    enrolled_at: str | None
+    next_check_at: datetime | None = Field(
+        description="When the dispatcher looks at it next (the next step's due "
+        "time, or the next opening of its send window)."
+    )
+    last_error: str | None
+    steps: list[StepView]
+
+
+class OneOffView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    category: str
+    template: str | None
+    status: str
+    message_id: str | None
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class LeadEmails(BaseModel):
+    sequences: list[EnrolmentView]
+    sends: list[OneOffView]
 
 
 class BatchItemResult(BaseModel):
@@ -323,4 +373,16 @@ def lead_timeline(
         return TimelinePage(
             data=[TimelineEventView.model_validate(row) for row in rows],
             next_cursor=next_cursor,
+        )
+
+
+@router.get("/{lead_id}/emails", response_model=LeadEmails, responses={404: {}})
+def lead_emails(lead_id: LeadId, store: StoreDep, context: ContextDep) -> LeadEmails:
+    """The lead's sequences with each step's outcome, and its one-off e-mails."""
+    with store.read(context.tenant_id) as scope:
+        lead_queries.get_lead(scope, lead_id)
+        enrolments, sends = email_history(scope, lead_id)
+        return LeadEmails(
+            sequences=[EnrolmentView.model_validate(e) for e in enrolments],
+            sends=[OneOffView.model_validate(send) for send in sends],
         )

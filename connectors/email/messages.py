@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from email.headerregistry import Address, AddressHeader, HeaderRegistry
+from email.headerregistry import (
+    Address,
+    AddressHeader,
+    HeaderRegistry,
+    UnstructuredHeader,
+)
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, Policy
 from email.utils import format_datetime, make_msgid
 from typing import cast
 
@@ -15,6 +21,27 @@ from connectors.email.errors import EmailRenderError
 from connectors.email.templates import RenderedEmail
 
 _HEADERS = HeaderRegistry()
+# RFC 8058 section 3.1: the body a mail client's one-click POST carries.
+ONE_CLICK = "List-Unsubscribe=One-Click"
+_MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
+# An unsubscribe URL stays on one header line: RFC 5322 allows 998 characters.
+_MAX_URL = 900
+_URL = re.compile(r"https?://[!#-;=?-~]+")
+
+
+class _VerbatimHeader(UnstructuredHeader):
+    """A header written on one line, as given.
+
+    The stdlib folds a value longer than 78 characters with no space in it into
+    RFC 2047 encoded words, and mail clients read a URL so folded as garbage.
+    """
+
+    def fold(self, *, policy: Policy) -> str:  # type: ignore[override]
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+_MESSAGE_HEADERS = HeaderRegistry()
+_MESSAGE_HEADERS.map_to_type("list-unsubscribe", _VerbatimHeader)
 
 
 def parse_sender(value: str) -> Address:
@@ -42,10 +69,14 @@ def build_message(
     sender: str,
     recipient: str,
     now: datetime | None = None,
+    unsubscribe_url: str | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
     """The e-mail, ready to hand over: its headers, a text part and an HTML one.
 
-    Headers are From, To, Subject, Date and Message-ID.
+    Headers are From, To, Subject, Date and Message-ID; with `unsubscribe_url`,
+    also List-Unsubscribe and List-Unsubscribe-Post for one-click unsubscribes
+    (RFC 8058), which marketing messages carry and transactional ones do not.
 
     Values from a lead can never add a header or a recipient: the recipient must
     be exactly one address, the subject is made one line, and the message's
@@ -56,9 +87,14 @@ def build_message(
         sender: the From value (the `ORCH_EMAIL_FROM` setting).
         recipient: the lead's address, as typed or as its normalised key.
         now: the Date header's time, aware; the clock's when not given.
+        unsubscribe_url: the recipient's signed one-click unsubscribe link, an
+            http(s) URL of printable ASCII.
+        message_id: the Message-ID, `<left@right>`, when the caller made it
+            earlier (to have told someone); a new one when not given.
 
     Raises:
-        EmailRenderError: the sender or recipient is not one valid address.
+        EmailRenderError: the sender or recipient is not one valid address, or
+            the unsubscribe URL or Message-ID is not of the form above.
     """
     from_address = parse_sender(sender)
     try:
@@ -75,14 +111,29 @@ def build_message(
     # Addresses with non-ASCII local parts or domains cannot be RFC 2047
     # encoded; they need SMTPUTF8 (RFC 6531), which every modern relay offers.
     ascii_only = to_address.addr_spec.isascii() and from_address.addr_spec.isascii()
-    message = EmailMessage(policy=SMTP if ascii_only else SMTPUTF8)
+    policy = SMTP if ascii_only else SMTPUTF8
+    message = EmailMessage(policy=policy.clone(header_factory=_MESSAGE_HEADERS))
+    if message_id is not None and not _MESSAGE_ID.fullmatch(message_id):
+        raise EmailRenderError(
+            f"the Message-ID {message_id!r} is not one `<left@right>` identifier"
+        )
+    if unsubscribe_url is not None and not (
+        len(unsubscribe_url) <= _MAX_URL and _URL.fullmatch(unsubscribe_url)
+    ):
+        raise EmailRenderError(
+            "the unsubscribe URL is not one http(s) URL of printable ASCII "
+            f"within {_MAX_URL} characters; check ORCH_PUBLIC_BASE_URL"
+        )
     try:
         message["From"] = from_address
         message["To"] = to_address
         message["Subject"] = _one_line(rendered.subject)
         message["Date"] = format_datetime(now or datetime.now(UTC))
         # Given a domain, make_msgid asks no name server for this host's name.
-        message["Message-ID"] = make_msgid(domain=from_address.domain)
+        message["Message-ID"] = message_id or make_msgid(domain=from_address.domain)
+        if unsubscribe_url is not None:
+            message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            message["List-Unsubscribe-Post"] = ONE_CLICK
     except ValueError as exc:
         raise EmailRenderError(
             f"a header of the message is not allowed: {exc}"

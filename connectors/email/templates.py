@@ -71,7 +71,12 @@ class TemplateRenderer:
         self._subject(subject)
 
     def render(
-        self, template: str, subject: str, lead: Mapping[str, Any]
+        self,
+        template: str,
+        subject: str,
+        lead: Mapping[str, Any],
+        *,
+        unsubscribe_url: str | None = None,
     ) -> RenderedEmail:
         """The step's subject, text and HTML for one lead.
 
@@ -79,12 +84,14 @@ class TemplateRenderer:
             template: the stem of the step's two template files.
             subject: the step's subject, a template itself.
             lead: the lead's own fields by name, each present (None when empty).
+            unsubscribe_url: the lead's one-click unsubscribe link for marketing
+                e-mail; templates read it as `unsubscribe_url`, None when absent.
 
         Raises:
             EmailRenderError: a template is missing, does not compile, or fails
                 for this lead's values; the message names the template.
         """
-        context = {"lead": dict(lead)}
+        context = {"lead": dict(lead), "unsubscribe_url": unsubscribe_url}
         return RenderedEmail(
             subject=self._render(self._subject(subject), "subject", context),
             text=self._render(self._load(f"{template}.txt.j2"), template, context),

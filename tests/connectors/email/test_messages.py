@@ -133,3 +133,107 @@ def test_an_international_address_is_written_as_utf8_not_encoded_words():
     data = message.as_bytes()
 
     assert "\r\nTo: zoë@bücher.example\r\n".encode() in data
+
+
+class TestOneClickUnsubscribe:
+    URL = "https://crm.example.com/u/" + "Ab-_9" * 16
+
+    def test_a_marketing_message_carries_both_rfc_8058_headers(self):
+        message = parsed(
+            build_message(
+                RENDERED,
+                sender=SENDER,
+                recipient="ada@example.com",
+                unsubscribe_url=self.URL,
+            )
+        )
+
+        assert message["List-Unsubscribe"] == f"<{self.URL}>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.com"]
+        assert message.get_all("To") == ["ada@example.com"]
+        assert message["Cc"] is None and message["Bcc"] is None
+
+    def test_the_link_stays_whole_on_one_line_however_long(self):
+        data = build_message(
+            RENDERED,
+            sender=SENDER,
+            recipient="ada@example.com",
+            unsubscribe_url=self.URL,
+        ).as_bytes()
+
+        line = f"\r\nList-Unsubscribe: <{self.URL}>\r\n".encode()
+        assert line in data
+        assert b"=?utf-8?" not in data
+
+    def test_the_headers_hold_no_line_break(self):
+        message = parsed(
+            build_message(
+                RENDERED,
+                sender=SENDER,
+                recipient="zoë@bücher.example",
+                unsubscribe_url=self.URL,
+            )
+        )
+
+        for name in ("List-Unsubscribe", "List-Unsubscribe-Post", "Message-ID"):
+            assert "\r" not in str(message[name]) and "\n" not in str(message[name])
+
+    def test_a_transactional_message_has_neither_header(self):
+        message = parsed(
+            build_message(RENDERED, sender=SENDER, recipient="ada@example.com")
+        )
+
+        assert message["List-Unsubscribe"] is None
+        assert message["List-Unsubscribe-Post"] is None
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://crm.example.com/u/x\r\nBcc: x@evil.example",
+            "https://crm.example.com/u/x y",
+            "https://crm.example.com/u/x>, <mailto:x@evil.example",
+            "javascript:alert(1)",
+            "https://crm.example.com/u/" + "x" * 1000,
+        ],
+    )
+    def test_a_url_that_could_break_the_header_is_refused(self, url):
+        with pytest.raises(EmailRenderError, match="unsubscribe URL"):
+            build_message(
+                RENDERED,
+                sender=SENDER,
+                recipient="ada@example.com",
+                unsubscribe_url=url,
+            )
+
+
+class TestGivenMessageId:
+    def test_the_given_message_id_is_used(self):
+        message = parsed(
+            build_message(
+                RENDERED,
+                sender=SENDER,
+                recipient="ada@example.com",
+                message_id="<made-earlier@localhost>",
+            )
+        )
+
+        assert message["Message-ID"] == "<made-earlier@localhost>"
+
+    @pytest.mark.parametrize(
+        "message_id",
+        [
+            "made-earlier@localhost",
+            "<a@b>\r\nBcc: x@evil",
+            "<no-at-sign>",
+            "<a@b> <c@d>",
+        ],
+    )
+    def test_a_message_id_of_another_form_is_refused(self, message_id):
+        with pytest.raises(EmailRenderError, match="Message-ID"):
+            build_message(
+                RENDERED,
+                sender=SENDER,
+                recipient="ada@example.com",
+                message_id=message_id,
+            )

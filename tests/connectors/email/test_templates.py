@@ -105,3 +105,29 @@ class TestStrictness:
             TemplateRenderer(folder).render(
                 "plan", "{{ lead.first_name + 1 }}", a_lead(custom={"plan": "Pro"})
             )
+
+
+class TestUnsubscribeLink:
+    @pytest.fixture
+    def folder(self, tmp_path: Path) -> Path:
+        (tmp_path / "news.txt.j2").write_text(
+            "News{% if unsubscribe_url %}\nStop: {{ unsubscribe_url }}{% endif %}\n"
+        )
+        (tmp_path / "news.html.j2").write_text(
+            '<p>News</p>{% if unsubscribe_url %}<a href="{{ unsubscribe_url }}">'
+            "Stop</a>{% endif %}\n"
+        )
+        return tmp_path
+
+    def test_templates_read_the_link_when_given(self, folder):
+        rendered = TemplateRenderer(folder).render(
+            "news", "Hi", a_lead(), unsubscribe_url="https://x.example/u/a?b=1&c=2"
+        )
+
+        assert rendered.text == "News\nStop: https://x.example/u/a?b=1&c=2\n"
+        assert 'href="https://x.example/u/a?b=1&amp;c=2"' in rendered.html
+
+    def test_the_link_is_none_not_undefined_when_absent(self, folder):
+        rendered = TemplateRenderer(folder).render("news", "Hi", a_lead())
+
+        assert (rendered.text, rendered.html) == ("News\n", "<p>News</p>\n")
