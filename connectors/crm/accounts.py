@@ -82,16 +82,19 @@ class CrmAccount:
         """A connector to the account that draws on `budget` and waits with `sleep`."""
         # Imported here: each pulls in its vendor's client, which the other
         # vendor's users never need.
-        connector: Any
+        credentials: Any = self.credentials
         if self.provider == "hubspot":
             from connectors.crm.hubspot import HubSpotConnector
 
-            connector = HubSpotConnector
-        else:
-            from connectors.crm.salesforce import SalesforceConnector
+            return HubSpotConnector(
+                credentials,
+                budget=budget,
+                sleep=sleep,
+                opt_out=self.mapping.unsubscribes,
+            )
+        from connectors.crm.salesforce import SalesforceConnector
 
-            connector = SalesforceConnector
-        return connector(self.credentials, budget=budget, sleep=sleep)
+        return SalesforceConnector(credentials, budget=budget, sleep=sleep)
 
 
 def credentials_model(provider: Provider) -> type[BaseModel]:

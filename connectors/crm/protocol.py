@@ -26,11 +26,18 @@ class CrmRecord:
             the external id when the connector upserts by an external-id field.
         fields: CRM field name → value, already mapped and transformed. The key
             field itself need not be repeated here.
+        unsubscribe: the person opted out of marketing e-mail and the CRM is
+            not yet known to hold it. Only for a CRM that keeps opt-outs
+            outside the record's fields (HubSpot's subscription types): its
+            connector unsubscribes the key's address once the record is
+            written, and the record is written only when both land. Elsewhere
+            the opt-out is one of `fields` (Salesforce's `HasOptedOutOfEmail`).
     """
 
     ref: str
     key: str
     fields: Mapping[str, FieldValue]
+    unsubscribe: bool = False
 
 
 @dataclass(frozen=True)

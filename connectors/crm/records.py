@@ -61,7 +61,10 @@ def plan(
     """Each lead's record under the account's mapping, mode and field policies.
 
     Reads the CRM's current records first (one batch read per connector batch)
-    only when the mode, a field policy or `read_fields` needs them.
+    only when the mode, a field policy or `read_fields` needs them. A lead that
+    opted out has its record marked `unsubscribe` where the CRM keeps opt-outs
+    outside the fields (HubSpot), until reconciliation has read the opt-out
+    back from this account.
 
     Args:
         leads: the leads to write.
@@ -72,17 +75,25 @@ def plan(
         read_fields: more CRM fields to read (a preview reads every mapped one).
     """
     mapping = account.mapping
-    mapped: list[tuple[Lead, str | None, MappedLead]] = []
+    opt_out = mapping.unsubscribes
+    account_key = account.budget_key
+    mapped: list[tuple[Lead, str | None, MappedLead, bool]] = []
     for lead in leads:
         key = key_of(lead, connector)
+        document = lead_document(lead)
         result = mapping.apply(
-            lead_document(lead), default_zone=default_zone, crm_fields=crm_fields
+            document, default_zone=default_zone, crm_fields=crm_fields
         )
-        mapped.append((lead, key, result))
+        unsubscribe = (
+            opt_out is not None
+            and opt_out.applies_to(document)
+            and not _known_opted_out(lead, account_key)
+        )
+        mapped.append((lead, key, result, unsubscribe))
 
     snapshots: dict[str, CrmSnapshot] = {}
     if mapping.needs_current_record or account.mode != "upsert" or read_fields:
-        keys = sorted({key for _, key, _ in mapped if key is not None})
+        keys = sorted({key for _, key, _, _ in mapped if key is not None})
         wanted = set(mapping.fields_to_read) | set(read_fields)
         wanted.add(connector.key_field)
         for start in range(0, len(keys), connector.batch_size):
@@ -91,7 +102,7 @@ def plan(
             )
 
     planned = []
-    for lead, key, result in mapped:
+    for lead, key, result, unsubscribe in mapped:
         warnings = tuple(result.warnings)
         if key is None:
             planned.append(Planned(lead.id, None, skipped="missing_key:email"))
@@ -106,7 +117,7 @@ def plan(
             )
             continue
         fields = apply_policies(result.fields, mapping, snapshot)
-        record = CrmRecord(ref=lead.id, key=key, fields=fields)
+        record = CrmRecord(ref=lead.id, key=key, fields=fields, unsubscribe=unsubscribe)
         planned.append(
             Planned(
                 lead.id,
@@ -120,12 +131,23 @@ def plan(
     return planned
 
 
+def _known_opted_out(lead: Lead, account_key: str) -> bool:
+    """Whether reconciliation read this account's record of the lead as opted out.
+
+    The state read from an account the tenant has since left says nothing of
+    the one it syncs to now.
+    """
+    state = lead.crm_state or {}
+    return lead.crm_account == account_key and bool(state.get("opted_out"))
+
+
 def collapse(records: Sequence[CrmRecord]) -> tuple[list[CrmRecord], dict[str, str]]:
     """One record per key, so the CRM never sees a key twice in a batch (HS-04).
 
     Later records' non-empty values win (HS-04); an empty one never clears an
-    earlier record's value. Returns the records to send and, for every record
-    folded into another, its ref → the ref sent.
+    earlier record's value; an opt-out of any of them is kept. Returns the
+    records to send and, for every record folded into another, its ref → the
+    ref sent.
     """
     first: dict[str, CrmRecord] = {}
     folded: dict[str, str] = {}
@@ -137,6 +159,11 @@ def collapse(records: Sequence[CrmRecord]) -> tuple[list[CrmRecord], dict[str, s
         merged = dict(kept.fields) | {
             name: value for name, value in record.fields.items() if value != ""
         }
-        first[record.key] = CrmRecord(ref=kept.ref, key=kept.key, fields=merged)
+        first[record.key] = CrmRecord(
+            ref=kept.ref,
+            key=kept.key,
+            fields=merged,
+            unsubscribe=kept.unsubscribe or record.unsubscribe,
+        )
         folded[record.ref] = kept.ref
     return list(first.values()), folded

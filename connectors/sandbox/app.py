@@ -127,6 +127,8 @@ def create_app(
             "hubspot": {
                 "contacts": len(state.hubspot.contacts),
                 "records": "/_sandbox/hubspot/contacts",
+                "unsubscribes": len(state.hubspot.subscriptions.unsubscribed),
+                "unsubscribed": "/_sandbox/hubspot/subscriptions",
             },
             "salesforce": {
                 "leads": len(state.salesforce.leads),

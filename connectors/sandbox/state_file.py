@@ -41,9 +41,19 @@ class SavedContact(_Saved):
     updated_ms: int
 
 
+class SavedUnsubscribe(_Saved):
+    email: str = Field(min_length=1)
+    subscription_id: str = Field(min_length=1)
+    legal_basis: str | None
+    legal_basis_explanation: str | None
+    at_ms: int
+
+
 class SavedHubSpot(_Saved):
     next_id: int = Field(ge=1)
     contacts: list[SavedContact]
+    # Files saved before the sandbox kept unsubscribes have none.
+    subscriptions: list[SavedUnsubscribe] = Field(default_factory=list)
 
 
 class SavedSalesforce(_Saved):

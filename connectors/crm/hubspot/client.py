@@ -65,12 +65,17 @@ class HubSpotClient:
         self.basic_api = contacts.basic_api
         self.search_api = contacts.search_api
         self.properties_api = client.crm.properties.core_api
+        preferences = client.communication_preferences
+        self.status_api = preferences.status_api
+        self.definition_api = preferences.definition_api
         # The APIs that carry the access token; each has its own configuration.
         self._apis: list[Any] = [
             self.batch_api,
             self.basic_api,
             self.search_api,
             self.properties_api,
+            self.status_api,
+            self.definition_api,
         ]
         self._tokens_api: Any = None
         if credentials.uses_oauth:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from connectors.crm.budget import RateBudget, Unlimited
+from connectors.crm.errors import CrmDailyLimitReached, CrmError
 from connectors.crm.hubspot.client import HubSpotClient
 from connectors.crm.hubspot.contacts import (
     BATCH_SIZE,
@@ -20,11 +21,14 @@ from connectors.crm.hubspot.contacts import (
 )
 from connectors.crm.hubspot.credentials import HubSpotCredentials
 from connectors.crm.hubspot.properties import list_contact_fields
+from connectors.crm.hubspot.subscriptions import Subscriptions
+from connectors.crm.mapping import OptOut
 from connectors.crm.protocol import (
     ConnectionInfo,
     CrmField,
     CrmRecord,
     CrmSnapshot,
+    SyncFailure,
     SyncResult,
 )
 
@@ -35,7 +39,10 @@ class HubSpotConnector:
     """A HubSpot account's contacts, keyed by lower-cased e-mail.
 
     Writes go to batch upsert with `idProperty=email` (never search-then-create,
-    whose search lags writes: HS-01), so every write is safe to retry.
+    whose search lags writes: HS-01), so every write is safe to retry. A record
+    marked `unsubscribe` also has its address unsubscribed, after its contact
+    was written, from the subscription type `opt_out` names (the account's one
+    marketing type when it names none); unsubscribing again is harmless.
     """
 
     provider = "hubspot"
@@ -51,6 +58,7 @@ class HubSpotConnector:
         *,
         budget: RateBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        opt_out: OptOut | None = None,
     ) -> None:
         self._credentials = credentials
         self._client = HubSpotClient(
@@ -58,17 +66,33 @@ class HubSpotConnector:
         )
         self._writer = ContactWriter(self._client)
         self._scanner = ChangeScanner(self._client, sleep=sleep)
+        self._subscriptions = Subscriptions(self._client, opt_out or OptOut())
 
     def upsert(self, records: Sequence[CrmRecord]) -> list[SyncResult]:
-        """Creates or updates each record by e-mail; one result per record, in order."""
+        """Creates or updates each record by e-mail; one result per record, in order.
+
+        A record to unsubscribe is a success only once its address is
+        unsubscribed too; a contact written whose unsubscribe failed is a
+        failure (with the contact's id), retryable when the unsubscribe may
+        succeed later.
+
+        Raises:
+            CrmDailyLimitReached: the day's allowance ran out; nothing more
+                succeeds before it resets.
+            CrmError: a failure of a whole call that retrying did not cure.
+        """
         started = time.monotonic()
         pending, refused = collapse(records)
         by_ref = {result.ref: result for result in refused}
+        unsubscribed = 0
         for start in range(0, len(pending), BATCH_SIZE):
             chunk = pending[start : start + BATCH_SIZE]
             written = self._writer.write(chunk)
             for item in chunk:
                 result = written[item.key]
+                if item.unsubscribe and result.ok:
+                    result = self._unsubscribe(item.key, result)
+                    unsubscribed += result.ok
                 for ref in item.refs:
                     by_ref[ref] = SyncResult(
                         ref, result.outcome, result.crm_id, result.failure, result.note
@@ -76,15 +100,37 @@ class HubSpotConnector:
         results = [by_ref[record.ref] for record in records]
         logger.info(
             "HubSpot upsert: %d record(s) as %d contact(s): %d created, "
-            "%d updated, %d failed in %.1f s",
+            "%d updated, %d failed, %d unsubscribed in %.1f s",
             len(records),
             len(pending),
             sum(r.outcome == "created" for r in results),
             sum(r.outcome == "updated" for r in results),
             sum(r.outcome == "failed" for r in results),
+            unsubscribed,
             time.monotonic() - started,
         )
         return results
+
+    def _unsubscribe(self, address: str, written: SyncResult) -> SyncResult:
+        """`written` once `address` is unsubscribed, else a failure saying why.
+
+        Raises:
+            CrmDailyLimitReached: the day's allowance ran out; every later call
+                would meet it too, so the whole upsert stops.
+        """
+        try:
+            self._subscriptions.unsubscribe(address)
+        except CrmDailyLimitReached:
+            raise
+        except CrmError as exc:
+            failure = SyncFailure(
+                exc.code,
+                f"the contact was written but its e-mail opt-out was not: {exc}",
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+            )
+            return SyncResult("", "failed", crm_id=written.crm_id, failure=failure)
+        return written
 
     def read(
         self, keys: Sequence[str], fields: Sequence[str]

@@ -87,11 +87,15 @@ def to_hubspot(value: FieldValue) -> str:
 
 @dataclass
 class Pending:
-    """One contact to write: its key, its properties, the refs that asked for it."""
+    """One contact to write: its key, its properties, the refs that asked for it.
+
+    `unsubscribe`: the address is to leave the opt-out subscription type too.
+    """
 
     key: str
     properties: dict[str, str]
     refs: list[str]
+    unsubscribe: bool = False
 
 
 def collapse(records: Sequence[CrmRecord]) -> tuple[list[Pending], list[SyncResult]]:
@@ -99,7 +103,7 @@ def collapse(records: Sequence[CrmRecord]) -> tuple[list[Pending], list[SyncResu
 
     Two records with the same key would make HubSpot refuse the whole batch
     (HS-04): they become one write where later non-empty values win, and both
-    refs get its result.
+    refs get its result; an opt-out of either is kept.
     """
     by_key: dict[str, Pending] = {}
     refused = []
@@ -114,9 +118,10 @@ def collapse(records: Sequence[CrmRecord]) -> tuple[list[Pending], list[SyncResu
         properties[KEY] = key
         pending = by_key.get(key)
         if pending is None:
-            by_key[key] = Pending(key, properties, [record.ref])
+            by_key[key] = Pending(key, properties, [record.ref], record.unsubscribe)
             continue
         pending.refs.append(record.ref)
+        pending.unsubscribe = pending.unsubscribe or record.unsubscribe
         for name, value in properties.items():
             if value != "" or name not in pending.properties:
                 pending.properties[name] = value

@@ -11,6 +11,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import urllib3.exceptions
+from hubspot.communication_preferences.exceptions import (
+    ApiException as PreferencesApiException,
+)
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 from hubspot.oauth.exceptions import ApiException as OAuthApiException
@@ -26,10 +29,19 @@ from connectors.crm.errors import (
 from connectors.crm.urls import host_of
 
 # Each generated package of hubspot-api-client has its own ApiException class.
-API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, OAuthApiException)
+API_EXCEPTIONS = (
+    ContactsApiException,
+    PropertiesApiException,
+    OAuthApiException,
+    PreferencesApiException,
+)
 
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
 INVALID_VALUES = "Property values were not valid: "
+# Unsubscribing an address again answers 400 "<address> is already
+# unsubscribed from subscription <id>" (ethyca/fides#5237 ignores that 400 on
+# this call; the wording is quoted by integrations that treat it as success).
+ALREADY_UNSUBSCRIBED = re.compile(r"\balready unsubscribed\b", re.IGNORECASE)
 DAILY_RECHECK = timedelta(hours=1)
 
 
@@ -64,6 +76,13 @@ class HubSpotNotFound(CrmRequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="OBJECT_NOT_FOUND", status=404)
+
+
+class HubSpotAlreadyUnsubscribed(CrmRequestError):
+    """400 to an unsubscribe: the address already was; what was asked holds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ALREADY_UNSUBSCRIBED", status=400)
 
 
 def body_of(text: object) -> dict[str, Any]:
@@ -167,23 +186,33 @@ def _unavailable(
     )
 
 
+def _refused(
+    operation: str, message: str, body: Mapping[str, Any], headers: Mapping[str, str]
+) -> CrmError:
+    if ALREADY_UNSUBSCRIBED.search(message) and not message.startswith(INVALID_VALUES):
+        return HubSpotAlreadyUnsubscribed(f"{operation}: {message}")
+    if body.get("category", "VALIDATION_ERROR") == "VALIDATION_ERROR":
+        return HubSpotValidationError(
+            f"{operation}: HubSpot refused values: {message}", problems_in(body)
+        )
+    return CrmRequestError(
+        f"{operation}: {message}", code=str(body.get("status")), status=400
+    )
+
+
 # The one table from HubSpot's status to our error; statuses not listed are
 # refusals of the request (`CrmRequestError`). 5xx is matched below by range.
 Translate = Callable[[str, str, Mapping[str, Any], Mapping[str, str]], CrmError]
 BY_STATUS: dict[int, Translate] = {
-    400: lambda op, msg, body, _h: (
-        HubSpotValidationError(
-            f"{op}: HubSpot refused values: {msg}", problems_in(body)
-        )
-        if body.get("category", "VALIDATION_ERROR") == "VALIDATION_ERROR"
-        else CrmRequestError(f"{op}: {msg}", code=str(body.get("status")), status=400)
-    ),
+    400: _refused,
     401: lambda op, msg, body, _h: CrmAuthError(
         f"{op}: HubSpot refused the token ({body.get('category') or msg}); "
         "check the private-app token or the OAuth app's refresh token."
     ),
     403: lambda op, msg, _b, _h: CrmAuthError(
-        f"{op}: HubSpot refused access ({msg}); give the app the contacts scopes.",
+        f"{op}: HubSpot refused access ({msg}); give the app the scopes this call "
+        "needs: crm.objects.contacts.read and .write for contacts, "
+        "communication_preferences.read_write for opt-outs.",
         status=403,
     ),
     404: lambda op, msg, _b, _h: HubSpotNotFound(f"{op}: {msg}"),

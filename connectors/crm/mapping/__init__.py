@@ -1,8 +1,10 @@
 """From a stored lead to CRM fields: the mapping files, their transforms and checks.
 
 `load_mapping` reads `config/crm/<crm>.yaml`; `CrmMapping.apply` turns a lead
-into fields; `apply_policies` drops those the CRM's current record keeps;
-`check_mapping` compares a mapping with the fields the CRM really has.
+into fields; `apply_policies` drops those the CRM's current record keeps (and
+flags a lead may only raise); `CrmMapping.unsubscribes` says how a HubSpot
+account gets opt-outs; `check_mapping` compares a mapping with the fields the
+CRM really has.
 """
 
 from connectors.crm.mapping.check import MappingProblem, check_mapping
@@ -10,6 +12,7 @@ from connectors.crm.mapping.models import (
     CrmMapping,
     FieldRule,
     MappingFileError,
+    OptOut,
     Policy,
     Transform,
     load_mapping,
@@ -24,6 +27,7 @@ __all__ = [
     "MappedLead",
     "MappingFileError",
     "MappingProblem",
+    "OptOut",
     "Policy",
     "Transform",
     "apply_policies",

@@ -31,10 +31,23 @@ from leads.config_files import describe, load_model
 from leads.store.tables import Lead
 
 Transform = Literal["text", "number", "boolean", "date", "datetime", "picklist"]
-Policy = Literal["always", "if_empty", "never_overwrite"]
+Policy = Literal["always", "if_empty", "never_overwrite", "if_true"]
+# What `POST /communication-preferences/v3/unsubscribe` takes as `legalBasis`
+# (hubspot-api-client 12, PublicUpdateSubscriptionStatusRequest).
+LegalBasis = Literal[
+    "LEGITIMATE_INTEREST_PQL",
+    "LEGITIMATE_INTEREST_CLIENT",
+    "PERFORMANCE_OF_CONTRACT",
+    "CONSENT_WITH_NOTICE",
+    "NON_GDPR",
+    "PROCESS_AND_STORE",
+    "LEGITIMATE_INTEREST_OTHER",
+]
 
 LEAD_FIELDS = frozenset(Lead.__table__.columns.keys())
 CUSTOM_PREFIX = "custom."
+# The name an opt-out's source is read under; never sent as a field.
+OPT_OUT_FIELD = "opt_out"
 # What a constant or fallback may be: what `CrmRecord.fields` holds (a
 # datetime is a date).
 _VALUE_TYPES = (str, bool, int, float, date)
@@ -79,7 +92,7 @@ class FieldRule(BaseModel):
     policy: Policy = Field(
         default="always",
         description="When the CRM's value may be replaced: always, if_empty, "
-        "never_overwrite.",
+        "never_overwrite, or if_true (a boolean written only when true).",
     )
 
     @field_validator("values", mode="before")
@@ -136,6 +149,13 @@ class FieldRule(BaseModel):
             ]
         else:
             reasons = _source_problems(self)
+        if self.policy == "if_true" and (
+            self.has_constant or self.transform != "boolean"
+        ):
+            reasons.append(
+                "`policy: if_true` writes a lead's boolean only when it is true, "
+                "so it needs a `source` with `transform: boolean`"
+            )
         if reasons:
             raise ValueError(", and ".join(reasons))
         return self
@@ -153,6 +173,80 @@ class FieldRule(BaseModel):
         return self.fallback is None
 
 
+class OptOut(BaseModel):
+    """How a lead's e-mail opt-out reaches HubSpot: an unsubscribe by address.
+
+    HubSpot's `hs_email_optout` is read-only; an opt-out is written through the
+    communication-preferences API, which unsubscribes an e-mail address from
+    one subscription type
+    (https://developers.hubspot.com/docs/api-reference/legacy/communication-preferences/v3/unsubscribe-contact).
+    Salesforce needs none of this: its opt-out is the Lead field
+    `HasOptedOutOfEmail`, mapped like any other.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(
+        default="email_opt_out",
+        description="The lead field that says the person opted out: a column of "
+        "`Lead`, or `custom.<name>`; read as a boolean.",
+    )
+    subscription_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The subscription type to unsubscribe from (its `id` in "
+        "`GET /communication-preferences/v3/definitions`). When not given, the "
+        "account's one active marketing subscription type.",
+    )
+    legal_basis: LegalBasis | None = Field(
+        default=None,
+        description="Sent as `legalBasis`; HubSpot requires it in accounts with "
+        "data privacy settings turned on.",
+    )
+    legal_basis_explanation: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Sent as `legalBasisExplanation`, with `legal_basis`.",
+    )
+    _reader: FieldPlan | None = PrivateAttr(default=None)
+
+    @field_validator("subscription_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        # HubSpot's ids are digits, which YAML reads as a number unless quoted.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        reasons = _unknown_source(source)
+        if reasons:
+            raise ValueError(", and ".join(reasons))
+        return source
+
+    @model_validator(mode="after")
+    def _explained_basis(self) -> OptOut:
+        if (self.legal_basis is None) != (self.legal_basis_explanation is None):
+            raise ValueError(
+                "give `legal_basis` and `legal_basis_explanation` together (HubSpot "
+                "accounts with data privacy settings turned on need both) or neither"
+            )
+        return self
+
+    def model_post_init(self, context: Any) -> None:
+        self._reader = _plan(
+            OPT_OUT_FIELD, FieldRule(source=self.source, transform="boolean")
+        )
+
+    def applies_to(self, lead: Mapping[str, Any]) -> bool:
+        """Whether the lead opted out: its `source` reads as true."""
+        assert self._reader is not None
+        mapped = map_lead((self._reader,), lead, "UTC", None)
+        return mapped.fields.get(OPT_OUT_FIELD) is True
+
+
 class CrmMapping(BaseModel):
     """Everything a mapping file says: the CRM, and how each CRM field is filled."""
 
@@ -162,7 +256,14 @@ class CrmMapping(BaseModel):
     fields: dict[str, FieldRule] = Field(
         description="CRM field name (as the CRM's API spells it) → its rule."
     )
+    opt_out: OptOut | None = Field(
+        default=None,
+        description="HubSpot only: which subscription type an e-mail opt-out "
+        "unsubscribes the lead from. Salesforce takes the opt-out as the Lead "
+        "field HasOptedOutOfEmail.",
+    )
     _plans: tuple[FieldPlan, ...] = PrivateAttr(default=())
+    _unsubscribes: OptOut | None = PrivateAttr(default=None)
 
     @field_validator("fields")
     @classmethod
@@ -177,23 +278,48 @@ class CrmMapping(BaseModel):
                 )
         return fields
 
+    @model_validator(mode="after")
+    def _opt_out_in_hubspot(self) -> CrmMapping:
+        if self.provider == "salesforce" and self.opt_out is not None:
+            raise ValueError(
+                "opt_out: Salesforce keeps an opt-out in the Lead field "
+                "HasOptedOutOfEmail; remove `opt_out` and map `HasOptedOutOfEmail: "
+                "{source: email_opt_out, transform: boolean, policy: if_true}`"
+            )
+        return self
+
     def model_post_init(self, context: Any) -> None:
         self._plans = tuple(_plan(name, rule) for name, rule in self.fields.items())
+        # HubSpot accounts write opt-outs even when the mapping says nothing of
+        # them: a mapping saved before `opt_out` existed still passes them on.
+        if self.provider == "hubspot":
+            self._unsubscribes = self.opt_out or OptOut()
+
+    @property
+    def unsubscribes(self) -> OptOut | None:
+        """How opt-outs are written outside the fields; None where they are fields.
+
+        HubSpot's: the mapping's `opt_out`, or the default one when it has none.
+        """
+        return self._unsubscribes
 
     @property
     def needs_current_record(self) -> bool:
         """Whether a policy needs the CRM's current record read before writing."""
-        return any(rule.policy != "always" for rule in self.fields.values())
+        return bool(self.fields_to_read)
 
     @property
     def fields_to_read(self) -> tuple[str, ...]:
-        """The CRM fields to read first: each field whose policy is not `always`.
+        """The CRM fields to read first: each field whose policy compares with it.
 
         `if_empty` needs the field's value; `never_overwrite` only needs to know
         whether the record exists, which reading any field of it tells.
+        `always` and `if_true` go by the lead alone.
         """
         return tuple(
-            name for name, rule in self.fields.items() if rule.policy != "always"
+            name
+            for name, rule in self.fields.items()
+            if rule.policy in ("if_empty", "never_overwrite")
         )
 
     def apply(
@@ -278,19 +404,21 @@ def _explain(problem: Any) -> str:
     return describe(problem)
 
 
-def _source_problems(rule: FieldRule) -> list[str]:
-    reasons: list[str] = []
-    source = rule.source or ""
+def _unknown_source(source: str) -> list[str]:
     if source.startswith(CUSTOM_PREFIX) or source == "custom":
         if not source.removeprefix("custom").removeprefix(".").strip():
-            reasons.append("name the custom field: custom.<name>")
+            return ["name the custom field: custom.<name>"]
     elif source not in LEAD_FIELDS:
         close = difflib.get_close_matches(source, sorted(LEAD_FIELDS), n=3)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        reasons.append(
+        return [
             f"unknown lead field {source!r}{hint}: use a lead field or custom.<name>"
-        )
+        ]
+    return []
 
+
+def _source_problems(rule: FieldRule) -> list[str]:
+    reasons = _unknown_source(rule.source or "")
     given = rule.model_fields_set
     picklist = rule.transform == "picklist"
     if rule.values is not None and not picklist:

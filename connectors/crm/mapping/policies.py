@@ -17,7 +17,9 @@ def apply_policies(
 
     `always` fields are sent; `if_empty` ones only when the CRM's value is
     empty, blank or absent; `never_overwrite` ones only when the CRM has no
-    record yet. Read the record first when `mapping.needs_current_record`,
+    record yet; `if_true` ones only when the lead's value is true, so a flag a
+    person raised in the CRM (an e-mail opt-out) is never lowered by a lead
+    that lacks it. Read the record first when `mapping.needs_current_record`,
     asking for `mapping.fields_to_read`.
 
     Args:
@@ -29,18 +31,19 @@ def apply_policies(
     Returns:
         A new dict; a field the mapping does not name is sent as `always`.
     """
-    if current is None:
-        return dict(fields)
     rules = mapping.fields
-    held = current.fields
+    held = current.fields if current is not None else {}
     send: dict[str, FieldValue] = {}
     for name, value in fields.items():
         rule = rules.get(name)
         policy = rule.policy if rule is not None else "always"
-        if policy == "never_overwrite":
+        if policy == "if_true" and value is not True:
             continue
-        if policy == "if_empty" and not _is_empty(held.get(name)):
-            continue
+        if current is not None:
+            if policy == "never_overwrite":
+                continue
+            if policy == "if_empty" and not _is_empty(held.get(name)):
+                continue
         send[name] = value
     return send
 

@@ -1,8 +1,8 @@
 """The sandbox's HubSpot half: enough CRM v3 for `hubspot-api-client` to run unchanged.
 
-Contacts live in memory. The routes check tokens and rate limits as HubSpot
-does and answer in its shapes; `/_sandbox/hubspot/…` routes let tests set
-limits, expire tokens, seed contacts and see what was received.
+Contacts and unsubscribes live in memory. The routes check tokens and rate
+limits as HubSpot does and answer in its shapes; `/_sandbox/hubspot/…` routes
+let tests set limits, expire tokens, seed contacts and see what was received.
 """
 
 from connectors.sandbox.hubspot.access import (

@@ -1,4 +1,4 @@
-"""The sandbox's HubSpot routes: CRM v3 contacts, properties, OAuth and its controls."""
+"""The sandbox's HubSpot routes: CRM v3, subscriptions, OAuth, and its controls."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from connectors.sandbox.hubspot.properties import CONTACT_PROPERTIES
 from connectors.sandbox.hubspot.state import Received, State
 
 CONTACTS = "/crm/v3/objects/contacts"
+PREFERENCES = "/communication-preferences/v3"
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -217,6 +218,24 @@ def _api_router(state: State) -> APIRouter:
             raise HubSpotError(404, f"Unable to find property {name}")
         return JSONResponse(prop.as_api())
 
+    @api.get(PREFERENCES + "/definitions", summary="List subscription types")
+    async def definitions() -> Response:
+        """Every active e-mail subscription type of the account."""
+        return JSONResponse({"subscriptionDefinitions": state.subscriptions.listed()})
+
+    @api.post(PREFERENCES + "/unsubscribe", summary="Unsubscribe an address")
+    async def unsubscribe(request: Request) -> Response:
+        """Unsubscribes an address from one type; 400 if it already left it."""
+        return JSONResponse(state.unsubscribe(await _json(request)))
+
+    @api.get(
+        PREFERENCES + "/status/email/{email_address}",
+        summary="Read an address's subscription statuses",
+    )
+    async def email_status(email_address: str) -> Response:
+        """The address's status in each active subscription type."""
+        return JSONResponse(state.subscriptions.statuses(email_address))
+
     return api
 
 
@@ -360,6 +379,11 @@ def _control_router(state: State) -> APIRouter:
         if contact is None:
             raise HTTPException(404, f"no contact {contact_id}")
         return contact.as_api([*values, "lastmodifieddate"])
+
+    @control.get("/subscriptions", summary="Addresses unsubscribed")
+    def unsubscribed() -> list[dict[str, Any]]:
+        """Every unsubscribe received: address, subscription type, legal basis."""
+        return state.subscriptions.records()
 
     @control.get("/requests", summary="What the HubSpot routes received")
     def requests() -> dict[str, Any]:

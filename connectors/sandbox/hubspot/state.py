@@ -11,6 +11,7 @@ from typing import Any
 from connectors.sandbox.hubspot.access import RateLimits, Tokens
 from connectors.sandbox.hubspot.contacts import Contact, Contacts
 from connectors.sandbox.hubspot.search import Searcher
+from connectors.sandbox.hubspot.subscriptions import Subscriptions
 
 # Requests kept with their bodies for tests to inspect; counts are kept for all.
 LOGGED_REQUESTS = 2_000
@@ -68,21 +69,41 @@ class RequestLog:
 
 
 class State:
-    """The sandbox's HubSpot account: contacts, tokens, limits and what it received."""
+    """The sandbox's HubSpot account: its records, tokens, limits and requests."""
 
     def __init__(self) -> None:
         self.contacts = Contacts()
         self.searcher = Searcher(self.contacts)
+        self.subscriptions = Subscriptions()
         self.tokens = Tokens()
         self.limits = RateLimits()
         self.requests = RequestLog()
 
     def reset(self) -> None:
-        """Forgets every contact, issued token and counted call; default limits."""
+        """Forgets every contact, unsubscribe, token and call; default limits."""
         self.contacts.reset()
+        self.subscriptions.reset()
         self.tokens.reset()
         self.limits.configure()
         self.requests.clear()
+
+    def unsubscribe(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Unsubscribes an address (see `Subscriptions.unsubscribe`).
+
+        The address's contact, if it has one, shows the opt-out in
+        `hs_email_optout`, with its `lastmodifieddate` moved as by any change,
+        so that a search for recent changes (reconciliation) reads it back.
+        HubSpot's property means "Unsubscribed from all email" (its label);
+        the sandbox sets it for any unsubscribe, its one marketing type being
+        all a lead is sent.
+        """
+        status = self.subscriptions.unsubscribe(body)
+        email = str(body["emailAddress"]).strip().lower()
+        with self.contacts.lock:
+            contact_id = self.contacts.by_email.get(email)
+            if contact_id is not None:
+                self.contacts.change(contact_id, {"hs_email_optout": "true"})
+        return status
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every contact in the API's object shape, with every property it has."""
@@ -96,27 +117,31 @@ class State:
 
     @property
     def version(self) -> int:
-        """Grows with every change to the contacts, so a saver can tell."""
-        return self.contacts.version
+        """Grows with every change to contacts or unsubscribes, so a saver can tell."""
+        return self.contacts.version + self.subscriptions.version
 
     def records(self) -> dict[str, Any]:
-        """Contacts with their timestamps, and the next id: what outlives a restart."""
+        """What outlives a restart: contacts, timestamps, next id, unsubscribes."""
         with self.contacts.lock:
-            return {
-                "next_id": self.contacts.next_id,
-                "contacts": [
-                    {
-                        "id": contact.id,
-                        "values": dict(contact.values),
-                        "created_ms": contact.created_ms,
-                        "updated_ms": contact.updated_ms,
-                    }
-                    for contact in sorted(self.contacts, key=lambda c: c.id)
-                ],
-            }
+            contacts = [
+                {
+                    "id": contact.id,
+                    "values": dict(contact.values),
+                    "created_ms": contact.created_ms,
+                    "updated_ms": contact.updated_ms,
+                }
+                for contact in sorted(self.contacts, key=lambda c: c.id)
+            ]
+            next_id = self.contacts.next_id
+        return {
+            "next_id": next_id,
+            "contacts": contacts,
+            "subscriptions": self.subscriptions.records(),
+        }
 
     def restore(self, records: Mapping[str, Any]) -> None:
-        """Replaces every contact with those `records()` gave, ids and all."""
+        """Replaces every contact and unsubscribe with those `records()` gave."""
+        self.subscriptions.restore(records["subscriptions"])
         contacts = [
             Contact(
                 saved["id"],

@@ -177,6 +177,50 @@ class TestRestart:
         assert second.create_contact("grace@example.com").id == "1002"
 
 
+class TestUnsubscribes:
+    def test_an_unsubscribe_outlives_a_restart_and_is_not_taken_twice(self, tmp_path):
+        state = tmp_path / "sandbox.json"
+        body = {"emailAddress": "ada@example.com", "subscriptionId": "1001"}
+        auth = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
+        with running_sandbox(state_file=state) as (url, _held):
+            httpx.post(
+                f"{url}/communication-preferences/v3/unsubscribe",
+                json=body,
+                headers=auth,
+            ).raise_for_status()
+
+        with running_sandbox(state_file=state) as (url, held):
+            again = httpx.post(
+                f"{url}/communication-preferences/v3/unsubscribe",
+                json=body,
+                headers=auth,
+            )
+            kept = httpx.get(f"{url}/_sandbox/hubspot/subscriptions").json()
+
+        assert again.status_code == 400
+        assert "already unsubscribed" in again.json()["message"]
+        assert [(k["email"], k["subscription_id"]) for k in kept] == [
+            ("ada@example.com", "1001")
+        ]
+
+    def test_a_file_saved_before_unsubscribes_were_kept_still_loads(self, tmp_path):
+        state = tmp_path / "sandbox.json"
+        state.write_text(
+            json.dumps(
+                {
+                    "format": 1,
+                    "hubspot": {"next_id": 1001, "contacts": []},
+                    "salesforce": {"next_id": 1, "leads": [], "accounts": []},
+                }
+            )
+        )
+
+        with running_sandbox(state_file=state) as (_url, held):
+            assert held.hubspot.subscriptions.records() == []
+
+        assert not (tmp_path / "sandbox.json.corrupt").exists()
+
+
 class TestUnusableFile:
     def test_a_corrupt_file_starts_empty_and_is_set_aside(self, start, tmp_path):
         state = tmp_path / "sandbox.json"
@@ -250,5 +294,9 @@ class TestReset:
             httpx.post(f"{url}/_sandbox/reset").raise_for_status()
 
         saved = json.loads(state.read_text())
-        assert saved["hubspot"] == {"next_id": 1001, "contacts": []}
+        assert saved["hubspot"] == {
+            "next_id": 1001,
+            "contacts": [],
+            "subscriptions": [],
+        }
         assert saved["salesforce"]["leads"] == saved["salesforce"]["accounts"] == []

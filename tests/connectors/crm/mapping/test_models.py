@@ -305,3 +305,168 @@ class TestFieldErrors:
         message = _problems(write_file, "  Job Title: {source: job_title}\n")
 
         assert "'Job Title' is not a CRM field name" in message
+
+
+class TestIfTrue:
+    def test_goes_by_the_lead_alone_so_needs_no_read(
+        self, mapping_of: Callable[..., CrmMapping]
+    ) -> None:
+        mapping = mapping_of(
+            {
+                "HasOptedOutOfEmail": {
+                    "source": "email_opt_out",
+                    "transform": "boolean",
+                    "policy": "if_true",
+                }
+            }
+        )
+
+        assert mapping.fields["HasOptedOutOfEmail"].policy == "if_true"
+        assert not mapping.needs_current_record
+        assert mapping.fields_to_read == ()
+
+    def test_needs_a_boolean_source(self, write_file: Callable[[str], Path]) -> None:
+        message = _problems(
+            write_file,
+            "  HasOptedOutOfEmail: {source: email_opt_out, policy: if_true}\n",
+        )
+
+        assert (
+            "fields.HasOptedOutOfEmail: `policy: if_true` writes a lead's boolean "
+            "only when it is true, so it needs a `source` with `transform: boolean`"
+        ) in message
+
+    def test_refuses_a_constant(self, write_file: Callable[[str], Path]) -> None:
+        message = _problems(
+            write_file, "  HasOptedOutOfEmail: {constant: true, policy: if_true}\n"
+        )
+
+        assert "`policy: if_true` writes a lead's boolean" in message
+
+
+class TestOptOut:
+    def test_a_hubspot_mapping_without_it_unsubscribes_by_the_defaults(
+        self, mapping_of: Callable[..., CrmMapping]
+    ) -> None:
+        mapping = mapping_of({"firstname": {"source": "first_name"}}, "hubspot")
+
+        assert mapping.opt_out is None
+        assert mapping.unsubscribes is not None
+        assert mapping.unsubscribes.source == "email_opt_out"
+        assert mapping.unsubscribes.subscription_id is None
+
+    def test_a_salesforce_mapping_has_no_unsubscribes(
+        self, mapping_of: Callable[..., CrmMapping]
+    ) -> None:
+        assert mapping_of({"FirstName": {"source": "first_name"}}).unsubscribes is None
+
+    def test_reads_the_subscription_type_and_the_legal_basis(
+        self, write_file: Callable[[str], Path]
+    ) -> None:
+        mapping = load_mapping(
+            write_file(
+                "provider: hubspot\n"
+                "fields: {firstname: {source: first_name}}\n"
+                "opt_out:\n"
+                "  source: custom.unsubscribed\n"
+                "  subscription_id: 289137114\n"
+                "  legal_basis: LEGITIMATE_INTEREST_CLIENT\n"
+                "  legal_basis_explanation: The person asked us to stop.\n"
+            )
+        )
+
+        rule = mapping.unsubscribes
+        assert rule is mapping.opt_out
+        assert rule is not None
+        # Unquoted in YAML the id is a number; HubSpot's ids are text.
+        assert rule.subscription_id == "289137114"
+        assert rule.legal_basis == "LEGITIMATE_INTEREST_CLIENT"
+        assert rule.applies_to({"custom": {"unsubscribed": "yes"}})
+        assert not rule.applies_to({"custom": {"unsubscribed": "no"}})
+        assert not rule.applies_to({"custom": {}})
+
+    @pytest.mark.parametrize(
+        ("value", "opted_out"),
+        [(True, True), (False, False), (None, False), ("true", True)],
+    )
+    def test_applies_to_a_lead_whose_source_reads_true(
+        self,
+        mapping_of: Callable[..., CrmMapping],
+        make_lead: Callable[..., dict],
+        value: object,
+        opted_out: bool,
+    ) -> None:
+        mapping = mapping_of({"firstname": {"source": "first_name"}}, "hubspot")
+        assert mapping.unsubscribes is not None
+
+        lead = make_lead(email_opt_out=value)
+
+        assert mapping.unsubscribes.applies_to(lead) is opted_out
+
+    def test_is_refused_in_a_salesforce_mapping_naming_the_field_instead(
+        self, write_file: Callable[[str], Path]
+    ) -> None:
+        path = write_file(
+            "provider: salesforce\n"
+            "fields: {LastName: {source: last_name}}\n"
+            "opt_out: {subscription_id: '1001'}\n"
+        )
+
+        with pytest.raises(MappingFileError) as caught:
+            load_mapping(path)
+
+        assert "Salesforce keeps an opt-out in the Lead field HasOptedOutOfEmail" in (
+            str(caught.value)
+        )
+
+    def test_names_an_unknown_source(self, write_file: Callable[[str], Path]) -> None:
+        path = write_file(
+            "provider: hubspot\n"
+            "fields: {firstname: {source: first_name}}\n"
+            "opt_out: {source: email_optout}\n"
+        )
+
+        with pytest.raises(MappingFileError) as caught:
+            load_mapping(path)
+
+        assert "opt_out.source: unknown lead field 'email_optout'" in str(caught.value)
+        assert "did you mean email_opt_out" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "given",
+        [
+            "legal_basis: NON_GDPR",
+            "legal_basis_explanation: Asked us to stop.",
+        ],
+    )
+    def test_wants_the_legal_basis_and_its_explanation_together(
+        self, write_file: Callable[[str], Path], given: str
+    ) -> None:
+        path = write_file(
+            "provider: hubspot\n"
+            "fields: {firstname: {source: first_name}}\n"
+            f"opt_out: {{{given}}}\n"
+        )
+
+        with pytest.raises(MappingFileError) as caught:
+            load_mapping(path)
+
+        assert "give `legal_basis` and `legal_basis_explanation` together" in str(
+            caught.value
+        )
+
+    def test_names_an_unknown_legal_basis(
+        self, write_file: Callable[[str], Path]
+    ) -> None:
+        path = write_file(
+            "provider: hubspot\n"
+            "fields: {firstname: {source: first_name}}\n"
+            "opt_out: {legal_basis: CONSENT, legal_basis_explanation: Why.}\n"
+        )
+
+        with pytest.raises(MappingFileError) as caught:
+            load_mapping(path)
+
+        assert "opt_out.legal_basis: Input should be 'LEGITIMATE_INTEREST_PQL'" in (
+            str(caught.value)
+        )

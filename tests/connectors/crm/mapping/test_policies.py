@@ -77,3 +77,36 @@ def test_returns_a_new_dict(mapping: CrmMapping) -> None:
     sent.pop("Title")
 
     assert fields == FIELDS
+
+
+class TestIfTrue:
+    @pytest.fixture
+    def flagged(self, mapping_of: Callable[..., CrmMapping]) -> CrmMapping:
+        return mapping_of(
+            {
+                "Title": {"source": "job_title"},
+                "HasOptedOutOfEmail": {
+                    "source": "email_opt_out",
+                    "transform": "boolean",
+                    "policy": "if_true",
+                },
+            }
+        )
+
+    @pytest.mark.parametrize("held", [None, _held(HasOptedOutOfEmail=False)])
+    def test_writes_true_on_create_and_over_false(
+        self, flagged: CrmMapping, held: CrmSnapshot | None
+    ) -> None:
+        sent = apply_policies({"HasOptedOutOfEmail": True}, flagged, held)
+
+        assert sent == {"HasOptedOutOfEmail": True}
+
+    @pytest.mark.parametrize("held", [None, _held(HasOptedOutOfEmail=True)])
+    def test_never_writes_false_so_an_opt_out_made_in_the_crm_stays(
+        self, flagged: CrmMapping, held: CrmSnapshot | None
+    ) -> None:
+        sent = apply_policies(
+            {"Title": "CTO", "HasOptedOutOfEmail": False}, flagged, held
+        )
+
+        assert sent == {"Title": "CTO"}

@@ -103,6 +103,17 @@ class TestHubSpot:
             mapped.fields, hubspot_mapping, existing
         )
 
+    def test_unsubscribes_a_lead_that_opted_out_from_the_marketing_type(
+        self, hubspot_mapping: CrmMapping, make_lead: Callable[..., dict[str, Any]]
+    ) -> None:
+        rule = hubspot_mapping.unsubscribes
+
+        assert rule is not None
+        # The account's one marketing type, found when first needed.
+        assert rule.subscription_id is None
+        assert rule.applies_to(make_lead(email_opt_out=True))
+        assert not rule.applies_to(make_lead(email_opt_out=False))
+
 
 class TestSalesforce:
     def test_fits_the_sandbox_lead_fields(
@@ -205,3 +216,27 @@ class TestSalesforce:
         self, salesforce_mapping: CrmMapping
     ) -> None:
         assert not salesforce_mapping.needs_current_record
+
+    def test_marks_a_lead_that_opted_out(
+        self, salesforce_mapping: CrmMapping, make_lead: Callable[..., dict[str, Any]]
+    ) -> None:
+        mapped = salesforce_mapping.apply(make_lead(email_opt_out=True))
+        existing = CrmSnapshot(
+            crm_id="00Q1", key="ada@example.com", fields={"LastName": "Lovelace"}
+        )
+
+        assert mapped.fields["HasOptedOutOfEmail"] is True
+        assert apply_policies(mapped.fields, salesforce_mapping, existing)[
+            "HasOptedOutOfEmail"
+        ]
+        assert salesforce_mapping.unsubscribes is None
+
+    def test_never_clears_an_opt_out_for_a_lead_that_has_none(
+        self, salesforce_mapping: CrmMapping, make_lead: Callable[..., dict[str, Any]]
+    ) -> None:
+        mapped = salesforce_mapping.apply(make_lead(email_opt_out=False))
+
+        assert mapped.fields["HasOptedOutOfEmail"] is False
+        assert "HasOptedOutOfEmail" not in apply_policies(
+            mapped.fields, salesforce_mapping, None
+        )

@@ -14,7 +14,7 @@ from connectors.crm.sync import CrmSync
 from connectors.sandbox.server import running_sandbox
 from leads.intake import submit
 from leads.settings import Settings
-from leads.store import Store
+from leads.store import Store, outbox
 from leads.store.outbox import CRM_SYNC
 from leads.store.tables import Lead
 from tasks.drain import DrainLimits, drain
@@ -63,6 +63,20 @@ def take_in(store: Store) -> Callable[..., Lead]:
         return submit(store, tenant, fields, channel="api", region="US").lead
 
     return take
+
+
+@pytest.fixture
+def opt_out(store: Store) -> Callable[..., None]:
+    """Marks a lead opted out of e-mail and queues its sync, as an unsubscribe does."""
+
+    def mark(lead_id: str, tenant: str = "default") -> None:
+        with store.write(tenant) as scope:
+            lead = scope.get(Lead, lead_id, lock=True)
+            lead.email_opt_out = True
+            lead.crm_sync_status = "pending"
+            outbox.enqueue(scope, CRM_SYNC, lead)
+
+    return mark
 
 
 @pytest.fixture
