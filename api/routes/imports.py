@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ContextDep, SettingsDep, StoreDep
 from api.problems import problem
+from flows.parameters import json_ready
 from leads import importer
 from leads.errors import FieldError, LeadRejected
 from leads.importer import ImportTooLarge
@@ -189,7 +190,7 @@ async def start_run(settings: Settings, import_id: str) -> str | None:
         async with PrefectClient(api=settings.prefect_url) as client:
             deployment = await client.read_deployment_by_name(DEPLOYMENT)
             run = await client.create_flow_run_from_deployment(
-                deployment.id, parameters={"import_id": import_id}
+                deployment.id, parameters=json_ready({"import_id": import_id})
             )
     except (httpx.HTTPError, PrefectHTTPStatusError, ObjectNotFound) as exc:
         logger.warning(

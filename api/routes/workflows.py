@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
 from api.problems import problem
+from flows.parameters import ParameterError, PersonalDataInParameters, json_ready
 from leads.errors import FieldError, LeadRejected
 from leads.intake import submit
 from leads.models import LeadInput
@@ -151,6 +152,7 @@ async def trigger(
     parameters = dict(deployment.parameters or {}) | body.parameters
     if lead_id is not None and "lead_id" in accepted:
         parameters["lead_id"] = lead_id
+    parameters = json_ready(parameters)
     try:
         async with prefect_client(settings.prefect_url) as client:
             run = await client.create_flow_run_from_deployment(
@@ -227,7 +229,7 @@ async def run_status(
 
 
 def _check_parameters(body: TriggerRequest, accepted: dict[str, Any]) -> None:
-    """Refuses parameters the flow does not take, and a lead id passed around checks.
+    """Refuses unknown parameters, personal data, and a lead id passed around checks.
 
     Raises:
         LeadRejected: naming each parameter at fault.
@@ -249,6 +251,21 @@ def _check_parameters(body: TriggerRequest, accepted: dict[str, Any]) -> None:
                 "send the lead as `lead_id` or `lead_data`, not as a parameter",
             )
         )
+    for name, value in sorted(body.parameters.items()):
+        try:
+            json_ready({name: value})
+        except PersonalDataInParameters as exc:
+            # Prefect stores parameters and shows them in its UI and events.
+            errors.append(
+                FieldError(
+                    f"parameters.{exc.path}",
+                    "personal_data",
+                    f"looks like personal data ({exc.kind}); pass lead ids, "
+                    "never a lead's details",
+                )
+            )
+        except ParameterError as exc:
+            errors.append(FieldError(f"parameters.{name}", "not_json", str(exc)))
     if errors:
         raise LeadRejected(errors)
 
