@@ -31,11 +31,11 @@ from leads.errors import FieldError
 from leads.normalise import email_key
 from leads.store import Store, timeline
 from leads.store.database import TenantScope
+from leads.store.inserts import insert_if_absent
 from leads.store.leads import find_by_email, is_lead_id
 from leads.store.tables import EmailEvent, EmailSend, Lead, SequenceStep, utcnow
 from leads.suppression import (
     address_hash,
-    insert_if_absent,
     record_bounce,
     record_complaint,
     suppress,
@@ -174,7 +174,7 @@ def _apply(scope: TenantScope, event: EmailEventInput) -> tuple[Outcome, str | N
             "detail": {"bounce_type": event.bounce_type} if event.bounce_type else {},
         },
     )
-    if not stored:
+    if stored is None:
         return "duplicate", lead.id if lead is not None else None
     if not changes:
         return outcome, lead.id if lead is not None else None

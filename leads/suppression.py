@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from leads.normalise import email_key
 from leads.store import outbox, timeline
 from leads.store.database import TenantScope
-from leads.store.tables import Base, EmailSuppression, Lead, utcnow
+from leads.store.inserts import insert_if_absent
+from leads.store.tables import EmailSuppression, Lead, utcnow
 
 Reason = Literal["unsubscribed", "complained", "bounced", "manual"]
 Category = Literal["marketing", "transactional"]
@@ -99,7 +99,7 @@ def suppress_hash(
     Returns:
         True when the entry is new; False when the address had it already.
     """
-    return insert_if_absent(
+    inserted = insert_if_absent(
         scope,
         EmailSuppression,
         {
@@ -111,31 +111,7 @@ def suppress_hash(
             "created_at": utcnow(),
         },
     )
-
-
-def insert_if_absent(
-    scope: TenantScope, model: type[Base], values: dict[str, Any]
-) -> bool:
-    """Inserts one row of the tenant unless a row with its unique key exists.
-
-    `INSERT … ON CONFLICT DO NOTHING`: concurrent callers on PostgreSQL wait
-    for each other's transaction and exactly one inserts; SQLite serialises
-    writers anyway. Nothing is raised and no savepoint is needed.
-
-    Returns:
-        True when this call inserted the row.
-    """
-    dialect = scope.session.get_bind().dialect.name
-    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        build(model)
-        .values(tenant_id=scope.tenant_id, **values)
-        .on_conflict_do_nothing()
-        # The row comes back only when inserted; a row count would not tell,
-        # since the ORM adds RETURNING of its own and reports -1.
-        .returning(*model.__table__.primary_key.columns)
-    )
-    return scope.session.execute(statement).first() is not None
+    return inserted is not None
 
 
 def blocked_reason(

@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import update
+from sqlalchemy import Row, select, update
 
 from connectors.email.backends import Outbox
 from connectors.email.errors import (
@@ -50,9 +50,11 @@ from leads.store.database import TenantScope
 from leads.store.outbox import SEQUENCE_ENROLMENT
 from leads.store.steps import (
     SETTLED,
+    StepRow,
     StepStatus,
     begin_sending,
     ensure_step,
+    insert_sending,
     mark_failed,
     mark_sent,
     mark_skipped,
@@ -61,9 +63,11 @@ from leads.store.steps import (
     revert_to_pending,
     steps_of,
 )
-from leads.store.tables import Lead, OutboxItem, SequenceStep
+from leads.store.tables import Lead, OutboxItem
 
 logger = logging.getLogger(__name__)
+# A lead as the dispatcher reads it: its columns as a plain row, by name.
+LeadRow = Row[Any]
 
 # A message the outbox could not take is tried again this much later.
 RETRY_DELAY = timedelta(minutes=1)
@@ -165,6 +169,15 @@ def dispatch_claims(
     return summary
 
 
+@dataclass(frozen=True)
+class _Lead:
+    """What scheduling a lead's next step needs, so recording needs no read."""
+
+    id: str
+    zone: Any
+    enrolled_at: datetime
+
+
 @dataclass
 class _Send:
     """A step message made and marked `sending`, to hand over after commit."""
@@ -172,7 +185,7 @@ class _Send:
     step_id: int
     index: int
     message: EmailMessage
-    enrolled_at: datetime
+    lead: _Lead
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,7 @@ class _Visitor:
         # the new holder nor settle a step the new holder is sending.
         if not extend_in(session, held, self.context.lease, moment):
             return "contended"
-        lead = scope.get(Lead, held.lead_id) if held.lead_id else None
+        lead = _read_lead(scope, held.lead_id)
         if lead is None:
             # Deleting a lead deletes its outbox rows: nothing is owed.
             finish_in(session, held, "done", None, moment)
@@ -223,6 +236,7 @@ class _Visitor:
 
         rows = steps_of(scope, lead.id, name)
         enrolled_at = _enrolled_at(held, lead)
+        person = _Lead(lead.id, self._zone_of(lead), enrolled_at)
         index = _current_index(sequence, rows)
         outcome = None
         if index is not None:
@@ -230,7 +244,7 @@ class _Visitor:
             if row is not None and row.status == StepStatus.SENDING:
                 outcome = self._resolve_sending(scope, row)
                 if outcome != "requeue":
-                    self._advance(scope, held, sequence, lead, index, moment)
+                    self._advance(scope, held, sequence, person, index, moment)
                     return outcome
         if index is None:
             finish_in(session, held, "done", None, moment)
@@ -242,20 +256,17 @@ class _Visitor:
             self._stop(scope, held, name, sequence, lead, index, reason, detail)
             return "stopped"
 
-        zone = self._zone_of(lead)
+        zone = person.zone
+        window = sequence.window_of(step)
         anchor = _anchor(sequence, index, rows, enrolled_at)
-        due = schedule_step(anchor, step.parsed_delay, sequence.window_of(step), zone)
-        send_at = _next_send_time(due, moment, sequence.window_of(step), zone)
-        row = ensure_step(
-            scope,
-            lead.id,
-            name,
-            step.id,
-            position=index + 1,
-            template=step.template,
-            due_at=send_at,
-        )
+        due = schedule_step(anchor, step.parsed_delay, window, zone)
+        send_at = _next_send_time(due, moment, window, zone)
+        place = {"position": index + 1, "template": step.template}
+        row = rows.get(step.id)
         if send_at > moment:
+            row = ensure_step(
+                scope, lead.id, name, step.id, due_at=send_at, known=row, **place
+            )
             if row.due_at != send_at:
                 reschedule(scope, row.id, send_at)
             reschedule_in(session, held, send_at)
@@ -266,16 +277,33 @@ class _Visitor:
         try:
             message = self._message(held, sequence, step, lead, moment)
         except EmailRenderError as exc:
+            row = ensure_step(
+                scope, lead.id, name, step.id, due_at=send_at, known=row, **place
+            )
             mark_failed(scope, row.id, reason=str(exc), flow_run_id=run)
             finish_in(session, held, "parked", str(exc), moment)
             return "failed"
-        if not begin_sending(
-            scope, row.id, flow_run_id=run, message_id=str(message["Message-ID"])
-        ):
+        message_id = str(message["Message-ID"])
+        if row is None:
+            step_id = insert_sending(
+                scope,
+                lead.id,
+                name,
+                step.id,
+                due_at=send_at,
+                flow_run_id=run,
+                message_id=message_id,
+                **place,
+            )
+        elif begin_sending(scope, row.id, flow_run_id=run, message_id=message_id):
+            step_id = row.id
+        else:
+            step_id = None
+        if step_id is None:
             # Another run holds the step. Our claim stays until its lease runs
             # out; whichever run takes the row next sees how the step ended.
             return "contended"
-        return _Send(row.id, index, message, enrolled_at)
+        return _Send(step_id, index, message, person)
 
     def _hand_over(
         self, held: Claim, name: str, sequence: Sequence, pending: _Send
@@ -310,11 +338,9 @@ class _Visitor:
         except EmailOutcomeUnknownError:
             with store.write(held.tenant_id) as scope:
                 park_unknown(scope, pending.step_id, flow_run_id=run)
-                lead = scope.get(Lead, held.lead_id)
-                if lead is not None:
-                    self._advance(
-                        scope, held, sequence, lead, pending.index, clock.now()
-                    )
+                self._advance(
+                    scope, held, sequence, pending.lead, pending.index, clock.now()
+                )
             return "unknown"
         # Any other error leaves the step `sending`: the next run parks it
         # `unknown` rather than risk sending it twice.
@@ -328,12 +354,10 @@ class _Visitor:
                 flow_run_id=run,
                 now=sent_at,
             )
-            lead = scope.get(Lead, held.lead_id)
-            if lead is not None:
-                self._advance(scope, held, sequence, lead, pending.index, sent_at)
+            self._advance(scope, held, sequence, pending.lead, pending.index, sent_at)
         return "sent"
 
-    def _resolve_sending(self, scope: TenantScope, row: SequenceStep) -> str:
+    def _resolve_sending(self, scope: TenantScope, row: StepRow) -> str:
         """Settles a step its sender left `sending` by dying mid-send.
 
         Where the outbox can tell whether that message arrived, the answer
@@ -362,7 +386,7 @@ class _Visitor:
         scope: TenantScope,
         held: Claim,
         sequence: Sequence,
-        lead: Lead,
+        lead: _Lead,
         index: int,
         after: datetime,
     ) -> None:
@@ -370,9 +394,9 @@ class _Visitor:
         name = str(held.payload.get("sequence"))
         if index + 1 >= len(sequence.steps):
             finish_in(scope.session, held, "done", None, after)
-            timeline.record(
+            timeline.append(
                 scope,
-                lead,
+                lead.id,
                 "sequence.finished",
                 source=f"sequence:{name}",
                 detail={"sequence": name},
@@ -380,10 +404,9 @@ class _Visitor:
             )
             return
         following = sequence.steps[index + 1]
-        zone = self._zone_of(lead)
-        anchor = after if following.after == "previous" else _enrolled_at(held, lead)
+        anchor = after if following.after == "previous" else lead.enrolled_at
         window = sequence.window_of(following)
-        due = schedule_step(anchor, following.parsed_delay, window, zone)
+        due = schedule_step(anchor, following.parsed_delay, window, lead.zone)
         reschedule_in(scope.session, held, due)
 
     def _stop(
@@ -392,7 +415,7 @@ class _Visitor:
         held: Claim,
         name: str,
         sequence: Sequence,
-        lead: Lead,
+        lead: LeadRow,
         index: int,
         reason: str,
         detail: dict[str, Any],
@@ -410,9 +433,9 @@ class _Visitor:
                 due_at=moment,
             )
             mark_skipped(scope, row.id, reason=reason, flow_run_id=run)
-        timeline.record(
+        timeline.append(
             scope,
-            lead,
+            lead.id,
             "sequence.stopped",
             source=f"sequence:{name}",
             detail={"sequence": name, "reason": reason, **detail},
@@ -425,7 +448,7 @@ class _Visitor:
         held: Claim,
         sequence: Sequence,
         step: Step,
-        lead: Lead,
+        lead: LeadRow,
         moment: datetime,
     ) -> EmailMessage:
         link = None
@@ -442,7 +465,7 @@ class _Visitor:
             unsubscribe_url=link,
         )
 
-    def _zone_of(self, lead: Lead) -> Any:
+    def _zone_of(self, lead: LeadRow) -> Any:
         key = (lead.timezone, lead.country, lead.phone)
         zone = self._zones.get(key)
         if zone is None:
@@ -459,7 +482,17 @@ class _Visitor:
         return ask(message_id) if ask is not None else None
 
 
-def _current_index(sequence: Sequence, rows: Mapping[str, SequenceStep]) -> int | None:
+def _read_lead(scope: TenantScope, lead_id: str | None) -> LeadRow | None:
+    """The lead's columns as a plain row (read-only here, and cheaper than the ORM)."""
+    if lead_id is None:
+        return None
+    table = Lead.__table__
+    return scope.session.execute(
+        select(table).where(table.c.id == lead_id, table.c.tenant_id == scope.tenant_id)
+    ).one_or_none()
+
+
+def _current_index(sequence: Sequence, rows: Mapping[str, StepRow]) -> int | None:
     """The configured step the lead is at: the first after the last it had.
 
     Steps are known by id, so a sequence edited since enrolment never sends a
@@ -478,7 +511,7 @@ def _current_index(sequence: Sequence, rows: Mapping[str, SequenceStep]) -> int 
 def _anchor(
     sequence: Sequence,
     index: int,
-    rows: Mapping[str, SequenceStep],
+    rows: Mapping[str, StepRow],
     enrolled_at: datetime,
 ) -> datetime:
     """What the step's delay counts from: the enrolment or the step before it."""
@@ -503,7 +536,7 @@ def _next_send_time(
     return window.next_open(earliest, zone) if window is not None else earliest
 
 
-def _enrolled_at(held: Claim, lead: Lead) -> datetime:
+def _enrolled_at(held: Claim, lead: LeadRow) -> datetime:
     """When the lead entered the sequence (rows from before #6: when it came in)."""
     stamp = held.payload.get("enrolled_at")
     if isinstance(stamp, str):
@@ -515,7 +548,7 @@ def _stop_reason(
     scope: TenantScope,
     held: Claim,
     sequence: Sequence,
-    lead: Lead,
+    lead: LeadRow,
     enrolled_at: datetime,
 ) -> tuple[str | None, dict[str, Any]]:
     """Why the lead's sequence ends now, with detail for the timeline; None: it goes on.

@@ -12,12 +12,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, select, update
 
 from leads.store import timeline
 from leads.store.database import TenantScope
-from leads.store.tables import Lead, SequenceStep, utcnow
+from leads.store.inserts import insert_if_absent
+from leads.store.tables import SequenceStep, utcnow
 
 
 class StepStatus(StrEnum):
@@ -29,20 +29,24 @@ class StepStatus(StrEnum):
     FAILED = "failed"
 
 
+# A step as read or moved here: a plain row with the table's columns as
+# attributes (no ORM object, so nothing is flushed or kept in the session).
+StepRow = Row[Any]
+
 # A failed step never went out, so it may be tried again once someone requeues it.
 SENDABLE = (StepStatus.PENDING, StepStatus.FAILED)
 # Nothing more will happen to these without a person.
 SETTLED = (StepStatus.SENT, StepStatus.UNKNOWN, StepStatus.SKIPPED)
 
 
-def steps_of(
-    scope: TenantScope, lead_id: str, sequence: str
-) -> dict[str, SequenceStep]:
+def steps_of(scope: TenantScope, lead_id: str, sequence: str) -> dict[str, StepRow]:
     """The lead's rows for `sequence`, by step id."""
-    query = scope.select(SequenceStep).where(
-        SequenceStep.lead_id == lead_id, SequenceStep.sequence == sequence
+    query = select(*SequenceStep.__table__.columns).where(
+        SequenceStep.tenant_id == scope.tenant_id,
+        SequenceStep.lead_id == lead_id,
+        SequenceStep.sequence == sequence,
     )
-    return {row.step_key: row for row in scope.session.scalars(query)}
+    return {row.step_key: row for row in scope.session.execute(query)}
 
 
 def ensure_step(
@@ -54,7 +58,8 @@ def ensure_step(
     position: int,
     template: str,
     due_at: datetime,
-) -> SequenceStep:
+    known: SequenceStep | None = None,
+) -> StepRow:
     """The lead's row for step `step_key` of `sequence`, created `pending` if missing.
 
     An existing row is returned as it is, whatever its state and due time.
@@ -67,33 +72,70 @@ def ensure_step(
         position: where the step stands in the sequence (1-based), for people.
         template: the step's template, for the timeline.
         due_at: when the step is due, aware.
+        known: the row when the caller has read it already in this transaction.
     """
-    query = scope.select(SequenceStep).where(
-        SequenceStep.lead_id == lead_id,
-        SequenceStep.sequence == sequence,
-        SequenceStep.step_key == step_key,
-    )
-    row = scope.session.scalars(query).one_or_none()
-    if row is not None:
-        return row
+    if known is not None:
+        return known
+    values = {
+        "lead_id": lead_id,
+        "sequence": sequence,
+        "step_key": step_key,
+        "step": position,
+        "template": template,
+        "status": StepStatus.PENDING,
+        "due_at": due_at,
+    }
+    return _insert_or_read(scope, values)
 
-    row = SequenceStep(
-        lead_id=lead_id,
-        sequence=sequence,
-        step=position,
-        step_key=step_key,
-        template=template,
-        status=StepStatus.PENDING,
-        due_at=due_at,
+
+def insert_sending(
+    scope: TenantScope,
+    lead_id: str,
+    sequence: str,
+    step_key: str,
+    *,
+    position: int,
+    template: str,
+    due_at: datetime,
+    flow_run_id: str | None,
+    message_id: str,
+) -> int | None:
+    """Creates a step that is due now straight in `sending` (`begin_sending` for new).
+
+    Returns:
+        The new step's id, for the caller who may now send; None when a row
+        for the step appeared meanwhile (another run made it; it decides).
+    """
+    values = {
+        "lead_id": lead_id,
+        "sequence": sequence,
+        "step_key": step_key,
+        "step": position,
+        "template": template,
+        "status": StepStatus.SENDING,
+        "due_at": due_at,
+        "flow_run_id": flow_run_id,
+        "message_id": message_id,
+    }
+    inserted = insert_if_absent(scope, SequenceStep, values)
+    return int(inserted) if inserted is not None else None
+
+
+def _insert_or_read(scope: TenantScope, values: dict[str, Any]) -> StepRow:
+    inserted = insert_if_absent(scope, SequenceStep, values)
+    query = select(*SequenceStep.__table__.columns).where(
+        SequenceStep.tenant_id == scope.tenant_id,
+        SequenceStep.lead_id == values["lead_id"],
+        SequenceStep.sequence == values["sequence"],
+        SequenceStep.step_key == values["step_key"],
     )
-    try:
-        with scope.session.begin_nested():
-            scope.add(row)
-    except IntegrityError:
-        # Another run inserted it after our read (PostgreSQL: concurrent
-        # transactions both see no row); theirs is committed now.
-        return scope.session.scalars(query).one()
-    return row
+    if inserted is not None:
+        query = select(*SequenceStep.__table__.columns).where(
+            SequenceStep.id == inserted
+        )
+    # Another run's row when the insert found one (PostgreSQL: its transaction
+    # has committed by the time ON CONFLICT DO NOTHING returns).
+    return scope.session.execute(query).one()
 
 
 def begin_sending(
@@ -287,33 +329,31 @@ def _move(
     step_id: int,
     sources: tuple[StepStatus, ...],
     **values: Any,
-) -> SequenceStep | None:
+) -> StepRow | None:
     """Updates the step if it is in one of `sources`; None when it was not."""
-    return scope.session.scalars(
-        update(SequenceStep)
+    table = SequenceStep.__table__
+    return scope.session.execute(
+        update(table)
         .where(
-            SequenceStep.id == step_id,
-            SequenceStep.tenant_id == scope.tenant_id,
-            SequenceStep.status.in_(sources),
+            table.c.id == step_id,
+            table.c.tenant_id == scope.tenant_id,
+            table.c.status.in_(sources),
         )
-        .values(**values)
-        .returning(SequenceStep)
+        .values(updated_at=utcnow(), **values)
+        .returning(*table.columns)
     ).one_or_none()
 
 
 def _record(
     scope: TenantScope,
-    row: SequenceStep,
+    row: StepRow,
     kind: str,
     flow_run_id: str | None,
     **detail: Any,
 ) -> None:
-    lead = scope.get(Lead, row.lead_id)
-    # The foreign key cascades: a step whose lead is gone is gone too.
-    assert lead is not None, f"sequence step {row.id} has no lead"
-    timeline.record(
+    timeline.append(
         scope,
-        lead,
+        row.lead_id,
         kind,
         source=f"sequence:{row.sequence}",
         detail={

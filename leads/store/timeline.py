@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
+
 from leads.store.database import TenantScope
 from leads.store.paging import page_by_id
-from leads.store.tables import Lead, TimelineEvent
+from leads.store.tables import Lead, TimelineEvent, utcnow
 
 
 def record(
     scope: TenantScope,
-    lead: Lead,
+    lead: Lead | str,
     kind: str,
     *,
     source: str | None = None,
     detail: dict[str, Any] | None = None,
     flow_run_id: str | None = None,
 ) -> TimelineEvent:
-    """Adds an event to the lead's timeline in the current transaction."""
+    """Adds an event to the lead's timeline in the current transaction.
+
+    `lead` is the lead or its id (a sender recording a step need not load it).
+    """
     event = TimelineEvent(
-        lead_id=lead.id,
+        lead_id=lead if isinstance(lead, str) else lead.id,
         kind=kind,
         source=source,
         detail=detail or {},
@@ -28,6 +33,34 @@ def record(
     )
     scope.add(event)
     return event
+
+
+def append(
+    scope: TenantScope,
+    lead_id: str,
+    kind: str,
+    *,
+    source: str | None = None,
+    detail: dict[str, Any] | None = None,
+    flow_run_id: str | None = None,
+) -> None:
+    """`record` as one INSERT at once, for a lead already stored.
+
+    For senders recording an event per message, where the ORM's unit of work
+    costs more than the statement. Unlike `record`, the row is written now,
+    so the lead must be in the database already (not only in the session).
+    """
+    scope.session.execute(
+        insert(TimelineEvent.__table__).values(
+            tenant_id=scope.tenant_id,
+            lead_id=lead_id,
+            occurred_at=utcnow(),
+            kind=kind,
+            source=source,
+            detail=detail or {},
+            flow_run_id=flow_run_id,
+        )
+    )
 
 
 def page(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
@@ -75,6 +77,16 @@ class RunningStack:
             str(email.message_from_bytes(path.read_bytes())["To"])
             for path in sorted(self.outbox.glob("*.eml"))
         ]
+
+    def messages_to(self, address: str) -> list[email.message.EmailMessage]:
+        """Every message written for `address` so far, oldest first, parsed."""
+        if not self.outbox.exists():
+            return []
+        found = [
+            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            for path in sorted(self.outbox.glob("*.eml"))
+        ]
+        return [m for m in found if str(m["To"]).lower() == address.lower()]
 
     def mails_to(self, address: str) -> int:
         """How many messages went to `address` (the domain is case-blind)."""
@@ -235,6 +247,70 @@ def test_posted_and_imported_leads_reach_the_crm_sandbox_within_30_seconds(stack
     [event] = [e for e in timeline if e["kind"] == "crm_synced"]
     assert event["detail"]["crm_id"] == view["crm_id"]
     assert UUID(event["flow_run_id"])
+
+
+def test_a_sequence_goes_on_schedule_and_an_unsubscribe_click_stops_it(stack):
+    address = "lin@example.com"
+    started = trigger(
+        stack, "quick_tour", lead_data={"email": address, "first_name": "Lin"}
+    )
+    lead_id = started["lead_id"]
+
+    def subjects() -> list[str]:
+        return [str(m["Subject"]) for m in stack.messages_to(address)]
+
+    wait_for(
+        lambda: "Quick tour 1 of 3: welcome" in subjects(), 60, "the tour's step 1"
+    )
+    # Step 2 is due a minute later and goes at the dispatcher's next
+    # every-minute run.
+    wait_for(lambda: len(tour_of(subjects())) == 2, 150, "the tour's step 2")
+    second = [m for m in stack.messages_to(address) if "2 of 3" in str(m["Subject"])]
+    link = str(second[0]["List-Unsubscribe"]).strip("<>")
+    assert second[0]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    clicked = stack.api.post(
+        urlsplit(link).path, data={"List-Unsubscribe": "One-Click"}
+    )
+
+    assert clicked.status_code == 200
+
+    def tour_state() -> dict | None:
+        emails = stack.api.get(f"/api/leads/{lead_id}/emails").json()
+        (tour,) = [e for e in emails["sequences"] if e["sequence"] == "quick_tour"]
+        return tour if tour["status"] != "active" else None
+
+    tour = wait_for(tour_state, 150, "the tour to stop")
+    assert tour["status"] == "stopped"
+    assert {step["id"]: step["outcome"] for step in tour["steps"]} == {
+        "tour_1": "sent",
+        "tour_2": "sent",
+        "tour_3": "skipped_unsubscribed",
+    }
+    assert len(tour_of(subjects())) == 2
+    # The outbox, the steps and the timeline name the same two messages.
+    written = {
+        str(m["Message-ID"])
+        for m in stack.messages_to(address)
+        if str(m["Subject"]).startswith("Quick tour")
+    }
+    assert {step["message_id"] for step in tour["steps"][:2]} == written
+    timeline = stack.api.get(f"/api/leads/{lead_id}/timeline?limit=500").json()["data"]
+    sent = [
+        e["detail"]["message_id"]
+        for e in timeline
+        if e["kind"] == "email.sent" and e["detail"]["sequence"] == "quick_tour"
+    ]
+    assert set(sent) == written and len(sent) == 2
+    kinds = [e["kind"] for e in timeline]
+    assert "email.unsubscribed" in kinds and "sequence.stopped" in kinds
+    assert all(UUID(e["flow_run_id"]) for e in timeline if e["kind"] == "email.sent")
+    lead = stack.api.get(f"/api/leads/{lead_id}").json()
+    assert lead["email_opt_out"] is True
+
+
+def tour_of(subjects: list[str]) -> list[str]:
+    return [s for s in subjects if s.startswith("Quick tour")]
 
 
 def test_a_triggered_run_is_completed_on_the_status_endpoint(stack):
