@@ -12,7 +12,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from leads.normalise import email_key
 from leads.store import outbox, timeline
@@ -114,6 +114,15 @@ def suppress_hash(
     return inserted is not None
 
 
+# Built once (a dispatcher asks before every e-mail): what stops marketing,
+# and what stops every e-mail.
+_MARKETING_BLOCKS = select(EmailSuppression.reason).where(
+    EmailSuppression.address_hash == bindparam("address_hash"),
+    EmailSuppression.tenant_id == bindparam("tenant_id"),
+)
+_EVERY_BLOCK = _MARKETING_BLOCKS.where(EmailSuppression.scope == SCOPE_ALL)
+
+
 def blocked_reason(
     scope: TenantScope,
     *,
@@ -155,13 +164,11 @@ def blocked_reason(
     key = email_key(recipient) if recipient else None
     if key is None:
         return None
-    query = select(EmailSuppression.reason).where(
-        EmailSuppression.address_hash == _digest(key),
-        EmailSuppression.tenant_id == scope.tenant_id,
+    query = _MARKETING_BLOCKS if marketing else _EVERY_BLOCK
+    found = scope.session.scalars(
+        query, {"address_hash": _digest(key), "tenant_id": scope.tenant_id}
     )
-    if not marketing:
-        query = query.where(EmailSuppression.scope == SCOPE_ALL)
-    reasons = [_PRECEDENCE.get(reason, 2) for reason in scope.session.scalars(query)]
+    reasons = [_PRECEDENCE.get(reason, 2) for reason in found]
     if not reasons:
         return None
     best = min(reasons)

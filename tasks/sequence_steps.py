@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, bindparam, select, update
 
 from connectors.email.backends import Outbox
 from connectors.email.errors import (
@@ -486,10 +486,15 @@ def _read_lead(scope: TenantScope, lead_id: str | None) -> LeadRow | None:
     """The lead's columns as a plain row (read-only here, and cheaper than the ORM)."""
     if lead_id is None:
         return None
-    table = Lead.__table__
     return scope.session.execute(
-        select(table).where(table.c.id == lead_id, table.c.tenant_id == scope.tenant_id)
+        _LEAD, {"lead_id": lead_id, "tenant_id": scope.tenant_id}
     ).one_or_none()
+
+
+_LEAD = select(Lead.__table__).where(
+    Lead.__table__.c.id == bindparam("lead_id"),
+    Lead.__table__.c.tenant_id == bindparam("tenant_id"),
+)
 
 
 def _current_index(sequence: Sequence, rows: Mapping[str, StepRow]) -> int | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from leads.store.database import Store
@@ -193,7 +194,7 @@ def release_in(
     }
     if not count_attempt:
         values["attempts"] = max(0, held.attempts - 1)
-    return _settle(session, held, **values)
+    return _settle(session, held, None, **values)
 
 
 def park(store: Store, held: Claim, *, reason: str) -> bool:
@@ -238,18 +239,12 @@ def finish_in(
         the lease was lost.
     """
     now = _aware(now)
-    if _settle(
-        session,
-        held,
-        OutboxItem.generation == held.generation,
-        status=status,
-        last_error=last_error,
-    ):
+    if _settle(session, held, "same", status=status, last_error=last_error):
         return True
     _settle(
         session,
         held,
-        OutboxItem.generation != held.generation,
+        "moved",
         status="pending",
         available_at=now,
         attempts=0,
@@ -334,7 +329,7 @@ def extend_in(
     if lease <= timedelta(0):
         raise ValueError(f"lease must be positive, got {lease}")
     expires = _aware(now) + lease
-    return _update_held(session, held, (), {"lease_expires_at": expires})
+    return _update_held(session, held, {"lease_expires_at": expires})
 
 
 def reschedule_in(session: Session, held: Claim, at: datetime) -> bool:
@@ -349,6 +344,7 @@ def reschedule_in(session: Session, held: Claim, at: datetime) -> bool:
     return _settle(
         session,
         held,
+        None,
         status="pending",
         available_at=_aware(at),
         attempts=0,
@@ -379,43 +375,71 @@ def extend_all(
         return {
             held.id
             for held in claims
-            if _update_held(scope.session, held, (), {"lease_expires_at": expires})
+            if _update_held(scope.session, held, {"lease_expires_at": expires})
         }
 
 
+# Whether the row's generation must be the claim's (`same`), must have moved
+# on (`moved`: the lead changed while held), or is not looked at (None).
+Generation = Literal["same", "moved"] | None
+
+
 def _settle(
-    session: Session, held: Claim, *conditions: ColumnElement[bool], **values: Any
+    session: Session, held: Claim, generation: Generation, **values: Any
 ) -> bool:
     """Ends the claim with `values` if the row is still held by it."""
     values |= {"lease_owner": None, "lease_expires_at": None}
-    return _update_held(session, held, conditions, values)
+    return _update_held(session, held, values, generation)
 
 
 def _update_held(
     session: Session,
     held: Claim,
-    conditions: tuple[ColumnElement[bool], ...],
     values: dict[str, Any],
+    generation: Generation = None,
 ) -> bool:
     """Updates the claim's row if it is still held by the claim's owner."""
-    # An expired lease nobody has taken over is still this owner's: finishing
-    # late is better than leaving finished work to be done twice.
-    # A Core statement on the table: the ORM's bulk-update machinery costs
-    # more than the statement itself on this path, which runs per claim.
-    table = OutboxItem.__table__
+    statement = _held_update(tuple(sorted(values)), generation)
+    parameters = {f"new_{name}": value for name, value in values.items()}
     updated = session.execute(
-        update(table)
-        .where(
-            table.c.id == held.id,
-            table.c.tenant_id == held.tenant_id,
-            table.c.status == "claimed",
-            table.c.lease_owner == held.lease_owner,
-            *conditions,
-        )
-        .values(**values)
-        .returning(table.c.id)
+        statement,
+        {
+            "held_id": held.id,
+            "held_tenant": held.tenant_id,
+            "held_owner": held.lease_owner,
+            "held_generation": held.generation,
+            **parameters,
+        },
     ).all()
     return bool(updated)
+
+
+@lru_cache(maxsize=64)
+def _held_update(columns: tuple[str, ...], generation: Generation) -> Any:
+    """The UPDATE of a held row setting `columns`, built once per shape.
+
+    Built with bind parameters and kept: this runs for every claim a drain
+    settles, and making the statement anew costs more than running it.
+    """
+    table = OutboxItem.__table__
+    # An expired lease nobody has taken over is still this owner's: finishing
+    # late is better than leaving finished work to be done twice.
+    conditions = [
+        table.c.id == bindparam("held_id"),
+        table.c.tenant_id == bindparam("held_tenant"),
+        table.c.status == "claimed",
+        table.c.lease_owner == bindparam("held_owner"),
+    ]
+    if generation == "same":
+        conditions.append(table.c.generation == bindparam("held_generation"))
+    elif generation == "moved":
+        conditions.append(table.c.generation != bindparam("held_generation"))
+    return (
+        update(table)
+        .where(*conditions)
+        .values({name: bindparam(f"new_{name}") for name in columns})
+        .returning(table.c.id)
+    )
 
 
 def _aware(moment: datetime | None) -> datetime:

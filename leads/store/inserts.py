@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,14 +24,20 @@ def insert_if_absent(
         The new row's primary key when this call inserted it; None when a row
         with its unique key was there already.
     """
-    dialect = scope.session.get_bind().dialect.name
+    statement = _insert(model, scope.session.get_bind().dialect.name)
+    inserted = scope.session.execute(
+        statement, {"tenant_id": scope.tenant_id, **values}
+    ).first()
+    return inserted[0] if inserted is not None else None
+
+
+@lru_cache(maxsize=32)
+def _insert(model: type[Base], dialect: str) -> Any:
+    """The statement for `model`, built once; its columns come with each call."""
     build = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
+    return (
         build(model.__table__)
-        .values(tenant_id=scope.tenant_id, **values)
         .on_conflict_do_nothing()
         # The row comes back only when inserted.
         .returning(*model.__table__.primary_key.columns)
     )
-    inserted = scope.session.execute(statement).first()
-    return inserted[0] if inserted is not None else None

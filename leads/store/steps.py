@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, bindparam, select, update
 
 from leads.store import timeline
 from leads.store.database import TenantScope
@@ -41,12 +42,18 @@ SETTLED = (StepStatus.SENT, StepStatus.UNKNOWN, StepStatus.SKIPPED)
 
 def steps_of(scope: TenantScope, lead_id: str, sequence: str) -> dict[str, StepRow]:
     """The lead's rows for `sequence`, by step id."""
-    query = select(*SequenceStep.__table__.columns).where(
-        SequenceStep.tenant_id == scope.tenant_id,
-        SequenceStep.lead_id == lead_id,
-        SequenceStep.sequence == sequence,
+    rows = scope.session.execute(
+        _STEPS_OF,
+        {"tenant_id": scope.tenant_id, "lead_id": lead_id, "sequence": sequence},
     )
-    return {row.step_key: row for row in scope.session.execute(query)}
+    return {row.step_key: row for row in rows}
+
+
+_STEPS_OF = select(*SequenceStep.__table__.columns).where(
+    SequenceStep.tenant_id == bindparam("tenant_id"),
+    SequenceStep.lead_id == bindparam("lead_id"),
+    SequenceStep.sequence == bindparam("sequence"),
+)
 
 
 def ensure_step(
@@ -331,17 +338,33 @@ def _move(
     **values: Any,
 ) -> StepRow | None:
     """Updates the step if it is in one of `sources`; None when it was not."""
-    table = SequenceStep.__table__
+    values["updated_at"] = utcnow()
+    statement = _move_statement(tuple(sources), tuple(sorted(values)))
+    parameters = {f"new_{name}": value for name, value in values.items()}
     return scope.session.execute(
+        statement,
+        {"step_id": step_id, "step_tenant": scope.tenant_id, **parameters},
+    ).one_or_none()
+
+
+@lru_cache(maxsize=64)
+def _move_statement(sources: tuple[StepStatus, ...], columns: tuple[str, ...]) -> Any:
+    """The conditional UPDATE of one step, built once per shape.
+
+    A dispatcher moves steps hundreds of times a second; building the
+    statement anew each time would cost more than running it.
+    """
+    table = SequenceStep.__table__
+    return (
         update(table)
         .where(
-            table.c.id == step_id,
-            table.c.tenant_id == scope.tenant_id,
-            table.c.status.in_(sources),
+            table.c.id == bindparam("step_id"),
+            table.c.tenant_id == bindparam("step_tenant"),
+            table.c.status.in_([str(source) for source in sources]),
         )
-        .values(updated_at=utcnow(), **values)
+        .values({name: bindparam(f"new_{name}") for name in columns})
         .returning(*table.columns)
-    ).one_or_none()
+    )
 
 
 def _record(

@@ -10,6 +10,9 @@ from leads.store.database import TenantScope
 from leads.store.paging import page_by_id
 from leads.store.tables import Lead, TimelineEvent, utcnow
 
+# Built once: the parameters come with each execution.
+_APPEND = insert(TimelineEvent.__table__)
+
 
 def record(
     scope: TenantScope,
@@ -51,15 +54,16 @@ def append(
     so the lead must be in the database already (not only in the session).
     """
     scope.session.execute(
-        insert(TimelineEvent.__table__).values(
-            tenant_id=scope.tenant_id,
-            lead_id=lead_id,
-            occurred_at=utcnow(),
-            kind=kind,
-            source=source,
-            detail=detail or {},
-            flow_run_id=flow_run_id,
-        )
+        _APPEND,
+        {
+            "tenant_id": scope.tenant_id,
+            "lead_id": lead_id,
+            "occurred_at": utcnow(),
+            "kind": kind,
+            "source": source,
+            "detail": detail or {},
+            "flow_run_id": flow_run_id,
+        },
     )
 
 
