@@ -24,10 +24,10 @@ from leads.errors import FieldError, LeadConflict, LeadRejected
 from leads.models import LeadStatus
 from leads.phones import INVALID_PHONE, PHONE_MANGLED, phone_warning
 from leads.postcodes import ZIP_ZERO_PADDED, may_be_padded
+from leads.sequences import enrolling
 from leads.store import match_keys, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.leads import find_by_email
-from leads.sequences import enrolling
 from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
 
 # Warnings and flags the store derives from the lead itself, recomputed on
