@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from leads.errors import FieldError
 from leads.normalise import email_key
-from leads.store import Store, timeline
+from leads.store import Store, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.inserts import insert_if_absent
 from leads.store.leads import find_by_email, is_lead_id
@@ -217,6 +217,7 @@ def _record_reply(scope: TenantScope, lead: Lead, occurred_at: datetime) -> None
     moment = occurred_at.isoformat()
     if not isinstance(stored, str) or _later(moment, stored):
         lead.email_state = state | {"replied_at": moment}
+    outbox.wake_enrolments(scope, lead.id)
     timeline.record(
         scope,
         lead,

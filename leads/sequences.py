@@ -24,6 +24,7 @@ from pydantic import (
 
 from leads.config_files import load_model
 from leads.local_time import Delay, SendWindow, parse_delay, parse_window
+from leads.store.steps import SETTLED
 from leads.store.tables import Lead
 
 # Names a deployment and fills the 64-character `sequence` column of a step.
@@ -51,6 +52,8 @@ DEFAULT_STOPS: tuple[NamedCondition, ...] = (
     "converted",
     "lifecycle_stage_changed",
 )
+# Step statuses after which nothing more happens to a step by itself.
+SETTLED_STATUSES = frozenset(str(status) for status in SETTLED)
 # `window: anytime` on a step sends it as soon as it is due.
 ANYTIME = "anytime"
 LEAD_FIELDS = frozenset(Lead.__table__.columns.keys())
@@ -277,6 +280,20 @@ class Sequence(BaseModel):
             return None
         chosen = step.window if isinstance(step.window, Window) else self.window
         return chosen.parsed() if chosen is not None else None
+
+    def current_index(self, statuses: Mapping[str, str]) -> int | None:
+        """The step a lead is at, given its steps' statuses by id; None: all done.
+
+        It is the first step after the last one the lead had (sent, skipped or
+        unknown), so a sequence edited since enrolment never sends a step again
+        and a step added before the lead's place is not sent to it.
+        """
+        last_done = -1
+        for index, step in enumerate(self.steps):
+            if statuses.get(step.id) in SETTLED_STATUSES:
+                last_done = index
+        following = last_done + 1
+        return following if following < len(self.steps) else None
 
     def position(self, step_id: str) -> int | None:
         """The 0-based place of the step with this id; None when it is gone."""

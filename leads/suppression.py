@@ -286,6 +286,7 @@ def record_bounce(
         lead.email_state = state | {"bounced_at": newest}
     if not new:
         return False
+    outbox.wake_enrolments(scope, lead.id)
     timeline.record(
         scope, lead, "email.bounced", source=source, detail={"source": source}
     )
@@ -306,7 +307,9 @@ def _lock(scope: TenantScope, lead: Lead) -> None:
 
 def _owe_crm_sync(scope: TenantScope, lead: Lead) -> None:
     # As `leads.changes.commit_change` does for any other change: the CRM's
-    # copy is behind until the sync writes the opt-out.
+    # copy is behind until the sync writes the opt-out. Its sequences stop at
+    # the dispatcher's next run.
+    outbox.wake_enrolments(scope, lead.id)
     lead.version += 1
     outbox.enqueue(scope, outbox.CRM_SYNC, lead)
     lead.crm_sync_status = "pending"

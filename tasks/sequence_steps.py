@@ -237,7 +237,7 @@ class _Visitor:
         rows = steps_of(scope, lead.id, name)
         enrolled_at = _enrolled_at(held, lead)
         person = _Lead(lead.id, self._zone_of(lead), enrolled_at)
-        index = _current_index(sequence, rows)
+        index = sequence.current_index({key: row.status for key, row in rows.items()})
         outcome = None
         if index is not None:
             row = rows.get(sequence.steps[index].id)
@@ -278,7 +278,7 @@ class _Visitor:
             message = self._message(held, sequence, step, lead, moment)
         except EmailRenderError as exc:
             row = ensure_step(
-                scope, lead.id, name, step.id, due_at=send_at, known=row, **place
+                scope, lead.id, name, step.id, due_at=due, known=row, **place
             )
             mark_failed(scope, row.id, reason=str(exc), flow_run_id=run)
             finish_in(session, held, "parked", str(exc), moment)
@@ -290,7 +290,7 @@ class _Visitor:
                 lead.id,
                 name,
                 step.id,
-                due_at=send_at,
+                due_at=due,
                 flow_run_id=run,
                 message_id=message_id,
                 **place,
@@ -495,22 +495,6 @@ _LEAD = select(Lead.__table__).where(
     Lead.__table__.c.id == bindparam("lead_id"),
     Lead.__table__.c.tenant_id == bindparam("tenant_id"),
 )
-
-
-def _current_index(sequence: Sequence, rows: Mapping[str, StepRow]) -> int | None:
-    """The configured step the lead is at: the first after the last it had.
-
-    Steps are known by id, so a sequence edited since enrolment never sends a
-    step again; a step added before the lead's place is not sent to it.
-    None when no step is left.
-    """
-    last_done = -1
-    for index, step in enumerate(sequence.steps):
-        row = rows.get(step.id)
-        if row is not None and row.status in SETTLED:
-            last_done = index
-    following = last_done + 1
-    return following if following < len(sequence.steps) else None
 
 
 def _anchor(

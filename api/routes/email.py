@@ -328,7 +328,7 @@ def get_send(
     },
 )
 async def take_events(
-    body: EventBatch, store: StoreDep, context: ContextDep
+    body: EventBatch, store: StoreDep, context: ContextDep, pending: PendingDep
 ) -> EventResults:
     """Takes a provider's delivery events; each is applied once, however often sent."""
     if len(body.events) > MAX_EVENTS:
@@ -341,6 +341,8 @@ async def take_events(
     outcomes = await run_in_threadpool(
         apply_events, store, context.tenant_id, body.events
     )
+    if any(outcome.outcome == "applied" for outcome in outcomes):
+        pending.notify()
     return EventResults(
         results=[
             EventResult(index=o.index, id=o.id, outcome=o.outcome, lead_id=o.lead_id)

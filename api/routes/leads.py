@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
-from leads import edits
+from leads import edits, rulebook
 from leads.errors import FieldError, LeadRejected
 from leads.intake import IntakeResult, submit, submit_batch
 from leads.models import (
@@ -54,11 +54,15 @@ class StepView(BaseModel):
     position: int
     template: str | None
     outcome: str = Field(
-        description="`pending`, `sending`, `sent`, `unknown`, `failed`, or "
-        "`skipped_<reason>` (`skipped_unsubscribed`, `skipped_replied`, …)."
+        description="`planned` (ahead, as configured now), `pending`, `sending`, "
+        "`sent`, `unknown`, `failed`, or `skipped_<reason>` "
+        "(`skipped_unsubscribed`, `skipped_replied`, …)."
     )
     reason: str | None
-    due_at: datetime
+    due_at: datetime | None = Field(
+        description="When the step was or is due; for planned steps after the "
+        "next one, unknown until the one before is sent."
+    )
     sent_at: datetime | None
     message_id: str | None
     flow_run_id: str | None
@@ -381,7 +385,7 @@ def lead_emails(lead_id: LeadId, store: StoreDep, context: ContextDep) -> LeadEm
     """The lead's sequences with each step's outcome, and its one-off e-mails."""
     with store.read(context.tenant_id) as scope:
         lead_queries.get_lead(scope, lead_id)
-        enrolments, sends = email_history(scope, lead_id)
+        enrolments, sends = email_history(scope, lead_id, rulebook.sequences())
         return LeadEmails(
             sequences=[EnrolmentView.model_validate(e) for e in enrolments],
             sends=[OneOffView.model_validate(send) for send in sends],

@@ -18,7 +18,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from api.deps import SettingsDep, StoreDep
+from api.deps import PendingDep, SettingsDep, StoreDep
 from connectors.email.messages import ONE_CLICK
 from leads.settings import Settings
 from leads.store import Store
@@ -110,7 +110,11 @@ def confirm_page(token: str, settings: SettingsDep) -> HTMLResponse:
 
 @router.post("/u/{token}", response_class=HTMLResponse)
 async def unsubscribe_now(
-    token: str, request: Request, settings: SettingsDep, store: StoreDep
+    token: str,
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    pending: PendingDep,
 ) -> HTMLResponse:
     """Unsubscribes the link's recipient at once (RFC 8058 one-click or the page)."""
     target = _verified(settings, token)
@@ -118,6 +122,8 @@ async def unsubscribe_now(
         return _not_found()
     source = "one_click" if _is_one_click(await _form(request)) else "unsubscribe_page"
     await run_in_threadpool(_apply, store, target, source)
+    # The CRM's opt-out and the stop of the sequences follow within seconds.
+    pending.notify()
     return _page(
         "You are unsubscribed",
         "You will get no more of these e-mails from us. Messages you ask for, "

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
+from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from api.problems import problem
 from flows.parameters import ParameterError, PersonalDataInParameters, json_ready
 from leads.errors import FieldError, LeadRejected
@@ -112,6 +112,7 @@ async def trigger(
     store: StoreDep,
     settings: SettingsDep,
     context: ContextDep,
+    pending: PendingDep,
 ) -> Any:
     """Starts a run of the named workflow (for one lead, or a lead taken in first)."""
     try:
@@ -143,6 +144,9 @@ async def trigger(
             region=settings.default_region,
         )
         lead_id = result.lead.id
+        # Its CRM sync (and any other sequence it entered) starts at once,
+        # as for a lead posted to /api/leads.
+        pending.notify()
     if lead_id is not None:
         sequence = (deployment.parameters or {}).get("sequence")
         await run_in_threadpool(

@@ -3,8 +3,10 @@
 `orchestrator mailbox` runs it on loopback, so the stack can be pointed at a
 real SMTP server (`ORCH_EMAIL_BACKEND=smtp`, `ORCH_SMTP_URL=smtp://127.0.0.1:8025`)
 without sending anything anywhere. The end-to-end test and the e-mail
-benchmark use it too. Each message is written whole to `<folder>/<n>.eml` with
-the envelope recipients in an `X-Mailbox-Rcpt-To` header.
+benchmark use it too. Each message is written whole to
+`<folder>/<start>-<pid>-<n>.eml` (names sort in arrival order, and a restarted
+server keeps what the last one wrote), with the envelope recipients in an
+`X-Mailbox-Rcpt-To` header.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -31,6 +34,9 @@ class _Keeper:
         self.received: list[Envelope] = []
         self.connections = 0
         self._numbers = itertools.count(1)
+        # Names sort in arrival order and never collide with an earlier
+        # server's files in the same folder (a restarted mailbox).
+        self._prefix = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}"
         self._lock = threading.Lock()
 
     async def handle_EHLO(
@@ -57,7 +63,8 @@ class _Keeper:
             content = envelope.original_content or b""
             recipients = ", ".join(envelope.rcpt_tos).encode("utf-8")
             data = b"X-Mailbox-Rcpt-To: " + recipients + b"\r\n" + content
-            _write_whole(self.folder / f"{number:08d}.eml", data)
+            name = f"{self._prefix}-{number:08d}.eml"
+            _write_whole(self.folder / name, data)
         return "250 Message accepted for delivery"
 
 

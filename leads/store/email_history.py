@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from leads.sequences import Sequence
 from leads.store.database import TenantScope
 from leads.store.outbox import SEQUENCE_ENROLMENT
 from leads.store.tables import EmailSend, OutboxItem, SequenceStep
@@ -19,14 +21,14 @@ class StepState:
     template: str | None
     status: str
     reason: str | None
-    due_at: datetime
+    due_at: datetime | None
     sent_at: datetime | None
     message_id: str | None
     flow_run_id: str | None
 
     @property
     def outcome(self) -> str:
-        """`sent`, `pending`, `skipped_<reason>`, `failed`, `unknown`, …"""
+        """`sent`, `pending`, `planned`, `skipped_<reason>`, `failed`, `unknown`, …"""
         if self.status == "skipped" and self.reason:
             return f"skipped_{self.reason}"
         return self.status
@@ -50,9 +52,14 @@ class Enrolment:
 
 
 def email_history(
-    scope: TenantScope, lead_id: str
+    scope: TenantScope, lead_id: str, sequences: Mapping[str, Sequence]
 ) -> tuple[list[Enrolment], list[EmailSend]]:
-    """The lead's enrolments (oldest first, each with its steps) and one-off sends."""
+    """The lead's enrolments (oldest first, each with its steps) and one-off sends.
+
+    An active enrolment also lists the steps still ahead of the lead in the
+    sequence as configured now, as `planned`: the next one due when the
+    dispatcher looks again, the later ones after their delays.
+    """
     rows = scope.session.scalars(
         scope.select(OutboxItem)
         .where(OutboxItem.lead_id == lead_id, OutboxItem.topic == SEQUENCE_ENROLMENT)
@@ -68,6 +75,9 @@ def email_history(
         sequence = str(row.payload.get("sequence"))
         states = [_state(step) for step in steps if step.sequence == sequence]
         status = {"pending": "active", "claimed": "active"}.get(row.status, row.status)
+        configured = sequences.get(sequence)
+        if status == "active" and configured is not None:
+            states += _planned(configured, states, row.available_at)
         if status == "done":
             stopped = any(state.status == "skipped" for state in states)
             status = "stopped" if stopped else "finished"
@@ -101,3 +111,31 @@ def _state(step: SequenceStep) -> StepState:
         message_id=step.message_id,
         flow_run_id=step.flow_run_id,
     )
+
+
+def _planned(
+    sequence: Sequence, states: list[StepState], next_check: datetime
+) -> list[StepState]:
+    """The configured steps still ahead of the lead that have no row yet."""
+    had = {state.id: state.status for state in states}
+    index = sequence.current_index(had)
+    if index is None:
+        return []
+    ahead = []
+    for position, step in enumerate(sequence.steps[index:], start=index + 1):
+        if step.id in had:
+            continue
+        ahead.append(
+            StepState(
+                id=step.id,
+                position=position,
+                template=step.template,
+                status="planned",
+                reason=None,
+                due_at=next_check if not ahead and position == index + 1 else None,
+                sent_at=None,
+                message_id=None,
+                flow_run_id=None,
+            )
+        )
+    return ahead

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from leads.store.database import TenantScope
 from leads.store.tables import Lead, OutboxItem, utcnow
@@ -80,6 +80,30 @@ def enrolment_payload(lead: Lead, sequence: str) -> dict[str, Any]:
         "enrolled_at": utcnow().isoformat(),
         "stage": (lead.crm_state or {}).get("lifecycle_stage"),
     }
+
+
+def wake_enrolments(scope: TenantScope, lead_id: str) -> int:
+    """Makes the lead's waiting enrolments due now, so stop conditions apply at once.
+
+    For news that may end a sequence (an unsubscribe, a complaint, a bounce, a
+    reply): the dispatcher's next run stops it and says why, rather than at
+    the time its next step would have been due.
+
+    Returns:
+        How many enrolments were woken.
+    """
+    result = scope.session.execute(
+        update(OutboxItem)
+        .where(
+            OutboxItem.tenant_id == scope.tenant_id,
+            OutboxItem.lead_id == lead_id,
+            OutboxItem.topic == SEQUENCE_ENROLMENT,
+            OutboxItem.status == "pending",
+        )
+        .values(available_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
 
 
 def count_by_status(scope: TenantScope) -> dict[str, dict[str, int]]:

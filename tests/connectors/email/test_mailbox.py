@@ -46,3 +46,16 @@ def test_without_a_folder_keeps_messages_in_memory_only(tmp_path):
 
     assert len(received) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_restarted_mailbox_keeps_what_the_last_one_wrote(tmp_path):
+    for address in ("ada@example.com", "bo@example.com"):
+        with running_mailbox(tmp_path / "box") as box:
+            SmtpOutbox.from_url(box.url).send(message(address))
+
+    files = sorted((tmp_path / "box").glob("*.eml"))
+    kept = [message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
+    assert [str(m["X-Mailbox-Rcpt-To"]) for m in kept] == [
+        "ada@example.com",
+        "bo@example.com",
+    ]
