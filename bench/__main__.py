@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "store_matching": [],
     "scoring": [],
     "crm_sync": [],
+    "email_sending": [],
 }
 
 

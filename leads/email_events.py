@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 
+from leads.control_characters import has_control_characters
 from leads.errors import FieldError
 from leads.normalise import email_key
 from leads.store import Store, outbox, timeline
@@ -38,7 +40,7 @@ from leads.suppression import (
     address_hash,
     record_bounce,
     record_complaint,
-    suppress,
+    suppress_hash,
     unsubscribe,
 )
 
@@ -56,7 +58,23 @@ _SUPPRESSES = {
     "complained": "complained",
     "unsubscribed": "unsubscribed",
 }
-Text255 = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+def _one_line(value: str) -> str:
+    # Ids are stored and compared as given: a control character in one is a
+    # broken callback (and PostgreSQL cannot store a NUL at all).
+    if has_control_characters(value):
+        raise PydanticCustomError(
+            "control_characters", "no line breaks or control characters allowed"
+        )
+    return value
+
+
+Text255 = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(_one_line),
+]
 
 
 class EmailEventInput(BaseModel):
@@ -152,7 +170,7 @@ def apply_events(
 
 
 def _apply(scope: TenantScope, event: EmailEventInput) -> tuple[Outcome, str | None]:
-    lead, address = _recipient(scope, event)
+    lead, address, sent_to = _recipient(scope, event)
     occurred_at = event.occurred_at.astimezone(UTC)
     hard_bounce = event.type == "bounced" and event.bounce_type == "hard"
     changes = hard_bounce or event.type in ("complained", "unsubscribed", "replied")
@@ -166,7 +184,7 @@ def _apply(scope: TenantScope, event: EmailEventInput) -> tuple[Outcome, str | N
             "event_id": event.id,
             "kind": event.type,
             "lead_id": lead.id if lead is not None else None,
-            "address_hash": address_hash(address) if address else None,
+            "address_hash": sent_to,
             "message_id": event.message_id,
             "occurred_at": occurred_at,
             "received_at": utcnow(),
@@ -180,16 +198,15 @@ def _apply(scope: TenantScope, event: EmailEventInput) -> tuple[Outcome, str | N
         return outcome, lead.id if lead is not None else None
 
     reason = _SUPPRESSES.get(event.type)
-    elsewhere = address is not None and (
-        lead is None or email_key(address) != lead.email
-    )
+    current = address_hash(lead.email) if lead is not None and lead.email else None
+    elsewhere = sent_to is not None and sent_to != current
     if reason is not None and elsewhere:
         # The address the e-mail went to stops getting it, also when it is
         # no lead's (any more): the lead's own is handled below.
-        assert address is not None
-        suppress(
+        assert sent_to is not None
+        suppress_hash(
             scope,
-            address=address,
+            address_hash=sent_to,
             reason=reason,
             lead_id=lead.id if lead is not None else None,
             source=SOURCE,
@@ -236,39 +253,47 @@ def _later(moment: str, stored: str) -> bool:
 
 def _recipient(
     scope: TenantScope, event: EmailEventInput
-) -> tuple[Lead | None, str | None]:
-    """The lead the event is about (locked), and the address it went to."""
-    lead = None
-    address = event.email
+) -> tuple[Lead | None, str | None, str | None]:
+    """The lead the event is about (locked), the address it went to, its hash.
+
+    A sequence step keeps only the hash of the address it went to, so for an
+    event found by a step's Message-ID the address is None and the hash says
+    which address it was.
+    """
+    lead, address, sent_to = None, event.email, None
     if event.lead_id and is_lead_id(event.lead_id):
         lead = scope.get(Lead, event.lead_id, lock=True)
     if lead is None and event.message_id:
-        lead_id, recipient = _by_message_id(scope, _bracketed(event.message_id))
+        lead_id, recipient, sent_to = _by_message_id(
+            scope, _bracketed(event.message_id)
+        )
         if lead_id is not None:
             lead = scope.get(Lead, lead_id, lock=True)
         address = address or recipient
     if lead is None and event.email:
         key = email_key(event.email)
         lead = find_by_email(scope, key, lock=True) if key else None
-    if address is None and lead is not None:
+    if address is None and sent_to is None and lead is not None:
         address = lead.email
-    return lead, address
+    if address is not None:
+        sent_to = address_hash(address)
+    return lead, address, sent_to
 
 
 def _by_message_id(
     scope: TenantScope, message_id: str
-) -> tuple[str | None, str | None]:
-    """The lead, or bare address, that the message with this id went to."""
-    step_lead = scope.session.scalars(
-        select(SequenceStep.lead_id)
+) -> tuple[str | None, str | None, str | None]:
+    """The lead, bare address and address hash the message with this id went to."""
+    step = scope.session.execute(
+        select(SequenceStep.lead_id, SequenceStep.recipient_hash)
         .where(
             SequenceStep.message_id == message_id,
             SequenceStep.tenant_id == scope.tenant_id,
         )
         .limit(1)
     ).first()
-    if step_lead is not None:
-        return step_lead, None
+    if step is not None:
+        return step.lead_id, None, step.recipient_hash
     send = scope.session.execute(
         select(EmailSend.lead_id, EmailSend.recipient)
         .where(
@@ -278,8 +303,8 @@ def _by_message_id(
         .limit(1)
     ).first()
     if send is None:
-        return None, None
-    return send.lead_id, send.recipient
+        return None, None, None
+    return send.lead_id, send.recipient, None
 
 
 def _bracketed(message_id: str) -> str:

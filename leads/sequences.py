@@ -192,8 +192,8 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: StepId = Field(
-        "",
-        description="Stable name of the step; the template's name when not given.",
+        description="Stable name of the step: what a lead's history is kept by, "
+        "so a step keeps its id when its template, subject or place changes."
     )
     template: TemplateName = Field(
         description=(
@@ -215,13 +215,6 @@ class Step(BaseModel):
         description="When in the lead's week the step may go; unset: the "
         "sequence's window; `anytime`: as soon as it is due.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _id_defaults_to_template(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("id") and data.get("template"):
-            data = {**data, "id": data["template"]}
-        return data
 
     @field_validator("delay", mode="before")
     @classmethod
@@ -274,6 +267,22 @@ class Sequence(BaseModel):
             seen.add(step.id)
         return steps
 
+    @model_validator(mode="after")
+    def _transactional_ignores_opt_outs(self) -> Sequence:
+        # A marketing opt-out must not stop transactional e-mail (a meeting
+        # confirmation, a receipt); only a hard bounce does, and the
+        # suppression list applies that to every category.
+        if self.category != "transactional" or "unsubscribed" not in self.stop_when:
+            return self
+        if "stop_when" in self.model_fields_set:
+            raise ValueError(
+                "a transactional sequence cannot stop on `unsubscribed`: marketing "
+                "opt-outs do not apply to it; remove it from `stop_when`"
+            )
+        kept = tuple(c for c in self.stop_when if c != "unsubscribed")
+        object.__setattr__(self, "stop_when", kept)
+        return self
+
     def window_of(self, step: Step) -> SendWindow | None:
         """The send window the step goes out in; None: any time."""
         if step.window == ANYTIME:
@@ -294,13 +303,6 @@ class Sequence(BaseModel):
                 last_done = index
         following = last_done + 1
         return following if following < len(self.steps) else None
-
-    def position(self, step_id: str) -> int | None:
-        """The 0-based place of the step with this id; None when it is gone."""
-        for index, step in enumerate(self.steps):
-            if step.id == step_id:
-                return index
-        return None
 
 
 class _SequencesFile(BaseModel):
@@ -367,6 +369,9 @@ def _describe(error: Any) -> str:
             rest = rest[2:]
     else:
         rest = location
+    # pydantic names the branches of a union it tried (`function-after[...]`,
+    # `literal['replied', ...]`); a reader wants the field's own path.
+    rest = [part for part in rest if not (isinstance(part, str) and "[" in part)]
     if rest:
         where.append("field " + repr(".".join(str(part) for part in rest)))
     return f"{', '.join(where) or 'the file'}: {error['msg']}"

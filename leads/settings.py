@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -183,6 +185,32 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_region(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _is_web_address(cls, value: str) -> str:
+        # Every marketing e-mail carries a link made from it: a wrong one would
+        # make each of them fail, so it is refused at start instead.
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"expected an http(s) address such as https://crm.example.com, "
+                f"got {value!r}"
+            )
+        if any(char.isspace() for char in value) or parts.query or parts.fragment:
+            raise ValueError("expected an address without spaces, query or fragment")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _is_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"expected an IANA time zone such as Europe/Berlin, got {value!r}"
+            ) from exc
+        return value
 
     @property
     def prefect_url(self) -> str:

@@ -18,6 +18,7 @@ from leads.normalise import email_key
 from leads.store import outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.inserts import insert_if_absent
+from leads.store.leads import find_by_email
 from leads.store.tables import EmailSuppression, Lead, utcnow
 
 Reason = Literal["unsubscribed", "complained", "bounced", "manual"]
@@ -135,7 +136,8 @@ def blocked_reason(
     Marketing is stopped by the lead's own opt-out (an unsubscribe or a
     complaint), its `unsubscribed` status, the CRM's opt-out, or any
     suppression of the address; transactional e-mail only by a hard bounce.
-    Asks the store at most once. A `manual` suppression reads as
+    A bare address is checked as the lead it belongs to, if any. Asks the
+    store once for a lead, twice for a bare address. A `manual` suppression reads as
     `unsubscribed`: someone recorded the person's wish on their behalf.
 
     Args:
@@ -153,6 +155,11 @@ def blocked_reason(
     if category not in CATEGORIES:
         raise ValueError(f"category must be one of {CATEGORIES}, not {category!r}")
     marketing = category == "marketing"
+    if marketing and lead is None and address is not None:
+        # A bare address that is a lead's is that lead: its own opt-out (set
+        # in the CRM, or on a lead merged into it) holds for the address too.
+        key = email_key(address)
+        lead = find_by_email(scope, key) if key else None
     if marketing and lead is not None:
         if lead.email_opt_out:
             complained = "complained_at" in (lead.email_state or {})

@@ -1,7 +1,7 @@
 """Sending claimed one-off e-mails (`POST /api/email/send`), each at most once.
 
 `dispatch_one_offs` does the work and needs no Prefect server; `send_one_offs`
-is the task the one-off flow runs it as.
+is the task the e-mail dispatcher flow runs it as.
 """
 
 from __future__ import annotations
@@ -243,8 +243,10 @@ class _OneOffSender:
                 finish_in(scope.session, held, "done", None, moment)
                 return "settled"
             if status is SendStatus.SENDING:
-                found = self._was_delivered(send.message_id)
-                if found is None:
+                # Its sender may be dead, or only slow and still sending: a
+                # missing message proves nothing, so only one that arrived
+                # settles it; otherwise it is `unknown`, never sent again.
+                if not self._was_delivered(send.message_id):
                     mark_unknown(
                         scope,
                         send.id,
@@ -254,19 +256,15 @@ class _OneOffSender:
                     )
                     finish_in(scope.session, held, "done", None, moment)
                     return "unknown"
-                if found:
-                    mark_sent(
-                        scope,
-                        send.id,
-                        message_id=str(send.message_id),
-                        flow_run_id=run,
-                        now=moment,
-                    )
-                    finish_in(scope.session, held, "done", None, moment)
-                    return "sent"
-                revert_to_pending(
-                    scope, send.id, error="its sender died before handing it over"
+                mark_sent(
+                    scope,
+                    send.id,
+                    message_id=str(send.message_id),
+                    flow_run_id=run,
+                    now=moment,
                 )
+                finish_in(scope.session, held, "done", None, moment)
+                return "sent"
 
             lead = scope.get(Lead, send.lead_id) if send.lead_id else None
             recipient = send.recipient or (

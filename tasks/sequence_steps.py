@@ -32,7 +32,7 @@ from connectors.email.errors import (
     EmailRenderError,
 )
 from connectors.email.messages import build_message, parse_sender
-from connectors.email.templates import TemplateRenderer
+from connectors.email.templates import RenderedEmail, TemplateRenderer
 from leads import clock, suppression
 from leads.email_sends import template_fields
 from leads.local_time import lead_zone, schedule_step
@@ -42,7 +42,7 @@ from leads.store.claims import (
     Claim,
     extend_in,
     finish_in,
-    park,
+    release,
     release_in,
     reschedule_in,
 )
@@ -71,6 +71,9 @@ LeadRow = Row[Any]
 
 # A message the outbox could not take is tried again this much later.
 RETRY_DELAY = timedelta(minutes=1)
+# An enrolment whose sequence is gone from the file or cannot be rendered
+# waits this long before it is looked at again.
+BROKEN_RETRY = timedelta(minutes=10)
 DEFAULT_LEASE = timedelta(seconds=60)
 
 
@@ -87,9 +90,10 @@ class DispatchContext:
     renderer: TemplateRenderer
     outbox: Outbox
     sender_address: str
+    # Required: a marketing message without a way out must not be sent.
+    unsubscribe_link: Callable[[str, str], str]
     flow_run_id: str | None = None
     default_timezone: str = "UTC"
-    unsubscribe_link: Callable[[str, str], str] | None = None
     lease: timedelta = DEFAULT_LEASE
 
 
@@ -98,7 +102,8 @@ class DispatchSummary:
     """How a batch of enrolments ended, in counts only (no one's personal data).
 
     `waiting` counts enrolments whose next step is not due yet (or is due
-    outside its send window); `finished` those with no step left; `stopped`
+    outside its send window); `held` those whose sequence is gone from the
+    file or whose templates are broken; `finished` those with no step left; `stopped`
     those a stop condition or the suppression list ended; `settled` claims
     closed without news; `contended` claims left to expire because another
     run holds the step.
@@ -106,6 +111,7 @@ class DispatchSummary:
 
     sent: int = 0
     waiting: int = 0
+    held: int = 0
     finished: int = 0
     stopped: int = 0
     unknown: int = 0
@@ -127,9 +133,10 @@ def dispatch_claims(
 
     At most once per (lead, sequence, step), even when runs overlap: the step
     is marked `sending` by a conditional update only one run can win, and that
-    is committed before the message is handed over. A step a dead run left
-    `sending` becomes `unknown` (unless the outbox can tell it arrived) and is
-    not sent again; the sequence goes on with the next step.
+    is committed before the message is handed over. A step another run left
+    `sending` (it died, or is slow and lost its lease) becomes `unknown` unless
+    the outbox shows the message arrived, and is never sent again by itself;
+    the sequence goes on with the next step.
 
     Claims end as follows: rescheduled to the next step's due time after a
     send or when the step is not due; done when no step is left or a stop
@@ -138,11 +145,15 @@ def dispatch_claims(
     `failed`); released for a retry a minute later when the outbox cannot take
     it now; left to expire when another run holds the step.
 
+    A sequence gone from the file, or whose templates or subjects do not
+    load, holds only its own enrolments (for ten minutes at a time); the
+    others are sent.
+
     Raises:
         ValueError: a claim is not a sequence enrolment.
-        EmailRenderError: the sender address or a claimed sequence's templates
-            are broken; raised before any claim is touched, so they return to
-            the queue when their leases run out instead of failing every lead.
+        EmailRenderError: the sender address or the unsubscribe links are
+            broken; raised before any claim is touched, so they return to the
+            queue when their leases run out instead of failing every lead.
     """
     batch = list(claims)
     other_topics = sorted({held.topic for held in batch} - {SEQUENCE_ENROLMENT})
@@ -151,12 +162,12 @@ def dispatch_claims(
             f"only {SEQUENCE_ENROLMENT} claims are sent; got {other_topics}"
         )
     parse_sender(context.sender_address)
-    for name in {held.payload.get("sequence") for held in batch}:
-        if isinstance(name, str) and name in context.sequences:
-            for step in context.sequences[name].steps:
-                context.renderer.check(step.template, step.subject)
+    _check_link(context.unsubscribe_link("tenant", "lead"))
+    broken = _broken_sequences(
+        context, {held.payload.get("sequence") for held in batch}
+    )
 
-    visitor = _Visitor(store, context)
+    visitor = _Visitor(store, context, broken)
     outcomes: Counter[str] = Counter()
     # One relay connection for the whole batch, opened at the first send.
     with context.outbox.session():
@@ -192,19 +203,32 @@ class _Send:
 class _Visitor:
     store: Store
     context: DispatchContext
+    # Sequences whose templates cannot be made, with why.
+    broken: Mapping[str, str] = field(default_factory=dict)
     _zones: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def visit(self, held: Claim) -> str:
         """Handles one claim; returns the DispatchSummary field it counts in."""
         name = held.payload.get("sequence")
         sequence = self.context.sequences.get(name) if isinstance(name, str) else None
-        if sequence is None:
-            park(
+        problem = (
+            self.broken.get(str(name))
+            if sequence is not None
+            else (f"sequence {name!r} is not in the sequences file")
+        )
+        if problem is not None:
+            # Waits, rather than parks: once the file is fixed (or the
+            # sequence is back) the enrolment goes on where it was. Other
+            # sequences are not held up.
+            release(
                 self.store,
                 held,
-                reason=f"sequence {name!r} is not in the sequences file",
+                error=problem,
+                retry_at=clock.now() + BROKEN_RETRY,
+                count_attempt=False,
             )
-            return "failed"
+            return "held"
+        assert sequence is not None
         moment = clock.now()
 
         with self.store.write(held.tenant_id) as scope:
@@ -238,14 +262,13 @@ class _Visitor:
         enrolled_at = _enrolled_at(held, lead)
         person = _Lead(lead.id, self._zone_of(lead), enrolled_at)
         index = sequence.current_index({key: row.status for key, row in rows.items()})
-        outcome = None
+        self._settle_passed(scope, name, sequence, lead.id, rows, index)
         if index is not None:
             row = rows.get(sequence.steps[index].id)
             if row is not None and row.status == StepStatus.SENDING:
                 outcome = self._resolve_sending(scope, row)
-                if outcome != "requeue":
-                    self._advance(scope, held, sequence, person, index, moment)
-                    return outcome
+                self._advance(scope, held, sequence, person, index, moment)
+                return outcome
         if index is None:
             finish_in(session, held, "done", None, moment)
             return "settled"
@@ -284,6 +307,7 @@ class _Visitor:
             finish_in(session, held, "parked", str(exc), moment)
             return "failed"
         message_id = str(message["Message-ID"])
+        sent_to = suppression.address_hash(lead.email)
         if row is None:
             step_id = insert_sending(
                 scope,
@@ -293,9 +317,16 @@ class _Visitor:
                 due_at=due,
                 flow_run_id=run,
                 message_id=message_id,
+                recipient_hash=sent_to,
                 **place,
             )
-        elif begin_sending(scope, row.id, flow_run_id=run, message_id=message_id):
+        elif begin_sending(
+            scope,
+            row.id,
+            flow_run_id=run,
+            message_id=message_id,
+            recipient_hash=sent_to,
+        ):
             step_id = row.id
         else:
             step_id = None
@@ -347,7 +378,7 @@ class _Visitor:
 
         with store.write(held.tenant_id) as scope:
             sent_at = clock.now()
-            mark_sent(
+            recorded = mark_sent(
                 scope,
                 pending.step_id,
                 message_id=message_id,
@@ -355,31 +386,75 @@ class _Visitor:
                 now=sent_at,
             )
             self._advance(scope, held, sequence, pending.lead, pending.index, sent_at)
+        if not recorded:
+            # Only a person can have moved a step we held `sending`; the
+            # message went, and the step says what they decided.
+            logger.warning("Step %s was sent but had been settled meanwhile", pending)
+            return "contended"
         return "sent"
 
-    def _resolve_sending(self, scope: TenantScope, row: StepRow) -> str:
-        """Settles a step its sender left `sending` by dying mid-send.
+    def _settle_passed(
+        self,
+        scope: TenantScope,
+        name: str,
+        sequence: Sequence,
+        lead_id: str,
+        rows: Mapping[str, StepRow],
+        index: int | None,
+    ) -> None:
+        """Says what became of steps an edit of the sequence put out of reach.
 
-        Where the outbox can tell whether that message arrived, the answer
-        settles it; only where it cannot is it parked `unknown`, never re-sent.
-        Returns `requeue` when the message provably never arrived.
+        A step added behind the lead's place (or moved there) is recorded
+        `skipped` rather than silently never sent; a step row left open whose
+        step is gone from the file, or behind the lead, is closed the same way
+        (`unknown` when it was being sent).
         """
         run = self.context.flow_run_id
-        found = self._was_delivered(row.message_id)
-        if found is None:
-            parked = park_unknown(scope, row.id, flow_run_id=run)
-            return "unknown" if parked else "settled"
-        if found:
-            mark_sent(
+        reached = len(sequence.steps) if index is None else index
+        behind = {step.id: number for number, step in enumerate(sequence.steps)}
+        for number, step in enumerate(sequence.steps[:reached], start=1):
+            if step.id not in rows:
+                row = ensure_step(
+                    scope,
+                    lead_id,
+                    name,
+                    step.id,
+                    position=number,
+                    template=step.template,
+                    due_at=clock.now(),
+                )
+                mark_skipped(scope, row.id, reason="behind_the_lead", flow_run_id=run)
+        for key, row in rows.items():
+            place = behind.get(key)
+            if row.status in SETTLED or (place is not None and place >= reached):
+                continue
+            reason = "removed_from_sequence" if place is None else "behind_the_lead"
+            if row.status == StepStatus.SENDING:
+                self._resolve_sending(scope, row)
+            else:
+                mark_skipped(scope, row.id, reason=reason, flow_run_id=run)
+
+    def _resolve_sending(self, scope: TenantScope, row: StepRow) -> str:
+        """Settles a step another run left `sending`.
+
+        That run may have died, or be only slow and still sending: a message
+        missing from the outbox proves nothing. So only a message the outbox
+        shows arrived settles the step as `sent`; otherwise it is parked
+        `unknown` and never sent again by itself (a late sender that finishes
+        still records it `sent`).
+        """
+        run = self.context.flow_run_id
+        if self._was_delivered(row.message_id):
+            sent = mark_sent(
                 scope,
                 row.id,
                 message_id=str(row.message_id),
                 flow_run_id=run,
                 now=clock.now(),
             )
-            return "sent"
-        revert_to_pending(scope, row.id, error="its sender died before handing it over")
-        return "requeue"
+            return "sent" if sent else "settled"
+        parked = park_unknown(scope, row.id, flow_run_id=run)
+        return "unknown" if parked else "settled"
 
     def _advance(
         self,
@@ -452,7 +527,7 @@ class _Visitor:
         moment: datetime,
     ) -> EmailMessage:
         link = None
-        if sequence.category == "marketing" and self.context.unsubscribe_link:
+        if sequence.category == "marketing":
             link = self.context.unsubscribe_link(held.tenant_id, lead.id)
         rendered = self.context.renderer.render(
             step.template, step.subject, template_fields(lead), unsubscribe_url=link
@@ -480,6 +555,36 @@ class _Visitor:
             return None
         ask = getattr(self.context.outbox, "delivered", None)
         return ask(message_id) if ask is not None else None
+
+
+def _broken_sequences(context: DispatchContext, names: set[Any]) -> dict[str, str]:
+    """The claimed sequences whose templates or subjects do not load, with why."""
+    broken = {}
+    for name in names:
+        if not isinstance(name, str) or name not in context.sequences:
+            continue
+        try:
+            for step in context.sequences[name].steps:
+                context.renderer.check(step.template, step.subject)
+        except EmailRenderError as exc:
+            logger.error("Sequence %s cannot be sent until it is fixed: %s", name, exc)
+            broken[name] = str(exc)
+    return broken
+
+
+def _check_link(link: str) -> None:
+    """Refuses unsubscribe links no message could carry, before any claim."""
+    try:
+        build_message(
+            RenderedEmail("check", "check", "check"),
+            sender="check <check@localhost>",
+            recipient="check@localhost.localdomain",
+            unsubscribe_url=link,
+        )
+    except EmailRenderError as exc:
+        raise EmailRenderError(
+            f"unsubscribe links cannot be made: {exc}; check ORCH_PUBLIC_BASE_URL"
+        ) from exc
 
 
 def _read_lead(scope: TenantScope, lead_id: str | None) -> LeadRow | None:
@@ -576,19 +681,26 @@ def _stop_reason(
             if crm_state.get("converted") or lead.status == "converted":
                 return "converted", {}
         elif condition == "lifecycle_stage_changed" and _stage_changed(
-            scope, held, crm_state.get("lifecycle_stage")
+            scope, held, crm_state, enrolled_at
         ):
             return "lifecycle_stage_changed", {}
     return None, {}
 
 
-def _stage_changed(scope: TenantScope, held: Claim, stage: Any) -> bool:
+def _stage_changed(
+    scope: TenantScope, held: Claim, crm_state: Mapping[str, Any], since: datetime
+) -> bool:
     """Whether the CRM stage moved since enrolment.
 
-    The stage at enrolment is kept on the enrolment; a lead not yet in the CRM
-    then has none, and the first stage read back (the one the sync itself set)
+    Reconciliation notes when it sees a stage move (`lifecycle_stage_changed_at`),
+    so a move between two of the dispatcher's looks is not missed. The stage at
+    enrolment is also kept on the enrolment; a lead not yet in the CRM then
+    has none, and the first stage read back (the one the sync itself set)
     becomes the one to compare with.
     """
+    if _at_or_after(crm_state.get("lifecycle_stage_changed_at"), since):
+        return True
+    stage = crm_state.get("lifecycle_stage")
     if not stage:
         return False
     baseline = held.payload.get("stage")

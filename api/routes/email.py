@@ -19,6 +19,7 @@ from api.problems import problem
 from connectors.email.errors import EmailRenderError
 from connectors.email.messages import parse_sender
 from connectors.email.templates import TemplateRenderer
+from leads.control_characters import has_control_characters
 from leads.email_events import (
     MAX_EVENTS,
     EmailEventInput,
@@ -88,7 +89,10 @@ class SendBody(BaseModel):
         description="A template stem (`GET /api/email/templates`).",
     )
     subject: str | None = Field(
-        None, min_length=1, max_length=500, description="Plain text, not a template."
+        None,
+        min_length=1,
+        max_length=500,
+        description="Required. Plain text on one line, never a template.",
     )
     text: str | None = Field(
         None, min_length=1, max_length=200_000, description="The plain-text body."
@@ -272,15 +276,32 @@ def _send_request(
                 "template", "required", "send `template`, or `subject` and `text`"
             )
         )
-    if body.subject is None:
+    # Required with a template too: a caller's subject is plain text, and a
+    # sequence step's subject is a template for that sequence's leads.
+    subject = body.subject
+    if subject is None or not subject.strip():
         errors.append(FieldError("subject", "required", "every e-mail needs one"))
+    elif has_control_characters(subject):
+        errors.append(
+            FieldError(
+                "subject",
+                "control_characters",
+                "a subject is one line of text: no line breaks or control characters",
+            )
+        )
+    for name in ("text", "html"):
+        value = getattr(body, name)
+        if value is not None and "\x00" in value:
+            errors.append(
+                FieldError(name, "control_characters", "a NUL character is not text")
+            )
     if errors:
         raise LeadRejected(errors)
 
-    assert body.subject is not None
+    assert subject is not None
     return SendRequest(
         category=body.category,
-        subject=body.subject,
+        subject=subject,
         lead_id=body.lead_id,
         recipient=recipient,
         template=body.template,
@@ -331,6 +352,8 @@ async def take_events(
     body: EventBatch, store: StoreDep, context: ContextDep, pending: PendingDep
 ) -> EventResults:
     """Takes a provider's delivery events; each is applied once, however often sent."""
+    # TODO(#8): require an API key here and verify the provider's signature;
+    # until then anyone who reaches the API can suppress an address.
     if len(body.events) > MAX_EVENTS:
         raise HTTPException(
             413, f"{len(body.events):,} events sent; send at most {MAX_EVENTS}"

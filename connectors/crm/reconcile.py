@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from connectors.crm.accounts import CrmAccount
 from connectors.crm.protocol import CrmConnector, CrmSnapshot
-from leads.store import timeline
+from leads.store import outbox, timeline
 from leads.store.database import Store
 from leads.store.tables import CrmReconciliation, Lead, utcnow
 
@@ -120,6 +120,10 @@ def reconcile(
     return counts
 
 
+# What the CRM may say that ends a lead's e-mail sequences.
+STOPPING = frozenset({"converted", "opted_out", "lifecycle_stage", "replied_at"})
+
+
 def _apply(
     store: Store,
     tenant_id: str,
@@ -148,8 +152,17 @@ def _apply(
             }
             if not differences:
                 continue
+            stage_was = old.get("lifecycle_stage")
+            if stage_was and "lifecycle_stage" in differences:
+                # When a stage moved (not its first reading): a sequence stops
+                # for a move after its enrolment, whenever it looks next.
+                state["lifecycle_stage_changed_at"] = utcnow().isoformat()
+            elif "lifecycle_stage_changed_at" in old:
+                state["lifecycle_stage_changed_at"] = old["lifecycle_stage_changed_at"]
             lead.crm_state = state
             changed += 1
+            if differences.keys() & STOPPING:
+                outbox.wake_enrolments(scope, lead.id)
             if not old and not _notable(state):
                 # The first read of a lead the CRM holds as we wrote it: its
                 # state is noted, but nothing happened worth a timeline event.

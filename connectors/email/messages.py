@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from email.headerregistry import (
     Address,
     AddressHeader,
@@ -20,6 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from connectors.email.errors import EmailRenderError
 from connectors.email.templates import RenderedEmail
+from leads import clock
 
 _HEADERS = HeaderRegistry()
 # RFC 8058 section 3.1: the body a mail client's one-click POST carries.
@@ -129,7 +130,9 @@ def build_message(
     except EmailNotValidError as exc:
         # The address itself stays out of the message: it is personal data.
         raise EmailRenderError("the recipient is not one e-mail address") from exc
-    to_address = Address(username=checked.local_part, domain=checked.domain)
+    # The domain in its ASCII (IDNA) form: only a non-ASCII local part needs
+    # SMTPUTF8 from the relay; an internationalised domain never does.
+    to_address = Address(username=checked.local_part, domain=checked.ascii_domain)
 
     # Addresses with non-ASCII local parts or domains cannot be RFC 2047
     # encoded; they need SMTPUTF8 (RFC 6531), which every modern relay offers.
@@ -150,7 +153,7 @@ def build_message(
         message["From"] = from_address
         message["To"] = to_address
         message["Subject"] = _one_line(rendered.subject)
-        message["Date"] = format_datetime(now or datetime.now(UTC))
+        message["Date"] = format_datetime(now or clock.now())
         # Given a domain, make_msgid asks no name server for this host's name.
         message["Message-ID"] = message_id or make_msgid(domain=from_address.domain)
         if unsubscribe_url is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, text
 
+from leads import suppression
 from leads.changes import commit_change, jsonable, set_value
 from leads.errors import LeadError
 from leads.fields import TEXT_FIELDS
@@ -223,6 +224,7 @@ def merge(scope: TenantScope, review_id: int | str, *, channel: str) -> Duplicat
     earlier, later = _pair(scope, review)
 
     changes = _take_values(earlier, later)
+    _keep_email_wishes(scope, earlier, later, source=channel)
     detail: dict[str, Any] = {
         "review_id": review.id,
         "merged_lead_id": later.id,
@@ -237,6 +239,32 @@ def merge(scope: TenantScope, review_id: int | str, *, channel: str) -> Duplicat
     _resolve(review, MERGED)
     scope.session.flush()
     return review
+
+
+def _keep_email_wishes(
+    scope: TenantScope, earlier: Lead, later: Lead, *, source: str
+) -> None:
+    """Carries the merged lead's opt-out and e-mail history over to the survivor.
+
+    One person, so an opt-out on either lead holds for the merged one, each
+    e-mail event keeps its newest time, and the merged lead's address (gone
+    with it) stays suppressed where it was opted out.
+    """
+    state = dict(earlier.email_state or {})
+    for key, moment in (later.email_state or {}).items():
+        if isinstance(moment, str) and (
+            not isinstance(state.get(key), str) or moment > state[key]
+        ):
+            state[key] = moment
+    if state != (earlier.email_state or {}):
+        earlier.email_state = state
+    if later.email_opt_out and not earlier.email_opt_out:
+        earlier.email_opt_out = True
+    if later.email_opt_out and later.email:
+        reason = "complained" if "complained_at" in state else "unsubscribed"
+        suppression.suppress(
+            scope, address=later.email, reason=reason, lead_id=earlier.id, source=source
+        )
 
 
 def _open_review(scope: TenantScope, review_id: int | str) -> DuplicateReview:

@@ -106,6 +106,7 @@ def insert_sending(
     due_at: datetime,
     flow_run_id: str | None,
     message_id: str,
+    recipient_hash: str | None = None,
 ) -> int | None:
     """Creates a step that is due now straight in `sending` (`begin_sending` for new).
 
@@ -123,6 +124,7 @@ def insert_sending(
         "due_at": due_at,
         "flow_run_id": flow_run_id,
         "message_id": message_id,
+        "recipient_hash": recipient_hash,
     }
     inserted = insert_if_absent(scope, SequenceStep, values)
     return int(inserted) if inserted is not None else None
@@ -151,6 +153,7 @@ def begin_sending(
     *,
     flow_run_id: str | None = None,
     message_id: str | None = None,
+    recipient_hash: str | None = None,
 ) -> bool:
     """Marks the step `sending` just before its message is handed over.
 
@@ -169,6 +172,7 @@ def begin_sending(
         status=StepStatus.SENDING,
         flow_run_id=flow_run_id,
         message_id=message_id,
+        recipient_hash=recipient_hash,
     )
     return row is not None
 

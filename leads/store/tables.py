@@ -235,6 +235,10 @@ class SequenceStep(Base):
     # judged by, so reordering or inserting steps never re-sends one.
     step_key: Mapped[str] = mapped_column(String(64))
     template: Mapped[str | None] = mapped_column(String(128))
+    # The SHA-256 of the address the message went to (`leads.suppression`), so
+    # a bounce reported later is held against that address, not the lead's
+    # current one.
+    recipient_hash: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -452,3 +452,43 @@ def test_a_template_that_fails_to_render_is_422_with_the_renderers_words(
     body = assert_problem(response, 422)
     assert fields_of(body) == {"name": "render_failed"}
     assert "plan.txt.j2 does not render" in body["detail"]
+
+
+class TestSubjectsAndIds:
+    @pytest.mark.parametrize(
+        "subject", ["   ", "a\u0000b", "a\u001b[31mred", "a\nBcc: x"]
+    )
+    def test_a_blank_or_control_character_subject_is_422_naming_it(
+        self, client, subject
+    ):
+        response = client.post(
+            "/api/email/send",
+            json={
+                "to": "zoe@example.com",
+                "category": "transactional",
+                "subject": subject,
+                "text": "Hello",
+            },
+        )
+
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["errors"]] == ["subject"]
+
+    def test_an_event_id_with_a_control_character_is_422_naming_it(self, client):
+        response = client.post(
+            "/api/email/events",
+            json={
+                "events": [
+                    {
+                        "id": "ev\u00001",
+                        "type": "replied",
+                        "occurred_at": "2026-12-05T10:00:00+00:00",
+                        "email": "zoe@example.com",
+                    }
+                ]
+            },
+        )
+
+        assert response.status_code == 422, response.text
+        fields = [e["field"] for e in response.json()["errors"]]
+        assert any("id" in field for field in fields), fields

@@ -11,20 +11,21 @@ from connectors.email.templates import TemplateRenderer
 from leads import rulebook
 from leads.store.claims import claim
 from leads.store.outbox import SEQUENCE_ENROLMENT
-from leads.unsubscribe import unsubscribe_url
+from leads.unsubscribe import lead_link_maker, unsubscribe_url
 from tasks.sequence_steps import DispatchContext, dispatch_claims
 
 CONFIG = Path(__file__).parents[2] / "config"
 LEASE = timedelta(minutes=1)
 
 
-def dispatch(store, tmp_path) -> dict[str, int]:
+def dispatch(store, tmp_path, settings) -> dict[str, int]:
     """One dispatcher pass over what is due, as the flow would run it."""
     context = DispatchContext(
         sequences=rulebook.sequences(),
         renderer=TemplateRenderer(CONFIG / "templates"),
         outbox=FileOutbox(tmp_path / "outbox"),
         sender_address="Automation Orchestrator <noreply@localhost>",
+        unsubscribe_link=lead_link_maker(settings),
     )
     claims = claim(store, SEQUENCE_ENROLMENT, "test-run", limit=50, lease=LEASE)
     return dispatch_claims(store, claims, context).as_counts()
@@ -39,7 +40,7 @@ def welcome(client, lead_id: str) -> dict:
     return found
 
 
-def test_shows_what_was_sent_and_what_is_planned(client, store, tmp_path):
+def test_shows_what_was_sent_and_what_is_planned(client, store, tmp_path, live_api):
     lead = client.post("/api/leads", json={"email": "ada@example.com"}).json()
 
     planned = welcome(client, lead["id"])
@@ -50,7 +51,7 @@ def test_shows_what_was_sent_and_what_is_planned(client, store, tmp_path):
         ("welcome_3", "planned"),
     ]
 
-    assert dispatch(store, tmp_path)["sent"] == 1
+    assert dispatch(store, tmp_path, live_api.settings)["sent"] == 1
     after = welcome(client, lead["id"])
 
     steps = {s["id"]: s for s in after["steps"]}
@@ -65,12 +66,12 @@ def test_an_unsubscribe_stops_the_sequence_at_the_next_run(
     client, store, tmp_path, live_api
 ):
     lead = client.post("/api/leads", json={"email": "nia@example.com"}).json()
-    dispatch(store, tmp_path)
+    dispatch(store, tmp_path, live_api.settings)
     link = unsubscribe_url(live_api.settings, "default", lead_id=lead["id"])
 
     assert client.post(urlsplit(link).path).status_code == 200
     # Woken by the unsubscribe: stopped now, not when step 2 would be due.
-    assert dispatch(store, tmp_path)["stopped"] == 1
+    assert dispatch(store, tmp_path, live_api.settings)["stopped"] == 1
 
     stopped = welcome(client, lead["id"])
     assert stopped["status"] == "stopped"

@@ -94,6 +94,7 @@ def test_a_lead_id_and_lead_data_together_are_422(client, store):
     )
 
 
+@pytest.mark.slow
 class TestParametersReachingPrefect:
     """Against the session's Prefect server, on a deployment of the dispatcher."""
 

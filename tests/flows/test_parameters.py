@@ -256,6 +256,7 @@ def deployment(prefect_server) -> Iterator[UUID]:
     on_prefect(prefect_server.api_url, remove)
 
 
+@pytest.mark.slow
 class TestOnThePrefectServer:
     def test_a_run_is_created_and_the_flow_reads_the_original_values(
         self, prefect_server, deployment

@@ -37,7 +37,9 @@ class TestTheShippedFile:
         assert first == Step(
             id="welcome_1",
             template="welcome_1",
-            subject="Welcome{% if lead.first_name %}, {{ lead.first_name }}{% endif %}!",
+            subject=(
+                "Welcome{% if lead.first_name %}, {{ lead.first_name }}{% endif %}!"
+            ),
             window="anytime",
         )
         assert welcome.window_of(first) is None
@@ -60,8 +62,8 @@ def test_steps_keep_their_order(tmp_path):
 sequences:
   follow_up:
     steps:
-      - {template: follow_up_1, subject: First}
-      - {template: follow_up_2, subject: Second}
+      - {id: follow_up_1, template: follow_up_1, subject: First}
+      - {id: follow_up_2, template: follow_up_2, subject: Second}
 """,
     )
 
@@ -80,7 +82,7 @@ class TestErrors:
 sequences:
   welcome_sequence:
     steps:
-      - {template: welcome_1, subject: Hi}
+      - {id: welcome_1, template: welcome_1, subject: Hi}
       - {template: welcome_2}
 """,
             )
@@ -95,7 +97,8 @@ sequences:
             load_text(
                 tmp_path,
                 "sequences:\n  welcome_sequence:\n    steps:\n"
-                "      - {template: welcome_1, subject: Hi, subjet: Hi}\n",
+                "      - {id: welcome_1, template: welcome_1, subject: Hi,"
+                " subjet: Hi}\n",
             )
 
     def test_a_sequence_without_steps_is_refused(self, tmp_path):
@@ -110,7 +113,7 @@ sequences:
             load_text(
                 tmp_path,
                 "sequences:\n  welcome_sequence:\n    steps:\n"
-                "      - {template: ../../etc/passwd, subject: Hi}\n",
+                "      - {id: etc_passwd, template: ../../etc/passwd, subject: Hi}\n",
             )
 
     def test_a_sequence_name_must_be_a_plain_identifier(self, tmp_path):
@@ -118,7 +121,7 @@ sequences:
             load_text(
                 tmp_path,
                 "sequences:\n  Welcome Mail:\n    steps:\n"
-                "      - {template: welcome_1, subject: Hi}\n",
+                "      - {id: welcome_1, template: welcome_1, subject: Hi}\n",
             )
 
     def test_a_file_without_sequences_is_refused(self, tmp_path):
@@ -139,30 +142,35 @@ sequences:
 
 
 class TestStepsAndRules:
-    def test_a_step_id_defaults_to_its_template(self, tmp_path):
-        sequences = load_text(
-            tmp_path,
-            "sequences:\n  s:\n    steps:\n      - {template: welcome_1, subject: Hi}\n",
-        )
-
-        assert sequences["s"].steps[0].id == "welcome_1"
+    def test_a_step_without_an_id_is_refused_naming_it(self, tmp_path):
+        # Defaulting it to the template would make a template change a new
+        # step, sent again to every lead that had the old one.
+        with pytest.raises(SequenceConfigError, match="step 1, field 'id'"):
+            load_text(
+                tmp_path,
+                "sequences:\n  s:\n    steps:\n"
+                "      - {template: welcome_1, subject: Hi}\n",
+            )
 
     def test_two_steps_with_one_id_are_refused(self, tmp_path):
         with pytest.raises(SequenceConfigError, match="id 'welcome_1' of an earlier"):
             load_text(
                 tmp_path,
                 "sequences:\n  s:\n    steps:\n"
-                "      - {template: welcome_1, subject: Hi}\n"
-                "      - {template: welcome_1, subject: Again}\n",
+                "      - {id: welcome_1, template: welcome_1, subject: Hi}\n"
+                "      - {id: welcome_1, template: welcome_1, subject: Again}\n",
             )
 
     @pytest.mark.parametrize(
         ("step", "where"),
         [
-            ("{template: t, subject: Hi, delay: soon}", "step 1, field 'delay'"),
-            ("{template: t, subject: Hi, after: lunch}", "step 1, field 'after'"),
+            ("{id: t, template: t, subject: Hi, delay: soon}", "step 1, field 'delay'"),
             (
-                "{template: t, subject: Hi, window: {hours: '9-5'}}",
+                "{id: t, template: t, subject: Hi, after: lunch}",
+                "step 1, field 'after'",
+            ),
+            (
+                "{id: t, template: t, subject: Hi, window: {hours: '9-5'}}",
                 "step 1, field 'window",
             ),
         ],
@@ -176,15 +184,16 @@ class TestStepsAndRules:
             load_text(
                 tmp_path,
                 "sequences:\n  s:\n    stop_when: [{field: stauts, in: [x]}]\n"
-                "    steps: [{template: t, subject: Hi}]\n",
+                "    steps: [{id: t, template: t, subject: Hi}]\n",
             )
 
     def test_a_condition_needs_exactly_one_test(self, tmp_path):
         with pytest.raises(SequenceConfigError, match="exactly one of"):
             load_text(
                 tmp_path,
-                "sequences:\n  s:\n    stop_when: [{field: score, at_least: 1, below: 9}]\n"
-                "    steps: [{template: t, subject: Hi}]\n",
+                "sequences:\n  s:\n"
+                "    stop_when: [{field: score, at_least: 1, below: 9}]\n"
+                "    steps: [{id: t, template: t, subject: Hi}]\n",
             )
 
     def test_enrolment_rules_admit_by_channel_source_and_score(self):
@@ -210,3 +219,24 @@ class TestStepsAndRules:
         assert condition.holds(Lead(crm_state={"lifecycle_stage": "customer"}))
         assert not condition.holds(Lead(crm_state={}))
         assert not condition.holds(Lead(crm_state=None))
+
+
+class TestTransactionalSequences:
+    def test_are_not_stopped_by_a_marketing_opt_out_by_default(self, tmp_path):
+        sequences = load_text(
+            tmp_path,
+            "sequences:\n  receipts:\n    category: transactional\n    steps:\n"
+            "      - {id: r1, template: welcome_1, subject: Receipt}\n",
+        )
+
+        assert "unsubscribed" not in sequences["receipts"].stop_when
+        assert "bounced" in sequences["receipts"].stop_when
+
+    def test_refuse_unsubscribed_as_a_stop_condition(self, tmp_path):
+        with pytest.raises(SequenceConfigError, match="cannot stop on `unsubscribed`"):
+            load_text(
+                tmp_path,
+                "sequences:\n  receipts:\n    category: transactional\n"
+                "    stop_when: [unsubscribed]\n    steps:\n"
+                "      - {id: r1, template: welcome_1, subject: Receipt}\n",
+            )

@@ -46,3 +46,25 @@ def test_an_explicit_database_url_wins():
 def test_out_of_bounds_values_are_refused_naming_the_setting(name, value):
     with pytest.raises(ValidationError, match=name):
         Settings(**{name: value})
+
+
+class TestEmailSettings:
+    @pytest.mark.parametrize(
+        "url", ["mail.example.com", "ftp://example.com", "https://", "https://a b.com"]
+    )
+    def test_a_public_base_url_links_cannot_be_made_from_is_refused(self, url):
+        with pytest.raises(ValidationError, match="public_base_url"):
+            Settings(public_base_url=url)
+
+    def test_an_unknown_default_timezone_is_refused(self):
+        with pytest.raises(ValidationError, match="IANA time zone"):
+            Settings(default_timezone="Mars/Olympus")
+
+    def test_https_addresses_and_zones_are_taken(self):
+        settings = Settings(
+            public_base_url="https://crm.example.com/orchestrator",
+            default_timezone="Europe/Oslo",
+        )
+
+        assert settings.public_base_url == "https://crm.example.com/orchestrator"
+        assert settings.default_timezone == "Europe/Oslo"

@@ -26,13 +26,14 @@ from connectors.email.file_outbox import FileOutbox
 from connectors.email.templates import TemplateRenderer
 from leads.clock import ManualClock, use_clock
 from leads.edits import patch
+from leads.email_events import EmailEventInput, apply_events
 from leads.intake import submit
 from leads.sequences import load_sequences
 from leads.store.claims import claim
 from leads.store.outbox import CRM_SYNC, SEQUENCE_ENROLMENT
 from leads.store.sequence_plans import wake_changed
 from leads.store.tables import Lead, OutboxItem, SequenceStep, TimelineEvent
-from leads.suppression import unsubscribe
+from leads.suppression import blocked_reason, unsubscribe
 from tasks.sequence_steps import DispatchContext, DispatchSummary, dispatch_claims
 
 CONFIG = Path(__file__).parents[2] / "config"
@@ -404,6 +405,28 @@ class TestStopConditions:
         assert run(store, context) == DispatchSummary(stopped=1)
         assert steps(store, lead)["welcome_3"].error == "lifecycle_stage_changed"
 
+    def test_a_stage_move_between_two_looks_still_stops_the_sequence(
+        self, store, clock, context, folder
+    ):
+        # Enrolled before the CRM had it; by the next look the stage had been
+        # read as `lead` and moved on, as reconciliation notes.
+        lead = take(store, {"email": "a@example.com"})
+        run(store, context)
+        moved_at = (clock.now() + timedelta(days=1)).isoformat()
+        change(
+            store,
+            lead,
+            crm_state={
+                "lifecycle_stage": "salesqualifiedlead",
+                "lifecycle_stage_changed_at": moved_at,
+            },
+        )
+
+        clock.advance(days=2)
+
+        assert run(store, context) == DispatchSummary(stopped=1)
+        assert steps(store, lead)["welcome_2"].error == "lifecycle_stage_changed"
+
     def test_a_lead_field_condition_stops_the_sequence_naming_it(
         self, store, clock, configure, context, folder
     ):
@@ -441,6 +464,41 @@ class TestStopConditions:
         assert steps(store, lead)["welcome_2"].error == "missing_email"
 
 
+class TestProviderEvents:
+    def test_a_bounce_of_an_address_the_lead_has_left_spares_its_new_one(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "old@example.com"})
+        run(store, context)
+        (sent,) = messages(folder)
+        edit(store, lead, {"email": "new@example.com"})
+
+        apply_events(
+            store,
+            "default",
+            [
+                EmailEventInput(
+                    id="ev-1",
+                    type="bounced",
+                    bounce_type="hard",
+                    occurred_at=clock.now(),
+                    message_id=str(sent["Message-ID"]),
+                )
+            ],
+        )
+
+        with store.read("default") as scope:
+            assert "bounced_at" not in scope.get(Lead, lead.id).email_state
+            for address, blocked in (
+                ("old@example.com", "bounced"),
+                ("new@example.com", None),
+            ):
+                reason = blocked_reason(
+                    scope, lead=None, address=address, category="transactional"
+                )
+                assert reason == blocked, address
+
+
 class TestEditingASequence:
     def test_reordering_and_inserting_steps_never_resends_one(
         self, store, clock, configure, context, folder
@@ -473,7 +531,45 @@ sequences:
         run(store, edited)
 
         assert subjects(folder) == ["Hi", "Two", "Three"]
-        assert set(steps(store, lead)) == {"welcome_1", "welcome_2", "welcome_3"}
+        found = {
+            key: (row.status, row.error) for key, row in steps(store, lead).items()
+        }
+        assert found == {
+            "welcome_0": ("skipped", "behind_the_lead"),
+            "welcome_1": ("sent", None),
+            "welcome_2": ("sent", None),
+            "welcome_3": ("sent", None),
+        }
+
+    def test_a_step_moved_behind_the_lead_is_recorded_skipped_not_lost(
+        self, store, clock, configure, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        run(store, context)
+        clock.advance(days=2)
+        run(store, context)
+        # welcome_3, not yet sent, is moved before welcome_2, already sent.
+        moved = with_(
+            context,
+            sequences=configure(
+                """
+sequences:
+  welcome_sequence:
+    steps:
+      - {id: welcome_1, template: welcome_1, subject: Hi}
+      - {id: welcome_3, template: welcome_3, subject: Three}
+      - {id: welcome_2, template: welcome_2, subject: Two}
+"""
+            ),
+        )
+        wake_changed(store, context.sequences)
+        wake_changed(store, moved.sequences)
+
+        run(store, moved)
+
+        assert subjects(folder) == ["Hi", "Two"]
+        assert steps(store, lead)["welcome_3"].error == "behind_the_lead"
+        assert enrolment(store, lead).status == "done"
 
     def test_a_changed_delay_applies_to_steps_not_yet_sent(
         self, store, clock, configure, context, folder
@@ -552,16 +648,44 @@ class TestAtMostOnce:
         assert subjects(folder) == ["Hi"]
         assert steps(store, lead)["welcome_1"].status == "sent"
 
-    def test_a_crash_before_anything_was_written_is_sent_by_the_next_run(
+    def test_a_step_whose_message_never_arrived_is_unknown_not_sent_again(
         self, store, clock, context, folder
     ):
-        take(store, {"email": "a@example.com"})
+        # Its sender may be dead or only slow: a missing file proves nothing.
+        lead = take(store, {"email": "a@example.com"})
         with pytest.raises(ProcessKilled):
             run(store, with_(context, outbox=KilledWhileSending()))
 
         clock.advance(minutes=6)
-        assert run(store, context) == DispatchSummary(sent=1)
+        assert run(store, context) == DispatchSummary(unknown=1)
+        assert messages(folder) == []
+        assert steps(store, lead)["welcome_1"].status == "unknown"
+
+    def test_a_slow_sender_whose_lease_is_taken_over_sends_once(
+        self, store, clock, context, folder
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        files = FileOutbox(folder)
+        taken_over: list[DispatchSummary] = []
+
+        class Slow(FakeOutbox):
+            """Stalls past its lease; another dispatcher runs meanwhile."""
+
+            def send(self, message):
+                clock.advance(minutes=6)
+                taken_over.append(run(store, context, owner="run-2"))
+                return files.send(message)
+
+            def delivered(self, message_id):
+                return files.delivered(message_id)
+
+        first = run(store, with_(context, outbox=Slow()))
+
+        assert taken_over == [DispatchSummary(unknown=1)]
+        assert first == DispatchSummary(sent=1)
         assert subjects(folder) == ["Hi"]
+        # The slow sender finished: the step it sent is recorded sent.
+        assert steps(store, lead)["welcome_1"].status == "sent"
 
 
 class TestFailures:
@@ -619,7 +743,7 @@ class TestFailures:
 sequences:
   welcome_sequence:
     enrol: {channels: [api]}
-    steps: [{template: welcome_1, subject: Hi}]
+    steps: [{id: welcome_1, template: welcome_1, subject: Hi}]
 """
             ),
         )
@@ -632,27 +756,60 @@ sequences:
         assert "ZeroDivisionError" in steps(store, bad)["welcome_1"].error
         assert enrolment(store, bad).status == "parked"
 
-    def test_a_missing_template_raises_before_any_claim_is_touched(
-        self, store, clock, context, tmp_path
+    def test_a_sequence_with_a_broken_template_holds_only_its_own_leads(
+        self, store, clock, configure, context, folder
+    ):
+        mixed = with_(
+            context,
+            sequences=configure(
+                THREE_STEPS
+                + """
+  follow_up:
+    steps: [{id: f1, template: folow_up_1, subject: Typo}]
+"""
+            ),
+        )
+        typo = take(store, {"email": "a@example.com"})
+        enrol(store, typo, "follow_up")
+        take(store, {"email": "b@example.com"})
+
+        summary = run(store, mixed)
+
+        assert (summary.sent, summary.held) == (2, 1)
+        row = enrolment(store, typo, "follow_up")
+        assert (row.status, row.available_at) == (
+            "pending",
+            MONDAY + timedelta(minutes=10),
+        )
+        assert "folow_up_1" in row.last_error
+
+    def test_a_sequence_gone_from_the_file_waits_and_goes_on_when_back(
+        self, store, clock, configure, context, folder
     ):
         lead = take(store, {"email": "a@example.com"})
+        run(store, context)
+        clock.advance(days=2)
+        without = with_(context, sequences={})
 
-        with pytest.raises(EmailRenderError, match="cannot be loaded"):
-            run(store, with_(context, renderer=TemplateRenderer(tmp_path)))
+        assert run(store, without) == DispatchSummary(held=1)
+        row = enrolment(store, lead)
+        assert row.status == "pending"
+        assert "not in the sequences file" in row.last_error
+
+        clock.advance(minutes=10)
+        assert run(store, context) == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Hi", "Two"]
+
+    def test_an_unusable_unsubscribe_link_raises_before_any_claim_is_touched(
+        self, store, clock, context
+    ):
+        lead = take(store, {"email": "a@example.com"})
+        broken = with_(context, unsubscribe_link=lambda tenant, lead: "mail.example")
+
+        with pytest.raises(EmailRenderError, match="ORCH_PUBLIC_BASE_URL"):
+            run(store, broken)
 
         assert steps(store, lead) == {}
-
-    def test_a_sequence_gone_from_the_file_parks_its_enrolments(
-        self, store, clock, configure, context
-    ):
-        lead = take(store, {"email": "a@example.com"})
-        enrol(store, lead, "retired")
-
-        run(store, context)
-
-        row = enrolment(store, lead, "retired")
-        assert row.status == "parked"
-        assert "retired" in row.last_error
 
 
 class TestEnrolmentRules:
@@ -660,10 +817,10 @@ class TestEnrolmentRules:
 sequences:
   welcome_sequence:
     enrol: {channels: [api, webhook]}
-    steps: [{template: welcome_1, subject: Hi}]
+    steps: [{id: welcome_1, template: welcome_1, subject: Hi}]
   vip:
     enrol: {min_score: 60, sources: [website]}
-    steps: [{template: welcome_2, subject: VIP}]
+    steps: [{id: welcome_2, template: welcome_2, subject: VIP}]
 """
 
     @pytest.fixture

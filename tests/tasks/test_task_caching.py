@@ -162,6 +162,7 @@ def task_runs(url: str, flow_run_id: UUID, expected: int) -> list[TaskRun]:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 class TestTwoLeadsInOneFlowRun:
     def test_each_lead_gets_its_own_email_and_no_task_run_is_cached(
         self, store: Store, on_prefect: str, mailbox: Mailbox

@@ -460,15 +460,31 @@ class TestRefusals:
 
 
 class TestSmtputf8:
-    @pytest.mark.parametrize("recipient", ["用户@例子.广告", "josé@example.com"])
-    def test_an_international_address_arrives_intact(self, relay, recipient):
+    @pytest.mark.parametrize(
+        ("recipient", "delivered"),
+        [
+            # The domain goes in its ASCII (IDNA) form; the local part as typed.
+            ("用户@例子.广告", "用户@xn--fsqu00a.xn--4rr70v"),
+            ("josé@example.com", "josé@example.com"),
+        ],
+    )
+    def test_an_international_address_arrives_intact(self, relay, recipient, delivered):
         SmtpOutbox.from_url(relay.url()).send(a_message(recipient))
 
         (got,) = relay.handler.received
-        assert got.rcpt_tos == [recipient]
+        assert got.rcpt_tos == [delivered]
         assert set(got.mail_options) == {"SMTPUTF8", "BODY=8BITMIME"}
-        assert got.message["To"] == recipient
-        assert f"To: {recipient}\r\n".encode() in got.content
+        assert got.message["To"] == delivered
+        assert f"To: {delivered}\r\n".encode() in got.content
+
+    def test_an_internationalised_domain_alone_needs_no_smtputf8(self, start_relay):
+        relay = start_relay(enable_SMTPUTF8=False)
+
+        SmtpOutbox.from_url(relay.url()).send(a_message("user@bücher.de"))
+
+        (got,) = relay.handler.received
+        assert got.rcpt_tos == ["user@xn--bcher-kva.de"]
+        assert "SMTPUTF8" not in got.mail_options
 
     def test_a_relay_without_smtputf8_refuses_that_message_only(self, start_relay):
         relay = start_relay(enable_SMTPUTF8=False)

@@ -21,6 +21,7 @@ from leads.store.tables import (
     SequenceStep,
     TimelineEvent,
 )
+from leads.suppression import blocked_reason, unsubscribe
 
 
 def take(store, data, tenant="default"):
@@ -229,6 +230,27 @@ class TestMerge:
         assert event.detail["merged_lead_id"] == later.id
         assert event.detail["merged_email"] == "jane.roe+webinar@example.com"
         assert event.detail["fields"] == ["custom", "first_name", "phone"]
+
+    def test_an_opt_out_on_the_merged_lead_holds_for_the_one_left(self, store, pair):
+        earlier, later, item = pair
+        with store.write("default") as scope:
+            unsubscribe(scope, scope.get(Lead, later.id), source="test")
+            replied = {"replied_at": "2026-12-01T10:00:00+00:00"}
+            scope.get(Lead, earlier.id).email_state = replied
+
+        with store.write("default") as scope:
+            duplicates.merge(scope, item.id, channel="api")
+
+        kept = lead(store, earlier.id)
+        assert kept.email_opt_out is True
+        assert kept.email_state["replied_at"] == "2026-12-01T10:00:00+00:00"
+        assert "unsubscribed_at" in kept.email_state
+        with store.read("default") as scope:
+            for address in (kept.email, later.email):
+                reason = blocked_reason(
+                    scope, lead=None, address=address, category="marketing"
+                )
+                assert reason == "unsubscribed", address
 
     def test_leaves_no_rows_of_the_merged_lead_behind(self, store, pair):
         earlier, later, item = pair

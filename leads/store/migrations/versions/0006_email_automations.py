@@ -37,6 +37,7 @@ def upgrade() -> None:
     with op.batch_alter_table("sequence_steps", schema=None) as batch_op:
         batch_op.add_column(sa.Column("step_key", sa.String(length=64)))
         batch_op.add_column(sa.Column("template", sa.String(length=128)))
+        batch_op.add_column(sa.Column("recipient_hash", sa.String(length=64)))
     # Before this revision only step 1 of `welcome_sequence` was ever sent, and
     # its template (now also its id) was `welcome_1`.
     op.execute(
@@ -152,12 +153,21 @@ def downgrade() -> None:
         batch_op.alter_column(
             "lead_id", existing_type=sa.String(length=36), nullable=False
         )
+    # The old key is (lead, sequence, position): after an edit of a sequence
+    # two steps of a lead can share a position. The earliest row of each is
+    # kept (the code of 0005 sends step 1 of the welcome sequence only).
+    op.execute(
+        "DELETE FROM sequence_steps WHERE id NOT IN ("
+        "SELECT MIN(id) FROM sequence_steps "
+        "GROUP BY lead_id, sequence, step, tenant_id)"
+    )
     with op.batch_alter_table("sequence_steps", schema=None) as batch_op:
         batch_op.drop_index("ix_sequence_steps_message_id")
         batch_op.drop_constraint("uq_sequence_steps_key", type_="unique")
         batch_op.create_unique_constraint(
             "uq_sequence_steps_step", ["lead_id", "sequence", "step", "tenant_id"]
         )
+        batch_op.drop_column("recipient_hash")
         batch_op.drop_column("template")
         batch_op.drop_column("step_key")
     with op.batch_alter_table("leads", schema=None, recreate="never") as batch_op:

@@ -118,6 +118,8 @@ class TestHubSpot:
         state = lead_row(store, synced.id).crm_state
         assert (state["converted"], state["opted_out"]) == (True, True)
         assert state["lifecycle_stage"] == "customer"
+        # A move, not a first reading: sequences enrolled before it stop.
+        assert datetime.fromisoformat(state["lifecycle_stage_changed_at"])
         [event] = status_changes(store, synced.id)
         assert event.source == "crm_reconcile"
         assert event.flow_run_id == RUN_ID
