@@ -13,13 +13,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from leads.errors import FieldError, LeadError, LeadRejected
 from leads.store import outbox, timeline
 from leads.store.database import Store, TenantScope
 from leads.store.leads import get_lead
+from leads.store.moves import move_if_in
 from leads.store.tables import EmailSend, Lead, OutboxItem, utcnow
 from leads.suppression import blocked_reason
 
@@ -331,19 +331,9 @@ def mark_refused(
 
 def _move(
     scope: TenantScope, send_id: str, sources: tuple[SendStatus, ...], **values: Any
-) -> EmailSend | None:
+) -> Any:
     """Updates the send if it is in one of `sources`; None when it was not."""
-    return scope.session.scalars(
-        update(EmailSend)
-        .where(
-            EmailSend.id == send_id,
-            EmailSend.tenant_id == scope.tenant_id,
-            EmailSend.status.in_(sources),
-        )
-        .values(updated_at=utcnow(), **values)
-        .returning(EmailSend)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    return move_if_in(scope, EmailSend, send_id, sources, values)
 
 
 def _record(

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, bindparam, select
 
 from leads.store import timeline
 from leads.store.database import TenantScope
 from leads.store.inserts import insert_if_absent
+from leads.store.moves import move_if_in
 from leads.store.tables import SequenceStep, utcnow
 
 
@@ -342,33 +342,7 @@ def _move(
     **values: Any,
 ) -> StepRow | None:
     """Updates the step if it is in one of `sources`; None when it was not."""
-    values["updated_at"] = utcnow()
-    statement = _move_statement(tuple(sources), tuple(sorted(values)))
-    parameters = {f"new_{name}": value for name, value in values.items()}
-    return scope.session.execute(
-        statement,
-        {"step_id": step_id, "step_tenant": scope.tenant_id, **parameters},
-    ).one_or_none()
-
-
-@lru_cache(maxsize=64)
-def _move_statement(sources: tuple[StepStatus, ...], columns: tuple[str, ...]) -> Any:
-    """The conditional UPDATE of one step, built once per shape.
-
-    A dispatcher moves steps hundreds of times a second; building the
-    statement anew each time would cost more than running it.
-    """
-    table = SequenceStep.__table__
-    return (
-        update(table)
-        .where(
-            table.c.id == bindparam("step_id"),
-            table.c.tenant_id == bindparam("step_tenant"),
-            table.c.status.in_([str(source) for source in sources]),
-        )
-        .values({name: bindparam(f"new_{name}") for name in columns})
-        .returning(*table.columns)
-    )
+    return move_if_in(scope, SequenceStep, step_id, sources, values)
 
 
 def _record(
