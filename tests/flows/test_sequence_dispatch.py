@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
@@ -54,11 +58,16 @@ def store(
     fresh.dispose()
 
 
-def latest_artifact(url: str, key: str):
+def run_artifact(url: str, key: str, flow_run_id):
+    """The artifact `key` of one flow run (the session's server holds others')."""
+
     async def read():
         async with PrefectClient(api=url) as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                )
             )
 
     (artifact, *_) = asyncio.run(read())
@@ -89,7 +98,8 @@ def test_sends_one_offs_and_due_steps_in_one_run_reporting_counts_only(
         )
     ]
 
-    totals = dispatch_sequence(idle_grace_seconds=0)
+    state = dispatch_sequence(idle_grace_seconds=0, return_state=True)
+    totals = state.result()
 
     # Two one-offs and the welcome sequence's first step.
     assert (totals["one_off_sent"], totals["sent"]) == (2, 1)
@@ -97,8 +107,10 @@ def test_sends_one_offs_and_due_steps_in_one_run_reporting_counts_only(
     assert len(list(outbox.glob("*.eml"))) == 3
     with store.read("default") as scope:
         assert {scope.get(EmailSend, s.id).status for s in queued} == {"sent"}
-    artifact, table = latest_artifact(
-        prefect_server.api_url, "sequence-dispatch-summary"
+    artifact, table = run_artifact(
+        prefect_server.api_url,
+        "sequence-dispatch-summary",
+        state.state_details.flow_run_id,
     )
     counts = {row["outcome"]: row["count"] for row in table}
     assert (counts["one_off_sent"], counts["sent"]) == (2, 1)
