@@ -15,11 +15,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any, Protocol
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from connectors.email.backends import Outbox
 from connectors.email.errors import (
     EmailAuthenticationError,
     EmailDeliveryError,
@@ -59,24 +60,12 @@ OUTCOMES = ("sent", "refused", "failed", "unknown", "requeued", "settled", "cont
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
-class OneOffOutbox(Protocol):
-    """Where finished messages go (`connectors.email.backends`)."""
-
-    def send(self, message: EmailMessage) -> str:
-        """Hands the message over and returns its Message-ID."""
-        ...
-
-    def delivered(self, message_id: str) -> bool | None:
-        """Whether that message was handed over; None when this outbox cannot tell."""
-        ...
-
-
 def dispatch_one_offs(
     store: Store,
     claims: Iterable[Claim],
     *,
     renderer: TemplateRenderer,
-    outbox: OneOffOutbox,
+    outbox: Outbox,
     sender_address: str,
     flow_run_id: str | None,
     settings: Settings,
@@ -158,7 +147,7 @@ class _Ready:
 class _OneOffSender:
     store: Store
     renderer: TemplateRenderer
-    outbox: OneOffOutbox
+    outbox: Outbox
     sender_address: str
     flow_run_id: str | None
     settings: Settings
