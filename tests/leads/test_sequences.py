@@ -240,3 +240,13 @@ class TestTransactionalSequences:
                 "    stop_when: [unsubscribed]\n    steps:\n"
                 "      - {id: r1, template: welcome_1, subject: Receipt}\n",
             )
+
+
+def test_a_sequence_defined_twice_is_refused_not_silently_replaced(tmp_path):
+    with pytest.raises(SequenceConfigError, match="found the key 's' twice"):
+        load_text(
+            tmp_path,
+            "sequences:\n"
+            "  s:\n    steps: [{id: a, template: welcome_1, subject: One}]\n"
+            "  s:\n    steps: [{id: b, template: welcome_2, subject: Two}]\n",
+        )
