@@ -388,7 +388,7 @@ class StoreOutcome:
 
     @property
     def exactly_once(self) -> bool:
-        """Every lead synced, with one `crm_synced` event each, none left queued."""
+        """Every lead synced, with one CRM result event, none left queued."""
         return (
             self.synced == self.leads
             and self.synced_events == self.leads
@@ -398,7 +398,7 @@ class StoreOutcome:
 
 
 def store_outcome(store_url: str) -> StoreOutcome:
-    """Counts leads by sync status, their `crm_synced` events and open CRM rows."""
+    """Counts leads by sync status, their CRM result events and open CRM rows."""
     store = Store(store_url)
     try:
         with store.engine.connect() as connection:
@@ -410,7 +410,7 @@ def store_outcome(store_url: str) -> StoreOutcome:
             )
             per_lead = connection.execute(
                 sql_select(TimelineEvent.lead_id, func.count())
-                .where(TimelineEvent.kind == "crm_synced")
+                .where(TimelineEvent.kind.in_(("crm.created", "crm.updated")))
                 .group_by(TimelineEvent.lead_id)
             ).all()
             left = connection.scalar(
@@ -1534,7 +1534,8 @@ def _calls_section(plan: Plan, results: Results) -> list[str]:
         "vendor's routes received (`GET /_sandbox/<vendor>/requests`), the one "
         "field list (HubSpot properties, Salesforce describe) per run included; "
         'calls per lead is the highest run\'s. "Synced once": every lead '
-        "`synced` with one `crm_synced` event and no CRM row left, as many "
+        "`synced` with one `crm.created` or `crm.updated` event and no CRM "
+        "row left, as many "
         "sandbox records as leads, no key twice. The targets are per-batch "
         "calls plus that one call at 10,000 leads a run; with fewer leads it "
         "weighs more.",

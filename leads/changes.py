@@ -7,6 +7,7 @@ the timeline event and the outbox rows go into the same transaction as the lead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from leads.sequences import enrolling
 from leads.store import match_keys, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.leads import find_by_email
-from leads.store.tables import Lead, OutboxItem, TimelineEvent, utcnow
+from leads.store.tables import Lead, OutboxItem, utcnow
 
 # Warnings and flags the store derives from the lead itself, recomputed on
 # every write: a later value without the fault clears them.
@@ -155,6 +156,57 @@ def lead_values(lead: Lead) -> dict[str, Any]:
     return {name: getattr(lead, name) for name in DETAIL_COLUMNS}
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """What checking and scoring said of a lead: warnings, flags, score and why.
+
+    Taken before a write and compared after it, for the write's timeline event.
+    """
+
+    warnings: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    score: int | None = None
+    score_reasons: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, lead: Lead) -> Verdicts:
+        return cls(
+            tuple(lead.warnings or ()),
+            tuple(lead.flags or ()),
+            lead.score,
+            tuple(lead.score_reasons or ()),
+        )
+
+    def since(self, earlier: Verdicts) -> dict[str, Any]:
+        """What changed since `earlier`, as timeline detail; empty when nothing did.
+
+        `warnings_added`, `warnings_cleared`, `flags_added`, `flags_cleared`
+        (reason codes, each only when not empty) and `score` (`from`, `to` and
+        the reasons now) when the score or its reasons changed.
+        """
+        found: dict[str, Any] = {}
+        for name, now, then in (
+            ("warnings", self.warnings, earlier.warnings),
+            ("flags", self.flags, earlier.flags),
+        ):
+            added = [code for code in now if code not in then]
+            cleared = [code for code in then if code not in now]
+            if added:
+                found[f"{name}_added"] = added
+            if cleared:
+                found[f"{name}_cleared"] = cleared
+        if (self.score, self.score_reasons) != (earlier.score, earlier.score_reasons):
+            found["score"] = {
+                "from": earlier.score,
+                "to": self.score,
+                "reasons": list(self.score_reasons),
+            }
+        return found
+
+
+NOTHING_SAID = Verdicts()
+
+
 def apply_score(lead: Lead) -> None:
     """Scores the lead by the rules and model in use (none: left unscored)."""
     current = rulebook.scorer()
@@ -190,14 +242,28 @@ def commit_change(
     channel: str,
     detail: dict[str, Any],
     created: bool,
+    before: Verdicts | None = None,
 ) -> None:
     """Records a create or a change on the timeline and owes the lead its follow-ups.
 
     The lead enters each sequence whose enrolment rules admit it, once, whether
     it qualified when it came in or later (a phone-only lead given an e-mail, a
     score that rose); any new or changed lead is owed a CRM sync (one row per
-    lead, made due again).
+    lead, made due again). The event's detail gains what checking and scoring
+    now say differently (`Verdicts.since`).
+
+    Args:
+        scope: the tenant's open write transaction.
+        lead: the lead, its new values set.
+        kind: the timeline event (`lead.created`, `lead.updated`, …).
+        channel: the door the change came in by; the event's source.
+        detail: the event's detail.
+        created: the lead is new.
+        before: the lead's verdicts before the caller changed it; by default
+            none for a new lead, and as they are now for a stored one.
     """
+    if before is None:
+        before = NOTHING_SAID if created else Verdicts.of(lead)
     warnings = derive_warnings(lead)
     if warnings != lead.warnings:
         lead.warnings = warnings
@@ -206,6 +272,7 @@ def commit_change(
         lead.version += 1
     scope.session.flush()
     refresh_match_keys(scope, lead)
+    detail = detail | Verdicts.of(lead).since(before)
     timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
     outbox.enqueue(scope, outbox.CRM_SYNC, lead)
     # The CRM's copy is behind until the change is written (its crm_id stays).
@@ -226,9 +293,9 @@ def commit_creations(
     """Inserts many new leads with what `commit_change` leaves behind for a create.
 
     The many-lead twin of `commit_change(created=True)` for imports: the same
-    warnings, timeline event and outbox rows, written with one multi-row
-    INSERT per table. Only for leads no row refers to yet (new ids), so nothing
-    needs looking up first.
+    warnings, timeline event (with its verdicts, and the current flow run) and
+    outbox rows, written with one multi-row INSERT per table. Only for leads
+    no row refers to yet (new ids), so nothing needs looking up first.
 
     Args:
         scope: the tenant's open write transaction.
@@ -249,15 +316,14 @@ def commit_creations(
             {column.key: getattr(lead, column.key) for column in Lead.__table__.c}
         )
         events.append(
-            {
-                "tenant_id": scope.tenant_id,
-                "lead_id": lead.id,
-                "occurred_at": now,
-                "kind": "lead.created",
-                "source": channel,
-                "flow_run_id": None,
-                "detail": jsonable(detail),
-            }
+            timeline.event_row(
+                scope,
+                lead.id,
+                "lead.created",
+                source=channel,
+                detail=jsonable(detail | Verdicts.of(lead).since(NOTHING_SAID)),
+                occurred_at=now,
+            )
         )
         owed.append(_owed(scope, lead, outbox.CRM_SYNC, lead.id, {}, now))
         for sequence in enrolling(sequences, lead, channel):
@@ -277,7 +343,7 @@ def commit_creations(
             for lead, found in zip(leads, known, strict=True)
         ],
     )
-    scope.session.execute(insert(TimelineEvent.__table__), events)
+    timeline.append_all(scope, events)
     scope.session.execute(insert(OutboxItem.__table__), owed)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from leads.changes import (
+    Verdicts,
     check_email_free,
     commit_change,
     jsonable,
@@ -105,6 +106,7 @@ def _apply(
     # can take the new e-mail between our check and our write, and its unique
     # key then refuses ours; we answer 409 naming the holder, not a 500.
     email = after["email"]
+    before = Verdicts.of(lead)
     try:
         with scope.session.begin_nested():
             changes = _set_fields(lead, values, merge=merge)
@@ -121,6 +123,7 @@ def _apply(
             channel=channel,
             detail={"channel": channel, "changes": jsonable(changes)},
             created=False,
+            before=before,
         )
     return lead
 

@@ -410,7 +410,8 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
     # nothing to change.
     prepared, folded = _fold_repeats(chunk.cleaned.leads)
 
-    counts: Counter[str] = Counter(rejected=len(rejects), merged=folded)
+    merged = sum(map(len, folded.values()))
+    counts: Counter[str] = Counter(rejected=len(rejects), merged=merged)
     keys: set[str] = set()
     with store.write(job.tenant_id) as scope:
         row = stored.get(scope, job.import_id, lock=True)
@@ -422,7 +423,7 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
             return {}
         leads = scope.session.begin_nested()
         references = [
-            (f"import:{job.import_id}#{record.number}", values)
+            (_reference(job.import_id, record.number, folded), values)
             for record, values in prepared
         ]
         results = store_many(scope, references, channel=CHANNEL)
@@ -489,26 +490,38 @@ def _remember(job: Job, made: list[tuple[int, dict[str, Any]]]) -> None:
 
 def _fold_repeats(
     leads: Iterable[tuple[Record, dict[str, Any]]],
-) -> tuple[list[tuple[Record, dict[str, Any]]], int]:
+) -> tuple[list[tuple[Record, dict[str, Any]]], dict[int, list[int]]]:
     """The chunk's leads with later records of an address folded into the first.
 
     Returns:
-        The leads to write, in file order, and how many records were folded.
+        The leads to write, in file order, and the numbers of the records
+        folded into each, by the number of the record they were folded into.
     """
     kept: list[tuple[Record, dict[str, Any]]] = []
     first: dict[str, int] = {}
-    folded = 0
+    folded: dict[int, list[int]] = {}
     for record, values in leads:
         email = values.get("email")
         if email and email in first:
             position = first[email]
-            kept[position] = (kept[position][0], fold(kept[position][1], values))
-            folded += 1
+            into = kept[position][0]
+            kept[position] = (into, fold(kept[position][1], values))
+            folded.setdefault(into.number, []).append(record.number)
             continue
         if email:
             first[email] = len(kept)
         kept.append((record, values))
     return kept, folded
+
+
+def _reference(import_id: str, number: int, folded: Mapping[int, list[int]]) -> str:
+    """Where a lead came from in the file: `import:<id>#<record>[,<record>…]`.
+
+    The records folded into the first are listed after it, so the timeline
+    names every record the lead's one write took in.
+    """
+    numbers = [number, *folded.get(number, ())]
+    return f"import:{import_id}#" + ",".join(map(str, numbers))
 
 
 def _outcome(job: Job, keys: set[str], email: str | None, result: IntakeResult) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from leads import rulebook
 from leads.changes import (
+    Verdicts,
     commit_change,
     commit_creations,
     jsonable,
@@ -106,9 +107,12 @@ def take_in(
     Args:
         scope: the tenant's open write transaction.
         submitted: the lead as sent (a mapping or a parsed LeadInput).
-        channel: the door it came in by (`api`, `import`, `webhook:<source>`).
+        channel: the door it came in by (`api`, `batch`, `import`,
+            `webhook:<source>`); the timeline event's source.
         region: default region for phone numbers without a country prefix.
-        reference: the delivery, import row or request it came from, if any.
+        reference: the delivery or import record it came from, if any
+            (`webhook:<source>:<delivery id>`, `import:<import id>#<record>`),
+            kept on the timeline event.
 
     Raises:
         LeadRejected: the lead is invalid; nothing was written.
@@ -150,6 +154,7 @@ def store_prepared(
         )
         return IntakeResult(lead, "possible_duplicate" if review else "created")
 
+    before = Verdicts.of(existing)
     changes = _merge(existing, values)
     if not changes:
         # The same lead sent again: worth a line on its timeline (where and
@@ -160,7 +165,13 @@ def store_prepared(
         return IntakeResult(existing, "updated")
     detail["changes"] = changes
     commit_change(
-        scope, existing, "lead.updated", channel=channel, detail=detail, created=False
+        scope,
+        existing,
+        "lead.updated",
+        channel=channel,
+        detail=detail,
+        created=False,
+        before=before,
     )
     return IntakeResult(existing, "updated", tuple(changes))
 
@@ -247,6 +258,7 @@ def _merge_into(
     here is checked against the other spellings of its mailbox like a new one.
     """
     target = match.lead
+    before = Verdicts.of(target)
     changes = _merge(target, values)
     detail["matched"] = match.describe()
     detail["changes"] = changes
@@ -255,7 +267,13 @@ def _merge_into(
         if review is not None:
             detail["possible_duplicate_of"] = review.duplicate_of_id
     commit_change(
-        scope, target, "lead.merged", channel=channel, detail=detail, created=False
+        scope,
+        target,
+        "lead.merged",
+        channel=channel,
+        detail=detail,
+        created=False,
+        before=before,
     )
     return IntakeResult(target, "merged", tuple(changes))
 

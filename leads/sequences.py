@@ -39,8 +39,10 @@ StepId = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)
 ]
 Category = Literal["marketing", "transactional"]
-# The doors a lead comes in by (`commit_change`'s channel).
+# The doors a lead comes in by, which enrolment rules name. Intake's channel
+# says more: `batch` is the API's batch route, `webhook:<source>` a webhook.
 Channel = Literal["api", "import", "webhook"]
+DOORS: dict[str, Channel] = {"batch": "api"}
 # Stop conditions with a name; a lead field condition is a `FieldCondition`.
 NamedCondition = Literal[
     "replied", "unsubscribed", "bounced", "converted", "lifecycle_stage_changed"
@@ -177,7 +179,7 @@ class Enrolment(BaseModel):
 
     def admits(self, lead: Lead, channel: str) -> bool:
         """Whether the lead, changed through `channel`, enters the sequence."""
-        if not lead.email or channel not in self.channels:
+        if not lead.email or door(channel) not in self.channels:
             return False
         if self.sources and lead.source not in self.sources:
             return False
@@ -342,6 +344,12 @@ def enrolling(sequences: Mapping[str, Sequence], lead: Lead, channel: str) -> li
         for name, sequence in sequences.items()
         if sequence.enrol is not None and sequence.enrol.admits(lead, channel)
     ]
+
+
+def door(channel: str) -> str:
+    """The door an intake channel is: `webhook:typeform` is `webhook`, `batch` `api`."""
+    name = channel.partition(":")[0]
+    return DOORS.get(name, name)
 
 
 def field_value(lead: Lead, field: str) -> Any:

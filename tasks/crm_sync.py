@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.crm.sync import CrmSync
+from leads.flow_run import within_flow_run
 from leads.store.claims import Claim
 
 
@@ -15,4 +16,5 @@ from leads.store.claims import Claim
 @task(name="upsert leads to the CRM", cache_policy=NO_CACHE, retries=0)
 def upsert_leads(claims: list[Claim], *, sync: CrmSync) -> dict[str, int]:
     """Syncs one batch of claimed leads; returns counts by outcome, no personal data."""
-    return sync.handle(claims)
+    with within_flow_run(runtime.flow_run.id):
+        return sync.handle(claims)

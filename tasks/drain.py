@@ -8,6 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from prefect import runtime
+
+from leads.flow_run import within_flow_run
 from leads.store import Store
 from leads.store.claims import Claim, claim
 
@@ -41,6 +44,8 @@ def drain(
     """Claims and handles batches of `topic` rows until none come for the grace period.
 
     With `lead_id`, takes only that lead's rows and stops as soon as there are none.
+    Inside a flow run, `handle` runs within it (`leads.flow_run`), so the
+    timeline events it writes name the run, whether it is a task or not.
 
     Returns:
         The handlers' counts added up, plus `batches`.
@@ -48,6 +53,7 @@ def drain(
     totals: Counter[str] = Counter()
     started = clock()
     idle_since: float | None = None
+    run_id = runtime.flow_run.id
     while clock() - started < limits.max_seconds:
         claims = claim(
             store,
@@ -58,7 +64,8 @@ def drain(
             lead_id=lead_id,
         )
         if claims:
-            totals.update(handle(claims))
+            with within_flow_run(run_id):
+                totals.update(handle(claims))
             totals["batches"] += 1
             idle_since = None
             continue

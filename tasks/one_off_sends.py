@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from prefect import task
+from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.email.backends import Outbox
@@ -43,6 +43,7 @@ from leads.email_sends import (
     revert_to_pending,
     template_fields,
 )
+from leads.flow_run import within_flow_run
 from leads.settings import Settings
 from leads.store import Store
 from leads.store.claims import Claim, extend_in, finish_in, release_in
@@ -373,4 +374,5 @@ def send_one_offs(
     claims: list[Claim], *, store: Store, context: Mapping[str, Any]
 ) -> dict[str, int]:
     """Runs `dispatch_one_offs` on one batch; returns its counts (no personal data)."""
-    return dispatch_one_offs(store, claims, **context)
+    with within_flow_run(runtime.flow_run.id):
+        return dispatch_one_offs(store, claims, **context)

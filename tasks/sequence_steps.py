@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from prefect import task
+from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Row, bindparam, select, update
 
@@ -35,6 +35,7 @@ from connectors.email.messages import build_message, parse_sender
 from connectors.email.templates import RenderedEmail, TemplateRenderer
 from leads import clock, suppression
 from leads.email_sends import template_fields
+from leads.flow_run import within_flow_run
 from leads.local_time import lead_zone, schedule_step
 from leads.sequences import FieldCondition, Sequence, Step
 from leads.store import Store, timeline
@@ -731,4 +732,5 @@ def send_sequence_steps(
     claims: list[Claim], *, store: Store, context: DispatchContext
 ) -> dict[str, int]:
     """Runs `dispatch_claims` on one batch; returns its counts (no personal data)."""
-    return dispatch_claims(store, claims, context).as_counts()
+    with within_flow_run(runtime.flow_run.id):
+        return dispatch_claims(store, claims, context).as_counts()

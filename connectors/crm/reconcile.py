@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from connectors.crm.accounts import CrmAccount
 from connectors.crm.protocol import CrmConnector, CrmSnapshot
+from connectors.crm.sync import account_detail
 from leads.store import outbox, timeline
-from leads.store.database import Store
+from leads.store.database import Store, TenantScope
 from leads.store.tables import CrmReconciliation, Lead, utcnow
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ def reconcile(
     """Pulls every CRM change since the last run onto the tenant's leads.
 
     Records are matched to leads by CRM id. A lead whose state changed gets the
-    new `crm_state` and a `crm_status_changed` timeline event naming what
-    changed; the watermark then moves to the end of the window read.
+    new `crm_state` and a `crm.status_changed` timeline event naming what
+    changed (with the run, `flow_run_id` or the current one); the watermark
+    then moves to the end of the window read.
 
     Returns:
         Counts: `read` (CRM records seen), `changed` (leads updated).
@@ -143,39 +145,65 @@ def _apply(
             )
         )
         for lead in leads:
-            state = state_of(provider, by_id[lead.crm_id].fields)
-            old = dict(lead.crm_state or {})
-            differences = {
-                name: {"was": old.get(name), "now": value}
-                for name, value in state.items()
-                if old.get(name) != value
-            }
-            if not differences:
-                continue
-            stage_was = old.get("lifecycle_stage")
-            if stage_was and "lifecycle_stage" in differences:
-                # When a stage moved (not its first reading): a sequence stops
-                # for a move after its enrolment, whenever it looks next.
-                state["lifecycle_stage_changed_at"] = utcnow().isoformat()
-            elif "lifecycle_stage_changed_at" in old:
-                state["lifecycle_stage_changed_at"] = old["lifecycle_stage_changed_at"]
-            lead.crm_state = state
-            changed += 1
-            if differences.keys() & STOPPING:
-                outbox.wake_enrolments(scope, lead.id)
-            if not old and not _notable(state):
-                # The first read of a lead the CRM holds as we wrote it: its
-                # state is noted, but nothing happened worth a timeline event.
-                continue
-            timeline.record(
+            changed += apply_state(
                 scope,
                 lead,
-                "crm_status_changed",
+                provider,
+                by_id[lead.crm_id].fields,
                 source="crm_reconcile",
-                detail={"provider": provider, "changes": differences},
+                detail=account_detail(account),
                 flow_run_id=flow_run_id,
             )
     return changed
+
+
+def apply_state(
+    scope: TenantScope,
+    lead: Lead,
+    provider: str,
+    fields: Mapping[str, Any],
+    *,
+    source: str,
+    detail: Mapping[str, Any] | None = None,
+    flow_run_id: str | None = None,
+) -> bool:
+    """Sets the lead's CRM state from the vendor's fields; whether it changed.
+
+    A change that can stop a sequence wakes the lead's enrolments; one worth a
+    person's notice goes on the timeline as `crm.status_changed`.
+    """
+    state = state_of(provider, fields)
+    old = dict(lead.crm_state or {})
+    differences = {
+        name: {"was": old.get(name), "now": value}
+        for name, value in state.items()
+        if old.get(name) != value
+    }
+    if not differences:
+        return False
+    stage_was = old.get("lifecycle_stage")
+    if stage_was and "lifecycle_stage" in differences:
+        # When a stage moved (not its first reading): a sequence stops for a
+        # move after its enrolment, whenever it looks next.
+        state["lifecycle_stage_changed_at"] = utcnow().isoformat()
+    elif "lifecycle_stage_changed_at" in old:
+        state["lifecycle_stage_changed_at"] = old["lifecycle_stage_changed_at"]
+    lead.crm_state = state
+    if differences.keys() & STOPPING:
+        outbox.wake_enrolments(scope, lead.id)
+    if not old and not _notable(state):
+        # The first read of a lead the CRM holds as we wrote it: its state is
+        # noted, but nothing happened worth a timeline event.
+        return True
+    timeline.record(
+        scope,
+        lead,
+        "crm.status_changed",
+        source=source,
+        detail={**(detail or {}), "crm_id": lead.crm_id, "changes": differences},
+        flow_run_id=flow_run_id,
+    )
+    return True
 
 
 def tenants_with_crm_records(store: Store) -> list[str]:

@@ -41,10 +41,13 @@ from leads.store.claims import (
     release,
     release_in,
 )
-from leads.store.database import Store, TenantScope
+from leads.store.database import Store
 from leads.store.tables import CrmSyncTarget, Lead, OutboxItem, utcnow
 
 logger = logging.getLogger(__name__)
+
+# The timeline source of every sync result.
+SOURCE = "crm_sync"
 
 # A failure that may pass is tried again after 30 s, 1 min, 2 min … up to an
 # hour; after this many attempts the lead is parked for a person to look at.
@@ -89,7 +92,8 @@ class CrmSync:
     Args:
         store: the lead store.
         settings: read for `ORCH_CRM` and the default time zone.
-        flow_run_id: recorded on each lead's timeline.
+        flow_run_id: recorded on each lead's timeline; None: the flow run
+            current when each batch is recorded (`leads.flow_run`).
         accounts: the tenant's CRM account, or None when it has none
             (`connectors.crm.saved_accounts.resolve` when not given).
         now: the clock.
@@ -411,22 +415,31 @@ class CrmSync:
                     scope.select(Lead).where(Lead.id.in_([h.lead_id for h in claims]))
                 )
             }
+            events = []
             for held in claims:
                 lead = leads.get(held.lead_id)
                 if lead is None:
                     continue
                 outcome = outcomes[held.lead_id]
-                _apply(
-                    scope,
-                    lead,
-                    account,
-                    outcome,
-                    warnings.get(lead.id, ()),
-                    now,
-                    self.flow_run_id,
+                detail = _apply(lead, account, outcome, warnings.get(lead.id, ()), now)
+                if outcome.status in ("retrying", "parked"):
+                    detail["attempt"] = held.attempts
+                events.append(
+                    timeline.event_row(
+                        scope,
+                        lead.id,
+                        f"crm.{outcome.counted_as}",
+                        source=SOURCE,
+                        detail=detail,
+                        flow_run_id=self.flow_run_id,
+                        occurred_at=now,
+                    )
                 )
                 if held.id not in current and outcome.status != "retrying":
                     lead.crm_sync_status = "pending"
+            # One statement for the batch's events: the sync writes hundreds of
+            # leads a second, and an ORM insert per lead would cost most of it.
+            timeline.append_all(scope, events)
         return counts
 
     def _settle_all(
@@ -532,58 +545,64 @@ def _whole_batch(exc: CrmError, now: datetime) -> LeadOutcome:
 
 
 def _apply(
-    scope: TenantScope,
     lead: Lead,
     account: CrmAccount | None,
     outcome: LeadOutcome,
     warnings: Iterable[str],
     now: datetime,
-    flow_run_id: str | None,
-) -> None:
-    """Stores the lead's sync status and adds the event to its timeline."""
+) -> dict[str, object]:
+    """Stores the lead's sync status; returns the detail of its timeline event.
+
+    The event (`crm.<outcome>`, see `LeadOutcome.counted_as`) names the CRM
+    and account, the CRM's id of the lead, and for a failure our reason code
+    and the vendor's.
+    """
     result = outcome.result
     lead.crm_sync_status = outcome.status
     lead.crm_sync_reason = outcome.reason
     detail: dict[str, object] = {}
     if account is not None:
-        detail["provider"] = account.provider
+        detail |= account_detail(account)
     if outcome.status in ("synced", "skipped"):
         if result is not None and result.crm_id:
             lead.crm_id = result.crm_id
             lead.crm_account = account.budget_key if account is not None else None
         if outcome.status == "synced":
             lead.crm_synced_at = now
-        kind = "crm_synced" if outcome.status == "synced" else "crm_sync_skipped"
-        detail |= {"crm_id": lead.crm_id}
-        if result is not None and outcome.status == "synced":
-            detail["outcome"] = result.outcome
-            if result.note:
-                detail["note"] = result.note
+        detail["crm_id"] = lead.crm_id
+        if result is not None and result.note and outcome.status == "synced":
+            detail["note"] = result.note
         if outcome.reason:
             detail["reason"] = outcome.reason
         if warnings:
             detail["warnings"] = list(warnings)
-    else:
-        kind = "crm_sync_failed"
-        detail |= {"status": outcome.status, "reason": outcome.reason}
-        if result is not None and result.failure is not None:
-            detail |= {
-                "code": result.failure.code,
-                "message": result.failure.message,
-                "fields": list(result.failure.fields),
-            }
-        elif outcome.message:
-            detail["message"] = outcome.message
-        if outcome.retry_at is not None:
-            detail["next_attempt_at"] = outcome.retry_at.isoformat()
-    timeline.record(
-        scope,
-        lead,
-        kind,
-        source="crm_sync",
-        detail=detail,
-        flow_run_id=flow_run_id,
-    )
+        return detail
+
+    detail |= {"crm_id": lead.crm_id, "reason": outcome.reason}
+    if result is not None and result.failure is not None:
+        detail |= {
+            "code": result.failure.code,
+            "message": result.failure.message,
+            "fields": list(result.failure.fields),
+        }
+    elif outcome.message:
+        detail["message"] = outcome.message
+    if outcome.retry_at is not None:
+        detail["next_attempt_at"] = outcome.retry_at.isoformat()
+    return detail
+
+
+def account_detail(account: CrmAccount) -> dict[str, object]:
+    """The CRM a timeline event names: its kind, vendor API and account key.
+
+    `crm` is `sandbox` for the bundled sandbox, else the vendor; the account
+    key is a digest (`CrmAccount.budget_key`), never a credential.
+    """
+    return {
+        "crm": "sandbox" if account.origin == "sandbox" else account.provider,
+        "provider": account.provider,
+        "account": account.budget_key,
+    }
 
 
 def retry_parked(

@@ -132,3 +132,24 @@ class Store:
     def dispose(self) -> None:
         """Closes every pooled connection."""
         self.engine.dispose()
+
+
+# PostgreSQL SQLSTATEs that pass on their own: serialisation failure, deadlock,
+# the server shutting down or starting, and the connection-exception class.
+_TRANSIENT_STATES = ("40001", "40P01", "57P01", "57P02", "57P03", "08")
+
+
+def is_transient(exc: Exception) -> bool:
+    """Whether a database error may pass if the transaction is tried again.
+
+    A locked SQLite file, a dropped connection or a deadlock may; a missing
+    table, a refused login or a file that is no database will not.
+    """
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    original = getattr(exc, "orig", None)
+    state = getattr(original, "sqlstate", None)
+    if isinstance(state, str):
+        return state.startswith(_TRANSIENT_STATES)
+    message = str(original or exc).lower()
+    return "database is locked" in message or "database is busy" in message

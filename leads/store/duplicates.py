@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import insert, select, text
 
 from leads import suppression
-from leads.changes import commit_change, jsonable, set_value
+from leads.changes import Verdicts, commit_change, jsonable, set_value
 from leads.errors import LeadError
 from leads.fields import TEXT_FIELDS
 from leads.matching import match_reason
@@ -223,6 +223,7 @@ def merge(scope: TenantScope, review_id: int | str, *, channel: str) -> Duplicat
     review = _open_review(scope, review_id)
     earlier, later = _pair(scope, review)
 
+    before = Verdicts.of(earlier)
     changes = _take_values(earlier, later)
     _keep_email_wishes(scope, earlier, later, source=channel)
     detail: dict[str, Any] = {
@@ -233,7 +234,13 @@ def merge(scope: TenantScope, review_id: int | str, *, channel: str) -> Duplicat
         "changes": changes,
     }
     commit_change(
-        scope, earlier, "lead.merged", channel=channel, detail=detail, created=False
+        scope,
+        earlier,
+        "lead.merged",
+        channel=channel,
+        detail=detail,
+        created=False,
+        before=before,
     )
     scope.session.delete(later)
     _resolve(review, MERGED)

@@ -445,6 +445,36 @@ class TestInFileDuplicates:
         sam = leads_by_email(store)["sam.ortiz@example.com"]
         assert (sam.first_name, sam.phone) == ("Samuel", "+14155550142")
 
+    def test_the_one_write_of_a_person_twice_in_a_chunk_names_both_records(
+        self, store, tmp_path
+    ):
+        import_id, _ = run_import(store, tmp_path / "imports", FIXTURES / "HS-04.csv")
+
+        sam = leads_by_email(store)["sam.ortiz@example.com"]
+        [created] = events_of(store, sam.id)
+        assert created.kind == "lead.created"
+        assert created.detail["reference"] == f"import:{import_id}#1,3"
+        vera = leads_by_email(store)["vera.kos@example.com"]
+        assert events_of(store, vera.id)[0].detail["reference"] == (
+            f"import:{import_id}#2"
+        )
+
+    def test_a_person_again_in_a_later_chunk_is_updated_naming_that_record(
+        self, store, tmp_path
+    ):
+        import_id, _ = run_import(
+            store, tmp_path / "imports", FIXTURES / "HS-04.csv", chunk_size=2
+        )
+
+        sam = leads_by_email(store)["sam.ortiz@example.com"]
+        assert [
+            (event.kind, event.detail["reference"])
+            for event in events_of(store, sam.id)
+        ] == [
+            ("lead.created", f"import:{import_id}#1"),
+            ("lead.updated", f"import:{import_id}#3"),
+        ]
+
     def test_every_repeat_counts_merged_whichever_chunk_it_falls_in(
         self, store, tmp_path
     ):

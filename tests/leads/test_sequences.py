@@ -211,6 +211,16 @@ class TestStepsAndRules:
         assert not rule.admits(lead(score=None), "api")
         assert not rule.admits(lead(email=None), "api")
 
+    def test_a_batch_comes_in_by_the_api_and_a_named_webhook_by_webhook(self):
+        by_api = Enrolment(channels=("api",))
+        by_webhook = Enrolment(channels=("webhook",))
+        lead = Lead(email="a@example.com", source="website")
+
+        assert by_api.admits(lead, "batch")
+        assert not by_webhook.admits(lead, "batch")
+        assert by_webhook.admits(lead, "webhook:typeform")
+        assert not by_api.admits(lead, "webhook:typeform")
+
     def test_field_conditions_reach_into_json_documents(self):
         condition = FieldCondition.model_validate(
             {"field": "crm_state.lifecycle_stage", "in": ["customer"]}

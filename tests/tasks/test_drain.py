@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from prefect import flow, runtime
+
+from leads.flow_run import current_flow_run_id
 from leads.intake import submit
 from leads.store.claims import complete
 from leads.store.outbox import SEQUENCE_ENROLMENT
@@ -94,3 +98,51 @@ def test_a_run_never_outlives_its_time_bound(store):
     )
 
     assert clock.now <= 6
+
+
+def test_outside_a_flow_run_the_handler_works_within_none(store):
+    take(store, "d@example.com")
+    seen: list[str | None] = []
+
+    def handle(claims):
+        seen.append(current_flow_run_id())
+        for held in claims:
+            complete(store, held)
+        return {}
+
+    drain(
+        store,
+        SEQUENCE_ENROLMENT,
+        "run-4",
+        handle,
+        limits=DrainLimits(idle_grace_seconds=0),
+    )
+
+    assert seen == [None]
+
+
+@pytest.mark.slow
+def test_inside_a_flow_run_a_handler_that_is_no_task_works_within_it(store, on_prefect):
+    take(store, "d@example.com")
+    seen: list[str | None] = []
+
+    def handle(claims):
+        seen.append(current_flow_run_id())
+        for held in claims:
+            complete(store, held)
+        return {}
+
+    @flow(name="drain-in-a-test")
+    def drain_once() -> dict[str, int]:
+        return drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            str(runtime.flow_run.id),
+            handle,
+            limits=DrainLimits(idle_grace_seconds=0),
+        )
+
+    state = drain_once(return_state=True)
+
+    assert state.result() == {"batches": 1}
+    assert seen == [str(state.state_details.flow_run_id)]

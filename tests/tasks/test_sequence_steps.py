@@ -1,7 +1,7 @@
 """Dispatching sequences on a real store into real `.eml` files, with time moved.
 
 Every test runs on a `ManualClock`: delays and send windows are crossed by
-moving it, never by sleeping.
+moving it, never by sleeping. The last ones run the task in a real flow run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from prefect import flow, runtime
 from sqlalchemy import select
 
 from connectors.email.errors import (
@@ -34,7 +35,12 @@ from leads.store.outbox import CRM_SYNC, SEQUENCE_ENROLMENT
 from leads.store.sequence_plans import wake_changed
 from leads.store.tables import Lead, OutboxItem, SequenceStep, TimelineEvent
 from leads.suppression import blocked_reason, unsubscribe
-from tasks.sequence_steps import DispatchContext, DispatchSummary, dispatch_claims
+from tasks.sequence_steps import (
+    DispatchContext,
+    DispatchSummary,
+    dispatch_claims,
+    send_sequence_steps,
+)
 
 CONFIG = Path(__file__).parents[2] / "config"
 SENDER = "Automation Orchestrator <noreply@localhost>"
@@ -859,3 +865,35 @@ sequences:
                 scope.select(OutboxItem).where(OutboxItem.topic == CRM_SYNC)
             ).all()
         assert len(crm_rows) == 1
+
+
+@pytest.mark.slow
+class TestInAFlowRun:
+    def test_a_bounce_found_while_sending_is_recorded_with_the_flow_run(
+        self, store, clock, context, on_prefect
+    ):
+        lead = take(store, {"email": "gone@example.com"})
+        refused = Refusing(
+            EmailRejectedError("550 no such user", code=550, bounce=True)
+        )
+
+        @flow(name="send-steps-in-a-test")
+        def send_once() -> dict[str, int]:
+            run_id = str(runtime.flow_run.id)
+            claims = claim(store, SEQUENCE_ENROLMENT, run_id, limit=10, lease=LEASE)
+            return send_sequence_steps(
+                claims,
+                store=store,
+                context=with_(context, outbox=refused, flow_run_id=run_id),
+            )
+
+        state = send_once(return_state=True)
+
+        assert state.result()["bounced"] == 1
+        run_id = str(state.state_details.flow_run_id)
+        # `email.bounced` comes from the suppression list, which is told no
+        # run: the task's own is what it records.
+        assert [(e.kind, e.flow_run_id) for e in events(store, lead, "email.")] == [
+            ("email.failed", run_id),
+            ("email.bounced", run_id),
+        ]

@@ -26,8 +26,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
-from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.states import Failed
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -119,20 +117,6 @@ class TestImportChunkRetries:
         assert not import_chunk.retry_condition_fn(
             import_chunk, None, Failed(data=error)
         )
-
-
-@pytest.fixture
-def on_prefect(prefect_server, tmp_path) -> Iterator[str]:
-    """Flows called in this test run on the session's Prefect server."""
-    with temporary_settings(
-        updates={
-            PREFECT_API_URL: prefect_server.api_url,
-            PREFECT_HOME: str(tmp_path / "prefect"),
-        }
-    ):
-        yield prefect_server.api_url
-        # The run's logs ship in the background; send them while the server is up.
-        APILogWorker.drain_all(timeout=5)
 
 
 @pytest.fixture

@@ -194,8 +194,8 @@ class TestHubSpot:
         counts = run_sync(settings)
 
         assert (counts["created"], counts.get("retrying")) == (1, None)
-        assert len(events(store, lead.id, "crm_synced")) == 1
-        assert events(store, lead.id, "crm_sync_failed") == []
+        assert len(events(store, lead.id, "crm.created")) == 1
+        assert events(store, lead.id, "crm.retrying") == []
         assert hubspot_requests(sandbox_api)[UNSUBSCRIBE] == 1
         assert unsubscribed(sandbox_api) == [("nia@example.com", "1001")]
 
@@ -236,8 +236,9 @@ class TestHubSpot:
         row = outbox_row(store, lead.id)
         assert row.status == "parked"
         assert "Subscription 999 does not exist" in row.last_error
-        [failed] = events(store, lead.id, "crm_sync_failed")
-        assert failed.detail["code"] == "VALIDATION_ERROR"
+        [parked] = events(store, lead.id, "crm.parked")
+        assert parked.detail["code"] == "VALIDATION_ERROR"
+        assert parked.detail["reason"] == "VALIDATION_ERROR"
 
     def test_without_a_single_marketing_type_the_lead_is_parked_naming_the_setting(
         self, store, settings, sandbox, sandbox_api, take_in, opt_out, run_sync

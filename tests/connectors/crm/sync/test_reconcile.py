@@ -35,7 +35,7 @@ def status_changes(store, lead_id: str) -> list[TimelineEvent]:
                 scope.select(TimelineEvent)
                 .where(
                     TimelineEvent.lead_id == lead_id,
-                    TimelineEvent.kind == "crm_status_changed",
+                    TimelineEvent.kind == "crm.status_changed",
                 )
                 .order_by(TimelineEvent.id)
             )
@@ -124,7 +124,10 @@ class TestHubSpot:
         assert event.source == "crm_reconcile"
         assert event.flow_run_id == RUN_ID
         assert event.detail == {
+            "crm": "sandbox",
             "provider": "hubspot",
+            "account": synced.crm_account,
+            "crm_id": synced.crm_id,
             "changes": {
                 "lifecycle_stage": {"was": "lead", "now": "customer"},
                 "converted": {"was": False, "now": True},
@@ -267,7 +270,10 @@ class TestSalesforce:
         }
         [event] = status_changes(store, synced.id)
         assert event.detail == {
+            "crm": "sandbox",
             "provider": "salesforce",
+            "account": synced.crm_account,
+            "crm_id": synced.crm_id,
             "changes": {
                 "status": {"was": "Open - Not Contacted", "now": "Closed - Converted"},
                 "converted": {"was": False, "now": True},

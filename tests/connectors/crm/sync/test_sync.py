@@ -92,9 +92,14 @@ class TestSyncing:
         stored = lead_row(store, lead.id)
         assert (stored.crm_sync_status, stored.crm_id) == ("synced", contact["id"])
         assert stored.crm_synced_at is not None
-        [event] = events(store, lead.id, "crm_synced")
+        [event] = events(store, lead.id, "crm.created")
+        assert event.source == "crm_sync"
         assert event.detail["crm_id"] == contact["id"]
-        assert event.detail["outcome"] == "created"
+        assert (event.detail["crm"], event.detail["provider"]) == (
+            "sandbox",
+            "hubspot",
+        )
+        assert event.detail["account"] == stored.crm_account
         assert event.flow_run_id == RUN_ID
         assert outbox_row(store, lead.id).status == "done"
 
@@ -112,7 +117,8 @@ class TestSyncing:
         assert contacts(sandbox_api)["grace@example.com"]["properties"]["company"] == (
             "Remington Rand"
         )
-        assert len(events(store, lead.id, "crm_synced")) == 2
+        assert len(events(store, lead.id, "crm.created")) == 1
+        assert len(events(store, lead.id, "crm.updated")) == 1
 
     def test_a_stage_the_crm_moved_on_is_never_overwritten(
         self, store, settings, sandbox_api, take_in, run_sync
@@ -200,8 +206,13 @@ class TestFailures:
         )
         row = outbox_row(store, lead.id)
         assert row.status == "pending" and row.available_at > utcnow()
-        [failed] = events(store, lead.id, "crm_sync_failed")
-        assert failed.detail["next_attempt_at"]
+        [retrying] = events(store, lead.id, "crm.retrying")
+        assert retrying.detail["next_attempt_at"]
+        assert (retrying.detail["reason"], retrying.detail["attempt"]) == (
+            "unavailable",
+            1,
+        )
+        assert retrying.flow_run_id == RUN_ID
 
         sandbox_api.delete("/_sandbox/faults")
         make_due(store)
@@ -402,7 +413,8 @@ def test_a_lead_changed_while_it_is_written_is_written_again_with_the_change(
         "After"
     )
     assert lead_row(store, lead.id).crm_sync_status == "synced"
-    assert len(events(store, lead.id, "crm_synced")) == 2
+    assert len(events(store, lead.id, "crm.created")) == 1
+    assert len(events(store, lead.id, "crm.updated")) == 1
 
 
 class TestFaultsLoseAndDuplicateNothing:

@@ -29,7 +29,7 @@ def synced_events(store, lead_id: str) -> list[TimelineEvent]:
                 scope.select(TimelineEvent)
                 .where(
                     TimelineEvent.lead_id == lead_id,
-                    TimelineEvent.kind == "crm_synced",
+                    TimelineEvent.kind.in_(("crm.created", "crm.updated")),
                 )
                 .order_by(TimelineEvent.id)
             )
@@ -96,8 +96,12 @@ class TestByExternalId:
         stored = lead_row(store, lead.id)
         assert (stored.crm_sync_status, stored.crm_id) == ("synced", record["Id"])
         [event] = synced_events(store, lead.id)
-        assert event.detail["provider"] == "salesforce"
-        assert event.detail["outcome"] == "created"
+        assert event.kind == "crm.created"
+        assert (event.detail["crm"], event.detail["provider"]) == (
+            "sandbox",
+            "salesforce",
+        )
+        assert event.detail["account"] == stored.crm_account
 
     def test_a_second_sync_updates_the_same_lead(
         self, store, salesforce_settings, salesforce_leads, take_in, run_sync
@@ -112,8 +116,8 @@ class TestByExternalId:
         [record] = salesforce_leads().values()
         assert record["Company"] == "Remington Rand"
         assert lead_row(store, lead.id).crm_id == record["Id"]
-        outcomes = [e.detail["outcome"] for e in synced_events(store, lead.id)]
-        assert outcomes == ["created", "updated"]
+        kinds = [event.kind for event in synced_events(store, lead.id)]
+        assert kinds == ["crm.created", "crm.updated"]
 
     def test_each_two_hundred_leads_take_one_upsert_call_and_a_run_one_describe(
         self, store, salesforce_settings, salesforce_leads, requests_served, run_sync
