@@ -1,17 +1,22 @@
-"""Leads: intake one at a time or in batches, reads, edits and the timeline."""
+"""Leads: intake one at a time or in batches, reads, edits, timeline and runs."""
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from uuid import UUID
 
+import httpx
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
+from api.routes.workflows import read_runs, run_ui_url
 from leads import edits, rulebook
 from leads.errors import FieldError, LeadRejected
 from leads.intake import IntakeResult, submit, submit_batch
@@ -23,10 +28,12 @@ from leads.models import (
     TimelineEventView,
 )
 from leads.normalise import email_key
+from leads.store import Store, timeline
 from leads.store import leads as lead_queries
-from leads.store import timeline
 from leads.store.email_history import email_history
+from leads.store.flow_runs import LeadRun, runs_of_lead
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/leads", tags=["leads"])
 
 CHANNEL = "api"
@@ -42,9 +49,46 @@ class LeadPage(BaseModel):
     next_cursor: str | None
 
 
+class TimelineEntry(TimelineEventView):
+    flow_run_url: str | None = Field(
+        description="The flow run that recorded it, in the Prefect UI."
+    )
+
+
 class TimelinePage(BaseModel):
-    data: list[TimelineEventView]
+    data: list[TimelineEntry]
     next_cursor: str | None
+
+
+class LeadRunView(BaseModel):
+    run_id: str
+    workflow_id: str | None = Field(
+        description="The run's deployment; null for a run started without one, "
+        "or when Prefect is unreachable or no longer has the run."
+    )
+    flow_run_name: str | None
+    state: str | None = Field(description="Prefect's state type, e.g. `COMPLETED`.")
+    state_name: str | None
+    start_time: datetime | None
+    end_time: datetime | None
+    event_kinds: list[str] = Field(
+        description="What it did to the lead: the kinds of timeline events it "
+        "recorded (`lead.created`, `crm.synced`, `email.sent`, …), first first."
+    )
+    first_touched_at: datetime = Field(
+        description="When the lead store first saw it touch the lead (the order)."
+    )
+    last_touched_at: datetime
+    ui_url: str = Field(description="The run in the Prefect UI.")
+
+
+class LeadRunPage(BaseModel):
+    data: list[LeadRunView]
+    next_cursor: str | None
+    prefect_reachable: bool = Field(
+        description="False when the Prefect server did not answer: the runs "
+        "are listed from the lead store, with what only Prefect knows null."
+    )
 
 
 class StepView(BaseModel):
@@ -366,6 +410,7 @@ def patch_lead(
 def lead_timeline(
     lead_id: LeadId,
     store: StoreDep,
+    settings: SettingsDep,
     context: ContextDep,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -375,9 +420,95 @@ def lead_timeline(
         lead_queries.get_lead(scope, lead_id)
         rows, next_cursor = timeline.page(scope, lead_id, limit, cursor)
         return TimelinePage(
-            data=[TimelineEventView.model_validate(row) for row in rows],
+            data=[
+                TimelineEntry(
+                    **TimelineEventView.model_validate(row).model_dump(),
+                    flow_run_url=(
+                        run_ui_url(settings.prefect_url, row.flow_run_id)
+                        if row.flow_run_id
+                        else None
+                    ),
+                )
+                for row in rows
+            ],
             next_cursor=next_cursor,
         )
+
+
+@router.get("/{lead_id}/runs", response_model=LeadRunPage, responses={404: {}})
+async def lead_runs(
+    lead_id: LeadId,
+    store: StoreDep,
+    settings: SettingsDep,
+    context: ContextDep,
+    limit: Annotated[
+        # Prefect answers at most 200 runs a call; a page is read in one.
+        int,
+        Query(ge=1, le=200, description="Most items on one page."),
+    ] = 50,
+    cursor: Cursor = None,
+) -> LeadRunPage:
+    """The flow runs that touched the lead, newest first, with their state."""
+    runs, next_cursor = await run_in_threadpool(
+        _runs_of_lead, store, context.tenant_id, lead_id, limit, cursor
+    )
+    ids = {run.flow_run_id: _uuid(run.flow_run_id) for run in runs}
+    try:
+        found, workflows = await read_runs(
+            settings.prefect_url, [i for i in ids.values() if i is not None]
+        )
+        reachable = True
+    except (httpx.HTTPError, TimeoutError) as exc:
+        logger.warning(
+            "Prefect server unreachable, runs listed from the lead store: %s",
+            exc.__class__.__name__,
+        )
+        found, workflows, reachable = {}, {}, False
+
+    data = []
+    for run in runs:
+        run_uuid = ids[run.flow_run_id]
+        known = found.get(run_uuid) if run_uuid else None
+        data.append(_run_view(run, known, workflows, settings.prefect_url))
+    return LeadRunPage(data=data, next_cursor=next_cursor, prefect_reachable=reachable)
+
+
+def _run_view(
+    run: LeadRun, known: FlowRun | None, workflows: dict[UUID, str], prefect_url: str
+) -> LeadRunView:
+    """The store's record of a run, with Prefect's when Prefect has the run."""
+    state = known.state if known else None
+    deployment_id = known.deployment_id if known else None
+    return LeadRunView(
+        run_id=run.flow_run_id,
+        workflow_id=workflows.get(deployment_id) if deployment_id else None,
+        flow_run_name=known.name if known else None,
+        state=state.type.value if state else None,
+        state_name=state.name if state else None,
+        start_time=known.start_time if known else None,
+        end_time=known.end_time if known else None,
+        event_kinds=run.event_kinds,
+        first_touched_at=run.first_touched_at,
+        last_touched_at=run.last_touched_at,
+        ui_url=run_ui_url(prefect_url, run.flow_run_id),
+    )
+
+
+def _runs_of_lead(
+    store: Store, tenant_id: str, lead_id: str, limit: int, cursor: str | None
+) -> tuple[list[LeadRun], str | None]:
+    with store.read(tenant_id) as scope:
+        lead_queries.get_lead(scope, lead_id)
+        return runs_of_lead(scope, lead_id, limit, cursor)
+
+
+def _uuid(run_id: str) -> UUID | None:
+    # The column is free text; a value Prefect could not have made is listed
+    # from the store alone.
+    try:
+        return UUID(run_id)
+    except ValueError:
+        return None
 
 
 @router.get("/{lead_id}/emails", response_model=LeadEmails, responses={404: {}})

@@ -1,31 +1,68 @@
-"""Workflows: start a deployment's flow run by name and report how it went."""
+"""Workflows: list the automations, start one by name, report how a run went."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import json
 import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from uuid import UUID
 
 import httpx
-from fastapi import APIRouter, Path, Response
+import yaml
+from fastapi import APIRouter, Header, Path, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    DeploymentFilterName,
+    FlowFilter,
+    FlowFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterIdempotencyKey,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from api.problems import problem
 from flows.parameters import ParameterError, PersonalDataInParameters, json_ready
+from leads.encryption import secret_key
 from leads.errors import FieldError, LeadRejected
 from leads.intake import submit
 from leads.models import LeadInput
+from leads.settings import Settings
 from leads.store import Store, outbox
 from leads.store.leads import get_lead
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+
+# The single list of deployments, at the project's root.
+PREFECT_YAML = FilePath(__file__).resolve().parents[2] / "prefect.yaml"
+# How long a read that can do without Prefect waits for it (the client's own
+# timeout is a minute, and a hung server must not hang a listing).
+PREFECT_LOOKUP_SECONDS = 5.0
+# Log lines a run's status carries.
+STATUS_LOG_LINES = 20
+# Keys are ours to bound: printable ASCII, long enough for any UUID or hash.
+IDEMPOTENCY_KEY_LENGTH = 255
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Where our part of a flow run's `context` lives on the Prefect server.
+RUN_CONTEXT = "orchestrator"
 
 
 class TriggerRequest(BaseModel):
@@ -67,6 +104,12 @@ class TaskRunView(BaseModel):
     end_time: Any
 
 
+class LogLine(BaseModel):
+    timestamp: datetime
+    level: str = Field(description="`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`.")
+    message: str
+
+
 class RunStatus(BaseModel):
     run_id: UUID
     workflow_id: str | None
@@ -76,15 +119,86 @@ class RunStatus(BaseModel):
     start_time: Any
     end_time: Any
     task_runs: list[TaskRunView]
+    logs: list[LogLine] = Field(
+        description=f"The run's last {STATUS_LOG_LINES} log lines (its tasks' "
+        "too), oldest first."
+    )
     ui_url: str
+
+
+class Schedule(BaseModel):
+    cron: str | None
+    interval_seconds: float | None
+    rrule: str | None
+    timezone: str | None
+    active: bool
+
+
+class Trigger(BaseModel):
+    type: str
+    enabled: bool
+    events: list[str] = Field(description="The event names it reacts to.")
+
+
+class Concurrency(BaseModel):
+    limit: int | None = Field(description="Runs at once; more wait or are cancelled.")
+    collision_strategy: str | None = Field(
+        description="`ENQUEUE` (wait) or `CANCEL_NEW`; Prefect's default "
+        "(`ENQUEUE`) when not set."
+    )
+    grace_period_seconds: int | None
+
+
+class WorkflowView(BaseModel):
+    workflow_id: str = Field(description="The deployment's name in prefect.yaml.")
+    description: str | None
+    entrypoint: str
+    parameters: dict[str, Any] = Field(description="Defaults from prefect.yaml.")
+    schedules: list[Schedule]
+    triggers: list[Trigger]
+    concurrency: Concurrency | None
+    registered: bool | None = Field(
+        description="Whether the Prefect server has it (the flow runner registers "
+        "every deployment when it starts); null when Prefect is unreachable."
+    )
+    paused: bool | None
+    status: str | None = Field(
+        description="Prefect's `READY` (a runner polls for its runs) or `NOT_READY`."
+    )
+    deployment_id: UUID | None
+    flow_name: str | None
+    accepted_parameters: list[str] | None = Field(
+        description="What `parameters` of a trigger may name, from the flow's "
+        "signature as registered."
+    )
+    ui_url: str | None = Field(description="The deployment in the Prefect UI.")
+
+
+class WorkflowList(BaseModel):
+    data: list[WorkflowView] = Field(description="In prefect.yaml's order.")
+    next_cursor: str | None = Field(
+        description="Always null: every workflow fits on one page."
+    )
+    prefect_reachable: bool = Field(
+        description="False when the Prefect server did not answer: what comes "
+        "from prefect.yaml is there, what only Prefect knows is null."
+    )
 
 
 def prefect_client(url: str) -> PrefectClient:
     return PrefectClient(api=url)
 
 
-def run_ui_url(prefect_url: str, run_id: UUID) -> str:
-    return f"{prefect_url.removesuffix('/api')}/runs/flow-run/{run_id}"
+def prefect_ui(prefect_url: str) -> str:
+    return prefect_url.removesuffix("/api")
+
+
+def run_ui_url(prefect_url: str, run_id: UUID | str) -> str:
+    return f"{prefect_ui(prefect_url)}/runs/flow-run/{run_id}"
+
+
+def deployment_ui_url(prefect_url: str, deployment_id: UUID) -> str:
+    return f"{prefect_ui(prefect_url)}/deployments/deployment/{deployment_id}"
 
 
 def prefect_down(exc: Exception) -> JSONResponse:
@@ -99,12 +213,193 @@ def prefect_down(exc: Exception) -> JSONResponse:
     )
 
 
+class WorkflowFileError(RuntimeError):
+    """prefect.yaml is missing or is not YAML."""
+
+
+@router.get(
+    "",
+    response_model=WorkflowList,
+    responses={500: {"description": "prefect.yaml cannot be read."}},
+)
+async def list_workflows(settings: SettingsDep) -> Any:
+    """Lists the automations in prefect.yaml, with what Prefect knows of each."""
+    try:
+        workflows = await run_in_threadpool(read_workflows, PREFECT_YAML)
+    except WorkflowFileError as exc:
+        logger.error("%s", exc)
+        return problem(500, str(exc), slug="workflows-unreadable")
+
+    try:
+        async with asyncio.timeout(PREFECT_LOOKUP_SECONDS):
+            async with prefect_client(settings.prefect_url) as client:
+                registered = await _registered(
+                    client, [w.workflow_id for w in workflows]
+                )
+    except (httpx.HTTPError, TimeoutError) as exc:
+        logger.warning(
+            "Prefect server unreachable, workflows listed from prefect.yaml: %s",
+            exc.__class__.__name__,
+        )
+        return WorkflowList(data=workflows, next_cursor=None, prefect_reachable=False)
+
+    for workflow in workflows:
+        found = registered.get(workflow.workflow_id)
+        workflow.registered = found is not None
+        if found is None:
+            continue
+        deployment, flow_name = found
+        schema = deployment.parameter_openapi_schema or {}
+        workflow.paused = deployment.paused
+        workflow.status = deployment.status.value if deployment.status else None
+        workflow.deployment_id = deployment.id
+        workflow.flow_name = flow_name
+        workflow.accepted_parameters = sorted(schema.get("properties", {}))
+        workflow.ui_url = deployment_ui_url(settings.prefect_url, deployment.id)
+    return WorkflowList(data=workflows, next_cursor=None, prefect_reachable=True)
+
+
+async def _registered(
+    client: PrefectClient, names: list[str]
+) -> dict[str, tuple[DeploymentResponse, str | None]]:
+    """The Prefect server's deployment of each name, and its flow's name."""
+    deployments = await client.read_deployments(
+        deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))
+    )
+    flows = await client.read_flows(
+        flow_filter=FlowFilter(id=FlowFilterId(any_=[d.flow_id for d in deployments]))
+    )
+    flow_names = {flow.id: flow.name for flow in flows}
+    # Two flows may each have a deployment of one name; the newer one wins.
+    newest_last = sorted(deployments, key=lambda d: str(d.updated or d.created or ""))
+    return {d.name: (d, flow_names.get(d.flow_id)) for d in newest_last}
+
+
+def read_workflows(path: FilePath) -> list[WorkflowView]:
+    """The deployments prefect.yaml declares, in file order, without Prefect's view.
+
+    Keys the listing does not show (`work_pool`, `pull`, `tags`, …) are skipped,
+    and anchors and merge keys resolve as YAML defines them. An entry without a
+    name or an entrypoint cannot be served, so it is left out with a warning.
+
+    Raises:
+        WorkflowFileError: the file is missing or is not YAML.
+    """
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WorkflowFileError(
+            f"{path.name} cannot be read ({exc.__class__.__name__}); it lists "
+            "the workflows and belongs at the project's root"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise WorkflowFileError(f"{path.name} is not valid YAML: {exc}") from exc
+
+    entries = document.get("deployments") if isinstance(document, dict) else None
+    workflows = []
+    for position, entry in enumerate(entries or [], start=1):
+        if not isinstance(entry, dict) or not entry.get("name"):
+            logger.warning("deployment #%s in %s has no name", position, path.name)
+            continue
+        if not entry.get("entrypoint"):
+            logger.warning("deployment %r has no entrypoint", entry["name"])
+            continue
+        workflows.append(_declared(entry))
+    return workflows
+
+
+def _declared(entry: dict[str, Any]) -> WorkflowView:
+    parameters = entry.get("parameters")
+    description = entry.get("description")
+    return WorkflowView(
+        workflow_id=str(entry["name"]),
+        description=str(description).strip() if description else None,
+        entrypoint=str(entry["entrypoint"]),
+        parameters=parameters if isinstance(parameters, dict) else {},
+        schedules=[_schedule(s) for s in _dicts(entry.get("schedules"))],
+        triggers=[_trigger(t) for t in _dicts(entry.get("triggers"))],
+        concurrency=_concurrency(entry.get("concurrency_limit")),
+        registered=None,
+        paused=None,
+        status=None,
+        deployment_id=None,
+        flow_name=None,
+        accepted_parameters=None,
+        ui_url=None,
+    )
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _schedule(spec: dict[str, Any]) -> Schedule:
+    interval = spec.get("interval")
+    return Schedule(
+        cron=_text(spec.get("cron")),
+        interval_seconds=interval if isinstance(interval, int | float) else None,
+        rrule=_text(spec.get("rrule")),
+        timezone=_text(spec.get("timezone")),
+        active=spec.get("active", True) is not False,
+    )
+
+
+def _trigger(spec: dict[str, Any]) -> Trigger:
+    return Trigger(
+        type=str(spec.get("type", "event")),
+        enabled=spec.get("enabled", True) is not False,
+        events=list(dict.fromkeys(_expected(spec))),
+    )
+
+
+def _expected(spec: dict[str, Any]) -> Iterable[str]:
+    """The event names a trigger waits for, those of a compound's parts too."""
+    expect = spec.get("expect")
+    if isinstance(expect, list):
+        yield from (str(name) for name in expect)
+    for part in _dicts(spec.get("triggers")):
+        yield from _expected(part)
+
+
+def _concurrency(value: object) -> Concurrency | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Concurrency(
+            limit=value, collision_strategy=None, grace_period_seconds=None
+        )
+    if not isinstance(value, dict):
+        return None
+    limit, grace = value.get("limit"), value.get("grace_period_seconds")
+    return Concurrency(
+        limit=limit if isinstance(limit, int) else None,
+        collision_strategy=_text(value.get("collision_strategy")),
+        grace_period_seconds=grace if isinstance(grace, int) else None,
+    )
+
+
 @router.post(
     "/trigger",
     dependencies=[JsonBody],
     status_code=202,
     response_model=TriggerResult,
-    responses={404: {"description": "Unknown workflow or lead."}, 503: {}},
+    responses={
+        202: {
+            "description": "The run was started; or, for an `Idempotency-Key` "
+            "sent before with the same body, the run it started "
+            "(`Idempotent-Replayed: true`)."
+        },
+        404: {"description": "Unknown workflow or lead."},
+        422: {
+            "description": "Invalid body or `Idempotency-Key`, or the key was "
+            "used before with another body."
+        },
+        503: {},
+    },
 )
 async def trigger(
     body: TriggerRequest,
@@ -113,8 +408,21 @@ async def trigger(
     settings: SettingsDep,
     context: ContextDep,
     pending: PendingDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            description="Makes a retried trigger safe: the same key and body "
+            "again answer with the first run and start nothing (the key is "
+            "kept per workflow by Prefect for as long as the run). 1 to "
+            f"{IDEMPOTENCY_KEY_LENGTH} printable ASCII characters; a UUID does.",
+        ),
+    ] = None,
 ) -> Any:
     """Starts a run of the named workflow (for one lead, or a lead taken in first)."""
+    run_key = None
+    if idempotency_key is not None:
+        run_key = flow_run_key(idempotency_key, context.tenant_id, body.workflow_id)
     try:
         async with prefect_client(settings.prefect_url) as client:
             deployments = {d.name: d for d in await client.read_deployments()}
@@ -132,6 +440,17 @@ async def trigger(
     # Everything is checked before anything is written.
     accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
     _check_parameters(body, accepted)
+
+    request_print = None
+    if run_key is not None:
+        request_print = _fingerprint(settings, body)
+        # A replay is answered before the lead is taken in again.
+        try:
+            earlier = await _run_of_key(settings, deployment, run_key)
+        except httpx.HTTPError as exc:
+            return prefect_down(exc)
+        if earlier is not None:
+            return _replayed(earlier, body, request_print, settings, response)
 
     lead_id = body.lead_id
     if body.lead_data is not None:
@@ -160,7 +479,14 @@ async def trigger(
     try:
         async with prefect_client(settings.prefect_url) as client:
             run = await client.create_flow_run_from_deployment(
-                deployment.id, parameters=parameters
+                deployment.id,
+                parameters=parameters,
+                idempotency_key=run_key,
+                context=(
+                    {RUN_CONTEXT: {"request": request_print, "lead_id": lead_id}}
+                    if run_key is not None
+                    else None
+                ),
             )
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code >= 500:
@@ -173,6 +499,9 @@ async def trigger(
         )
     except httpx.HTTPError as exc:
         return prefect_down(exc)
+    if run_key is not None and _request_print(run) != request_print:
+        # Another request with this key and another body won the race.
+        return _key_reused(body.workflow_id)
 
     return TriggerResult(
         run_id=run.id,
@@ -180,6 +509,104 @@ async def trigger(
         lead_id=lead_id,
         status_url=f"/api/workflows/{run.id}/status",
         ui_url=run_ui_url(settings.prefect_url, run.id),
+    )
+
+
+def flow_run_key(sent: str, tenant_id: str, workflow_id: str) -> str:
+    """The flow run idempotency key for a caller's key, one namespace per tenant.
+
+    Prefect keeps a key unique per flow, and several workflows run one flow
+    (the sequence deployments): the workflow is part of the key too.
+
+    Raises:
+        LeadRejected: the key is empty, too long or not printable ASCII.
+    """
+    if not 0 < len(sent) <= IDEMPOTENCY_KEY_LENGTH or not all(
+        " " <= character <= "~" for character in sent
+    ):
+        raise LeadRejected(
+            [
+                FieldError(
+                    IDEMPOTENCY_HEADER,
+                    "invalid_idempotency_key",
+                    f"1 to {IDEMPOTENCY_KEY_LENGTH} printable ASCII characters; "
+                    "a UUID does",
+                )
+            ]
+        )
+    scope = json.dumps([tenant_id, workflow_id, sent], separators=(",", ":"))
+    return "api-trigger:" + hashlib.sha256(scope.encode()).hexdigest()
+
+
+async def _run_of_key(
+    settings: Settings, deployment: DeploymentResponse, run_key: str
+) -> FlowRun | None:
+    """The run an earlier trigger started with this key, if any."""
+    async with prefect_client(settings.prefect_url) as client:
+        found = await client.read_flow_runs(
+            flow_filter=FlowFilter(id=FlowFilterId(any_=[deployment.flow_id])),
+            flow_run_filter=FlowRunFilter(
+                idempotency_key=FlowRunFilterIdempotencyKey(any_=[run_key])
+            ),
+            limit=1,
+        )
+    return found[0] if found else None
+
+
+def _fingerprint(settings: Settings, body: TriggerRequest) -> str:
+    """A keyed digest of the request body, kept on the run to recognise a replay.
+
+    Keyed with the secret key because the body may hold a lead's details, and
+    Prefect's run records must not let anyone recover them.
+    """
+    canonical = json.dumps(
+        body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+    )
+    return hmac.new(
+        secret_key(settings).encode(), canonical.encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def _request_print(run: FlowRun) -> object:
+    ours = (run.context or {}).get(RUN_CONTEXT)
+    return ours.get("request") if isinstance(ours, dict) else None
+
+
+def _replayed(
+    run: FlowRun,
+    body: TriggerRequest,
+    request_print: str,
+    settings: Settings,
+    response: Response,
+) -> Any:
+    """The first answer again for a replayed key, or 422 if its body differs."""
+    if _request_print(run) != request_print:
+        return _key_reused(body.workflow_id)
+    ours = (run.context or {}).get(RUN_CONTEXT) or {}
+    lead_id = ours.get("lead_id")
+    response.headers["Idempotent-Replayed"] = "true"
+    return TriggerResult(
+        run_id=run.id,
+        workflow_id=body.workflow_id,
+        lead_id=lead_id if isinstance(lead_id, str) else None,
+        status_url=f"/api/workflows/{run.id}/status",
+        ui_url=run_ui_url(settings.prefect_url, run.id),
+    )
+
+
+def _key_reused(workflow_id: str) -> JSONResponse:
+    return problem(
+        422,
+        f"this {IDEMPOTENCY_HEADER} already started a run of {workflow_id} with "
+        "another request body; send a new key for a new request",
+        slug="idempotency-key-reused",
+        errors=[
+            FieldError(
+                IDEMPOTENCY_HEADER,
+                "idempotency_key_reused",
+                "used before with another body",
+            )
+        ],
     )
 
 
@@ -203,6 +630,11 @@ async def run_status(
                 )
             tasks = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                limit=STATUS_LOG_LINES,
+                sort=LogSort.TIMESTAMP_DESC,
             )
             workflow = None
             if run.deployment_id is not None:
@@ -228,8 +660,48 @@ async def run_status(
             )
             for task in sorted(tasks, key=lambda t: str(t.start_time or ""))
         ],
+        logs=[
+            LogLine(
+                timestamp=line.timestamp,
+                level=logging.getLevelName(line.level),
+                message=line.message,
+            )
+            for line in reversed(logs)
+        ],
         ui_url=run_ui_url(settings.prefect_url, run.id),
     )
+
+
+async def read_runs(
+    prefect_url: str, run_ids: list[UUID]
+) -> tuple[dict[UUID, FlowRun], dict[UUID, str]]:
+    """The flow runs Prefect still has of `run_ids`, and their deployments' names.
+
+    Two calls whatever the number of runs (at most the server's page, 200).
+
+    Raises:
+        httpx.HTTPError: the Prefect server did not answer.
+        TimeoutError: not within PREFECT_LOOKUP_SECONDS.
+    """
+    if not run_ids:
+        return {}, {}
+    async with asyncio.timeout(PREFECT_LOOKUP_SECONDS):
+        async with prefect_client(prefect_url) as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)),
+                limit=len(run_ids),
+            )
+            deployment_ids = list({r.deployment_id for r in runs if r.deployment_id})
+            deployments = (
+                await client.read_deployments(
+                    deployment_filter=DeploymentFilter(
+                        id=DeploymentFilterId(any_=deployment_ids)
+                    )
+                )
+                if deployment_ids
+                else []
+            )
+    return {run.id: run for run in runs}, {d.id: d.name for d in deployments}
 
 
 def _check_parameters(body: TriggerRequest, accepted: dict[str, Any]) -> None:
