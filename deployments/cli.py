@@ -15,6 +15,7 @@ from deployments.crm_cli import crm, sandbox, sync
 from deployments.email_cli import mailbox
 from deployments.import_cli import import_file
 from deployments.score_cli import score
+from deployments.work_pool_cli import deploy, worker
 from leads.settings import Settings, get_settings
 from leads.store.database import create_store_engine
 from leads.store.schema import schema_state, upgrade
@@ -32,6 +33,8 @@ app.add_typer(crm, name="crm")
 app.command()(sandbox)
 app.command()(sync)
 app.command()(mailbox)
+app.command()(deploy)
+app.command()(worker)
 
 
 def _fail(message: str) -> None:

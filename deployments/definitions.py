@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from deployments.prefect_env import RUN_TAG
-
 if TYPE_CHECKING:
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
@@ -35,6 +33,14 @@ class DeploymentDefinition:
     schedules: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[dict[str, Any]] = field(default_factory=list)
     concurrency_limit: dict[str, Any] | int | None = None
+    tags: list[str] = field(default_factory=list)
+    # Read by `prefect deploy` (and `orchestrator deploy`/`worker` for its name);
+    # serving ignores it.
+    work_pool: dict[str, Any] | None = None
+
+    @property
+    def work_pool_name(self) -> str | None:
+        return (self.work_pool or {}).get("name")
 
     @property
     def module(self) -> str:
@@ -86,7 +92,8 @@ def load_definitions(path: Path = PREFECT_YAML) -> list[DeploymentDefinition]:
             raise DefinitionError(f"deployment #{position} in {path.name} has no name")
         if not entry.get("entrypoint"):
             raise DefinitionError(f"deployment {entry['name']!r} has no entrypoint")
-        # Keys only `prefect deploy` reads (work_pool, pull steps) are not ours.
+        # Keys only `prefect deploy` reads (version, sla, per-deployment steps)
+        # are not ours.
         definitions.append(
             DeploymentDefinition(**{k: v for k, v in entry.items() if k in known})
         )
@@ -95,6 +102,26 @@ def load_definitions(path: Path = PREFECT_YAML) -> list[DeploymentDefinition]:
     if duplicated:
         raise DefinitionError(f"deployment names used twice: {', '.join(duplicated)}")
     return definitions
+
+
+def work_pool_name(definitions: list[DeploymentDefinition]) -> str:
+    """The one work pool every deployment names, which workers take runs from.
+
+    Raises:
+        DefinitionError: a deployment names no pool, or two pools are named.
+    """
+    unpooled = [d.name for d in definitions if not d.work_pool_name]
+    if unpooled:
+        raise DefinitionError(
+            f"deployments without a work_pool: {', '.join(unpooled)}; give each "
+            "`work_pool: *work_pool` in prefect.yaml"
+        )
+    pools = sorted({d.work_pool_name for d in definitions if d.work_pool_name})
+    if len(pools) != 1:
+        raise DefinitionError(
+            f"expected one work pool for every deployment, got {', '.join(pools)}"
+        )
+    return pools[0]
 
 
 def _schedule(spec: dict[str, Any]) -> Any:
@@ -129,7 +156,9 @@ def to_runner_deployment(definition: DeploymentDefinition) -> RunnerDeployment:
         schedules=[_schedule(spec) for spec in definition.schedules],
         triggers=triggers,
         concurrency_limit=limit,
-        tags=[RUN_TAG],
+        # prefect.yaml gives each deployment RUN_TAG, so a deployed one is
+        # tagged the same as a served one.
+        tags=list(definition.tags),
         # Runs import the flow by module, so they work from any directory.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_table_artifact
 
 from connectors.crm.reconcile import reconcile, tenants_with_crm_records
 from connectors.crm.sync import CrmSync
+from flows.summaries import publish_summary
 from leads.settings import get_settings
 from leads.store import Store
 
@@ -32,6 +32,7 @@ def crm_reconcile() -> dict[str, int]:
     run_id = str(runtime.flow_run.id)
     sync = CrmSync(store, settings, run_id)
     totals: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
 
     try:
         for tenant_id in tenants_with_crm_records(store):
@@ -44,19 +45,22 @@ def crm_reconcile() -> dict[str, int]:
                     reconcile(store, tenant_id, account, connector, flow_run_id=run_id)
                 )
                 totals["tenants"] += 1
-            except Exception:
+            except Exception as exc:
                 # One tenant's broken account or CRM must not hold up the
                 # others; its watermark stays, so the next run reads it again.
                 logger.exception("CRM reconcile of tenant %s failed", tenant_id)
                 totals["failed_tenants"] += 1
+                # The reason is the error's type: its text may quote a record.
+                reasons[f"failed_tenants:{type(exc).__name__}"] += 1
     finally:
         sync.close()
         store.dispose()
 
     logger.info("CRM reconcile: %s", dict(totals) or "no CRM records yet")
-    create_table_artifact(
-        key="crm-reconcile-summary",
-        table=[{"outcome": k, "count": v} for k, v in sorted(totals.items())],
-        description="What this reconciliation run read and changed (counts only).",
+    publish_summary(
+        "crm-reconcile-summary",
+        {**totals, **reasons},
+        "What this reconciliation run read and changed (counts, and the error "
+        "type of each tenant that failed).",
     )
     return dict(totals)

@@ -6,10 +6,10 @@ from functools import partial
 from typing import Annotated
 
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from connectors.crm.sync import DEFAULT_LEASE, CrmSync
+from flows.summaries import publish_summary
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import CRM_SYNC
@@ -71,9 +71,10 @@ def crm_sync(
     if requeued:
         totals["requeued_for_new_account"] = requeued
     logger.info("CRM sync: %s", totals or "nothing due")
-    create_table_artifact(
-        key="crm-sync-summary",
-        table=[{"outcome": k, "count": v} for k, v in sorted(totals.items())],
-        description="What this CRM sync run did (counts only).",
+    publish_summary(
+        "crm-sync-summary",
+        totals,
+        f"What this CRM sync run did{' for one lead' if lead_id else ''} "
+        "(counts by outcome only).",
     )
     return totals

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Literal
+
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.utilities.annotations import quote
 
+from flows.summaries import publish_summary
 from leads import importer
 from leads.importer import Chunk, Job
 from leads.settings import Settings, get_settings
 from leads.store import Store, outbox
 from leads.store import imports as stored
 from tasks.import_chunks import import_chunk
+
+ImportEnding = Literal["finished", "skipped", "failed", "stopped"]
 
 
 @flow(name="lead-import", log_prints=False)
@@ -34,19 +40,32 @@ def import_leads(import_id: str | None = None) -> dict[str, int]:
     """
     settings = get_settings()
     store = Store(settings.store_url)
+    totals: Counter[str] = Counter()
+    # How each import this run took ended: finished, skipped, failed, stopped.
+    imports: Counter[str] = Counter()
     try:
         ids = [import_id] if import_id else stored.resumable(store)
-        totals: dict[str, int] = {}
         for one in ids:
-            counts = _run_one(store, one, settings)
-            for name, count in counts.items():
-                totals[name] = totals.get(name, 0) + count
-        return totals
+            ending, counts = _run_one(store, one, settings)
+            imports[f"imports_{ending}"] += 1
+            totals.update(counts)
     finally:
         store.dispose()
 
+    publish_summary(
+        "lead-import-summary",
+        {**totals, **imports},
+        (
+            "What this import run did: records by outcome, summed over the "
+            "imports it finished, and how each import it took ended (counts only)."
+        ),
+    )
+    return dict(totals)
 
-def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]:
+
+def _run_one(
+    store: Store, import_id: str, settings: Settings
+) -> tuple[ImportEnding, dict[str, int]]:
     logger = get_run_logger()
     owner = str(runtime.flow_run.id)
     try:
@@ -55,7 +74,7 @@ def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]
         )
     except importer.ImportBusy as exc:
         logger.info("skipped: %s", exc)
-        return {}
+        return "skipped", {}
     logger.info("import %s: started", import_id)
 
     try:
@@ -73,16 +92,16 @@ def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]
     except importer.ImportFileError as exc:
         # Marked failed with this reason, which the import's status shows.
         logger.error("import %s: failed: %s", import_id, exc)
-        return {}
+        return "failed", {}
     except importer.ImportBusy as exc:
         logger.warning("import %s: let go: %s", import_id, exc)
-        return {}
+        return "skipped", {}
     except Exception as exc:
         # Failed with how far it got (or, with the store down, left for the
         # sweeper); the error's text stays out of Prefect, it may quote a record.
         importer.stop(store, job, exc)
         logger.error("import %s: stopped by %s", import_id, type(exc).__name__)
-        return {}
+        return "stopped", {}
 
     counts = importer.finish(store, job)
     logger.info("import %s: finished %s", import_id, counts)
@@ -95,7 +114,7 @@ def _run_one(store: Store, import_id: str, settings: Settings) -> dict[str, int]
             + ": counts only."
         ),
     )
-    return counts
+    return "finished", counts
 
 
 def _log_progress(job: Job, chunk: Chunk) -> None:

@@ -7,11 +7,11 @@ from functools import partial
 from typing import Annotated
 
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from connectors.email.backends import outbox_from_settings
 from connectors.email.templates import TemplateRenderer
+from flows.summaries import publish_summary
 from leads.email_sends import EMAIL_SEND
 from leads.sequences import load_sequences
 from leads.settings import get_settings
@@ -123,10 +123,11 @@ def dispatch_sequence(
 
     label = sequence or "every sequence"
     logger.info("dispatched %s: %s", label, dict(totals) or "nothing due")
-    create_table_artifact(
-        key="sequence-dispatch-summary",
-        table=[{"outcome": k, "count": v} for k, v in sorted(totals.items())],
-        description=f"What this run of {label} did (counts only).",
+    publish_summary(
+        "sequence-dispatch-summary",
+        totals,
+        f"What this run of {label}{' for one lead' if lead_id else ''} did "
+        "(counts by outcome only).",
     )
     return dict(totals)
 

@@ -6,18 +6,34 @@ import inspect
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect.client.schemas.objects import (
     ConcurrencyLimitConfig,
     ConcurrencyLimitStrategy,
 )
 
 from deployments.definitions import (
+    PREFECT_YAML,
     DefinitionError,
     load_definitions,
     to_runner_deployment,
+    work_pool_name,
 )
+from deployments.prefect_env import HEARTBEAT_SECONDS, RUN_TAG
 
 DEFINITIONS = load_definitions()
+DOCUMENT = yaml.safe_load(PREFECT_YAML.read_text())
+
+
+def strings(value: object) -> list[str]:
+    """Every string in a parsed YAML document."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
 
 
 def test_prefect_yaml_declares_the_workflows_the_api_names():
@@ -60,6 +76,15 @@ class TestEveryDeployment:
         )
         assert deployment.entrypoint.startswith("flows.")
         assert "orchestrator" in deployment.tags
+
+    def test_is_deployed_to_the_work_pool_with_the_tag_it_is_served_with(
+        self, definition
+    ):
+        deployment = to_runner_deployment(definition)
+
+        assert definition.work_pool_name == work_pool_name(DEFINITIONS)
+        assert RUN_TAG in definition.tags
+        assert deployment.tags == definition.tags
 
     def test_schedules_are_valid_cron(self, definition):
         from prefect.client.schemas.schedules import CronSchedule
@@ -110,3 +135,78 @@ def test_a_broken_file_is_a_clear_error(tmp_path: Path):
         load_definitions(nameless)
     with pytest.raises(DefinitionError, match="cannot import flows.nope"):
         load_definitions(missing)[0].load_flow()
+
+
+class TestDeployingToAWorkPool:
+    """`prefect deploy --all` reads the same file; these keys are for it."""
+
+    def test_every_deployment_names_one_process_pool(self):
+        assert work_pool_name(DEFINITIONS) == "orchestrator"
+
+    def test_worker_runs_send_the_heartbeat_the_crash_automation_counts(self):
+        for definition in DEFINITIONS:
+            env = definition.work_pool["job_variables"]["env"]
+            assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS)
+
+    def test_runs_change_to_the_directory_deploy_ran_in_named_nowhere_in_the_file(
+        self,
+    ):
+        [build] = DOCUMENT["build"]
+        [pull] = DOCUMENT["pull"]
+        recorded = build["prefect.deployments.steps.set_working_directory"]
+        changed_to = pull["prefect.deployments.steps.set_working_directory"]
+
+        assert recorded["directory"] == "."
+        assert changed_to["directory"] == f"{{{{ {recorded['id']}.directory }}}}"
+        machine_paths = [v for v in strings(DOCUMENT) if v.startswith(("/", "~"))]
+        assert machine_paths == []
+
+    def test_prefects_own_reader_takes_every_deployment_with_its_settings(self):
+        # `prefect deploy` skips a file its model refuses, with only a warning.
+        from prefect.cli.deploy._models import PrefectYamlModel
+
+        model = PrefectYamlModel.model_validate(DOCUMENT)
+
+        assert [d.name for d in model.deployments] == [d.name for d in DEFINITIONS]
+        for read, definition in zip(model.deployments, DEFINITIONS, strict=True):
+            assert read.entrypoint == definition.entrypoint
+            assert read.work_pool.name == definition.work_pool_name
+            assert read.parameters == definition.parameters
+            assert read.tags == definition.tags
+            assert len(read.schedules or []) == len(definition.schedules)
+            assert len(read.triggers or []) == len(definition.triggers)
+
+
+def test_the_work_pool_must_be_named_once_for_every_deployment(tmp_path: Path):
+    def entry(name: str, pool: str | None) -> str:
+        pooled = f", work_pool: {{name: {pool}}}" if pool else ""
+        flow = "entrypoint: 'flows/crm_sync.py:crm_sync'"
+        return f"  - {{name: {name}, {flow}{pooled}}}\n"
+
+    unpooled = tmp_path / "unpooled.yaml"
+    unpooled.write_text("deployments:\n" + entry("a", "p") + entry("b", None))
+    two = tmp_path / "two.yaml"
+    two.write_text("deployments:\n" + entry("a", "p") + entry("b", "q"))
+
+    with pytest.raises(DefinitionError, match="without a work_pool: b"):
+        work_pool_name(load_definitions(unpooled))
+    with pytest.raises(DefinitionError, match="one work pool .* got p, q"):
+        work_pool_name(load_definitions(two))
+
+
+def test_keys_only_prefect_deploy_reads_are_tolerated(tmp_path: Path):
+    path = tmp_path / "prefect.yaml"
+    path.write_text(
+        "pull: [{prefect.deployments.steps.set_working_directory: {directory: .}}]\n"
+        "deployments:\n"
+        "  - name: a\n"
+        "    entrypoint: flows/crm_sync.py:crm_sync\n"
+        "    version: '1'\n"
+        "    enforce_parameter_schema: true\n"
+        "    pull: []\n"
+    )
+
+    [definition] = load_definitions(path)
+
+    assert definition.name == "a"
+    assert definition.work_pool_name is None
