@@ -26,6 +26,7 @@ from api.routes import (
     imports,
     leads,
     unsubscribe,
+    webhooks,
     workflows,
 )
 from api.routes.health import VERSION
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(crm.router)
     app.include_router(workflows.router)
     app.include_router(email.router)
+    app.include_router(webhooks.router)
     # At the root, not under /api: these links go out in e-mails, to people.
     app.include_router(unsubscribe.router)
     _serve_docs(app)

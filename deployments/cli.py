@@ -15,6 +15,7 @@ from deployments.crm_cli import crm, sandbox, sync
 from deployments.email_cli import mailbox
 from deployments.import_cli import import_file
 from deployments.score_cli import score
+from deployments.webhook_cli import webhooks
 from deployments.work_pool_cli import deploy, worker
 from leads.settings import Settings, get_settings
 from leads.store.database import create_store_engine
@@ -30,6 +31,7 @@ app.add_typer(db, name="db")
 app.command("import")(import_file)
 app.add_typer(score, name="score")
 app.add_typer(crm, name="crm")
+app.add_typer(webhooks, name="webhooks")
 app.command()(sandbox)
 app.command()(sync)
 app.command()(mailbox)

@@ -41,6 +41,7 @@ from leads.store.tables import (
     SequencePlan,
     SequenceStep,
     TimelineEvent,
+    WebhookDelivery,
 )
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -136,6 +137,7 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
         for table in (
+            WebhookDelivery,
             SequencePlan,
             EmailEvent,
             EmailSend,

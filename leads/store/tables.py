@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     Boolean,
     DateTime,
     Float,
@@ -545,3 +546,50 @@ class SequencePlan(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow
     )
+
+
+class WebhookDelivery(Base):
+    """One webhook event as it arrived, kept before anything is done with it.
+
+    The sender's delivery id is unique per tenant and source, so a redelivery
+    is counted (`receipts`) and never applied twice. `status` is `pending`
+    until processed, then `applied`, `stale` (older than an event already
+    applied to the same lead and subject), `ignored` (an event type this
+    source does not act on) or `rejected` (with `reasons`).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint(
+            "source", "delivery_id", "tenant_id", name="uq_webhook_deliveries"
+        ),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_lead", "lead_id", "subject", "occurred_at"),
+        Index("ix_webhook_deliveries_listing", "tenant_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str | None] = mapped_column(String(128))
+    # What the event is about within its lead (a HubSpot property), so that
+    # ordering is kept per subject; None for a whole lead.
+    subject: Mapped[str | None] = mapped_column(String(128))
+    # The bytes as received (for HubSpot, this event of the batch), so a
+    # delivery can be processed again after a crash or a config change.
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    receipts: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reasons: Mapped[list[dict[str, str]]] = mapped_column(JsonDocument, default=list)
+    # No foreign key: the delivery stays as evidence when a lead is merged.
+    lead_id: Mapped[str | None] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))

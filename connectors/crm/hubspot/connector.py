@@ -17,6 +17,7 @@ from connectors.crm.hubspot.contacts import (
     ChangeScanner,
     ContactWriter,
     collapse,
+    read_contact,
     read_contacts,
 )
 from connectors.crm.hubspot.credentials import HubSpotCredentials
@@ -137,6 +138,10 @@ class HubSpotConnector:
     ) -> dict[str, CrmSnapshot]:
         """The contacts found by e-mail; an e-mail not found is absent."""
         return read_contacts(self._client, keys, fields)
+
+    def read_by_id(self, crm_id: str, fields: Sequence[str]) -> CrmSnapshot | None:
+        """One contact by its record id; None when HubSpot has no such contact."""
+        return read_contact(self._client, crm_id, fields)
 
     def changed(
         self, start: datetime, end: datetime, fields: Sequence[str]

@@ -318,6 +318,23 @@ def read_contacts(
     return found
 
 
+def read_contact(
+    client: HubSpotClient, contact_id: str, fields: Sequence[str]
+) -> CrmSnapshot | None:
+    """One contact by its record id (as webhooks name it); None when it is gone."""
+    try:
+        item = client.call(
+            "read contact",
+            client.basic_api.get_by_id_with_http_info,
+            contact_id,
+            properties=list(dict.fromkeys([*fields, KEY])),
+            archived=False,
+        )
+    except HubSpotNotFound:
+        return None
+    return snapshot_of(item, fields)
+
+
 def snapshot_of(item: Any, fields: Sequence[str]) -> CrmSnapshot:
     properties = item.properties or {}
     return CrmSnapshot(

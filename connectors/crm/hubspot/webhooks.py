@@ -1,0 +1,241 @@
+"""HubSpot's webhook events: contacts created, properties changed, privacy deletions.
+
+HubSpot posts batches of events naming a contact by its record id; each event
+was split out and kept on its own (`leads.webhooks.events`). A property change
+of a contact we hold updates the state the e-mail stop conditions read, at
+once instead of at the next reconciliation; a contact created in HubSpot is
+read back by id and taken in as a lead; a privacy deletion stops all e-mail
+to the person.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from connectors.crm.errors import CrmError
+from connectors.crm.protocol import CrmSnapshot
+from connectors.crm.reconcile import STATE_FIELDS, apply_state
+from connectors.crm.saved_accounts import resolve
+from connectors.crm.store_budget import StoreBudget
+from leads.errors import FieldError, LeadRejected
+from leads.intake import prepare, store_prepared
+from leads.settings import Settings
+from leads.store import Store, TenantScope, timeline
+from leads.store import webhooks as deliveries
+from leads.store.tables import Lead
+from leads.suppression import unsubscribe
+from leads.webhooks.processing import (
+    Handler,
+    TryLater,
+    Verdict,
+    lead_handler,
+    rejected,
+)
+from leads.webhooks.sources import Payload, WebhookSource
+
+PROVIDER = "hubspot"
+# HubSpot's default contact properties, as our lead fields.
+LEAD_FIELDS = {
+    "email": "email",
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "company": "company",
+    "jobtitle": "job_title",
+    "phone": "phone",
+    "website": "website",
+    "address": "street",
+    "city": "city",
+    "state": "state",
+    "zip": "postal_code",
+    "country": "country",
+}
+ContactReader = Callable[[str, list[str]], CrmSnapshot | None]
+
+
+def hubspot_handler(read_contact: ContactReader | None, region: str) -> Handler:
+    """The handler of `hubspot` payloads.
+
+    Args:
+        read_contact: reads a contact by id from the tenant's HubSpot account;
+            None when the tenant has none (created contacts are then ignored,
+            with that reason).
+        region: default region for phone numbers.
+    """
+
+    def handle(
+        scope: TenantScope, source: WebhookSource, delivery: deliveries.Claimed
+    ) -> Verdict:
+        try:
+            event = json.loads(delivery.body)
+        except ValueError as exc:
+            return rejected("body", "invalid_json", str(exc))
+        if not isinstance(event, Mapping) or not event.get("objectId"):
+            return rejected(
+                "body", "not_a_hubspot_event", "HubSpot sends a list of events"
+            )
+        contact_id = str(event["objectId"])
+        lead = scope.session.scalar(
+            scope.select(Lead).where(Lead.crm_id == contact_id).limit(1)
+        )
+        kind = delivery.event_type
+        if kind == "contact.propertyChange":
+            return _property_changed(scope, source, delivery, event, lead)
+        if kind == "contact.creation":
+            return _created(
+                scope, source, delivery, contact_id, lead, read_contact, region
+            )
+        if kind == "contact.privacyDeletion":
+            return _privacy_deletion(scope, source, delivery, lead)
+        return _ignored("subscriptionType", "event_type_not_handled", f"{kind!r}")
+
+    return handle
+
+
+def _property_changed(
+    scope: TenantScope,
+    source: WebhookSource,
+    delivery: deliveries.Claimed,
+    event: Mapping[str, Any],
+    lead: Lead | None,
+) -> Verdict:
+    name = str(event.get("propertyName") or "")
+    if lead is None:
+        return _ignored("objectId", "contact_not_known", "no lead holds this contact")
+    if name not in STATE_FIELDS[PROVIDER]:
+        return _ignored(
+            "propertyName",
+            "property_not_followed",
+            f"only {', '.join(STATE_FIELDS[PROVIDER])} are read back",
+        )
+    # Ordered per property: a later change of another property says nothing
+    # about this one.
+    newest = deliveries.newest_applied(scope, lead.id, name)
+    if newest is not None and newest > delivery.occurred_at:
+        return Verdict(deliveries.STALE, lead_id=lead.id)
+    fields = _fields_of(lead) | {name: event.get("propertyValue")}
+    apply_state(scope, lead, PROVIDER, fields, source=f"webhook:{source.name}")
+    return Verdict(deliveries.APPLIED, lead_id=lead.id)
+
+
+def _fields_of(lead: Lead) -> dict[str, Any]:
+    """The HubSpot state fields as the lead's last known CRM state holds them."""
+    state = lead.crm_state or {}
+    return {
+        "lifecyclestage": state.get("lifecycle_stage"),
+        "hs_lead_status": state.get("status"),
+        "hs_email_optout": state.get("opted_out"),
+        "hs_sales_email_last_replied": state.get("replied_at"),
+    }
+
+
+def _created(
+    scope: TenantScope,
+    source: WebhookSource,
+    delivery: deliveries.Claimed,
+    contact_id: str,
+    lead: Lead | None,
+    read_contact: ContactReader | None,
+    region: str,
+) -> Verdict:
+    if lead is not None:
+        # Most often one we created ourselves, echoed back.
+        return Verdict(deliveries.APPLIED, lead_id=lead.id)
+    if read_contact is None:
+        return _ignored(
+            "objectId",
+            "no_hubspot_account",
+            "the tenant's CRM is not HubSpot, so the contact cannot be read",
+        )
+    try:
+        snapshot = read_contact(contact_id, list(LEAD_FIELDS))
+    except CrmError as exc:
+        if exc.retryable:
+            raise TryLater(f"reading contact {contact_id}: {exc}") from exc
+        return rejected("objectId", exc.code, str(exc))
+    if snapshot is None:
+        return _ignored("objectId", "contact_gone", "HubSpot no longer has it")
+    values = {
+        ours: snapshot.fields[theirs]
+        for theirs, ours in LEAD_FIELDS.items()
+        if snapshot.fields.get(theirs) not in (None, "")
+    }
+    try:
+        prepared = prepare({**values, "source": "hubspot"}, region)
+    except LeadRejected as exc:
+        return Verdict(deliveries.REJECTED, reasons=list(exc.errors))
+    result = store_prepared(
+        scope,
+        prepared,
+        channel=f"webhook:{source.name}",
+        reference=f"webhook:{source.name}:{delivery.delivery_id}",
+    )
+    return Verdict(deliveries.APPLIED, lead_id=result.lead.id, outcome=result.outcome)
+
+
+def _privacy_deletion(
+    scope: TenantScope,
+    source: WebhookSource,
+    delivery: deliveries.Claimed,
+    lead: Lead | None,
+) -> Verdict:
+    if lead is None:
+        return _ignored("objectId", "contact_not_known", "no lead holds this contact")
+    # TODO(#8): erase the person from the store, timeline and outboxes, as
+    # `DELETE /api/leads/{id}?erase=true` will; until then every e-mail stops.
+    unsubscribe(scope, lead, source=f"webhook:{source.name}")
+    timeline.record(
+        scope,
+        lead,
+        "lead.privacy_deletion_requested",
+        source=f"webhook:{source.name}",
+        detail={"delivery_id": delivery.delivery_id},
+    )
+    return Verdict(deliveries.APPLIED, lead_id=lead.id)
+
+
+def _ignored(field: str, reason: str, message: str) -> Verdict:
+    return Verdict(deliveries.IGNORED, reasons=[FieldError(field, reason, message)])
+
+
+def handlers_for(
+    store: Store, settings: Settings, tenant_id: str
+) -> dict[Payload, Handler]:
+    """Every payload's handler for one tenant's deliveries."""
+    region = settings.default_region
+    return {
+        Payload.LEAD: lead_handler(region),
+        Payload.HUBSPOT: hubspot_handler(
+            _contact_reader(store, settings, tenant_id), region
+        ),
+    }
+
+
+def _contact_reader(
+    store: Store, settings: Settings, tenant_id: str
+) -> ContactReader | None:
+    """Reads contacts from the tenant's HubSpot account; None without one."""
+    try:
+        account = resolve(store, tenant_id, settings)
+    except CrmError as exc:
+        # Configured but unusable: the delivery waits for the fix.
+        problem = str(exc)
+
+        def broken(contact_id: str, fields: list[str]) -> CrmSnapshot | None:
+            raise TryLater(f"the tenant's CRM account cannot be used: {problem}")
+
+        return broken
+    if account is None or account.provider != PROVIDER:
+        return None
+
+    def read(contact_id: str, fields: list[str]) -> CrmSnapshot | None:
+        # Contacts created in HubSpot are rare next to our own writes: a
+        # connection per read is cheap enough, and shares the rate budget.
+        connector = account.connect(StoreBudget.for_account(store, account))
+        try:
+            return connector.read_by_id(contact_id, fields)  # type: ignore[attr-defined]
+        finally:
+            connector.close()
+
+    return read

@@ -1,0 +1,1 @@
+"""Webhooks: sources, signatures on raw bytes, payloads turned into leads."""

@@ -1,0 +1,216 @@
+"""Processing a stored delivery once: a lead taken in, or the reason it was not.
+
+Every delivery is claimed by a conditional update before it is processed, and
+settled in the same transaction as the lead it wrote, so a delivery is applied
+at most once however many processors (the API's background, the drain flow)
+look at it. A failure that may pass (a locked database, a CRM that is down)
+leaves it pending for a later attempt: nothing kept is ever dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from leads import clock
+from leads.errors import FieldError, LeadRejected
+from leads.flow_run import current_flow_run_id
+from leads.intake import prepare, store_prepared
+from leads.matching import mailbox_key
+from leads.store import Store, TenantScope, duplicates, timeline
+from leads.store import webhooks as deliveries
+from leads.store.leads import find_by_email
+from leads.webhooks.events import find, parse_json
+from leads.webhooks.sources import Payload, WebhookSource
+
+logger = logging.getLogger(__name__)
+
+
+class TryLater(Exception):
+    """Processing could not finish now but may later (a CRM read that failed)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a delivery ended: `applied`, `stale`, `ignored` or `rejected`."""
+
+    status: str
+    lead_id: str | None = None
+    reasons: list[FieldError] = field(default_factory=list)
+    outcome: str | None = None
+
+    @property
+    def leaves_work(self) -> bool:
+        """Whether a lead was written (its CRM sync and e-mails are now owed)."""
+        return self.status == deliveries.APPLIED and self.outcome is not None
+
+
+Handler = Callable[[TenantScope, WebhookSource, deliveries.Claimed], Verdict]
+
+
+def rejected(field_name: str, reason: str, message: str) -> Verdict:
+    return Verdict(
+        deliveries.REJECTED, reasons=[FieldError(field_name, reason, message)]
+    )
+
+
+def lead_handler(region: str) -> Handler:
+    """The handler of `lead` payloads: the body (or a part of it) is a lead."""
+
+    def handle(
+        scope: TenantScope, source: WebhookSource, delivery: deliveries.Claimed
+    ) -> Verdict:
+        return take_in_lead(scope, source, delivery, region)
+
+    return handle
+
+
+def take_in_lead(
+    scope: TenantScope,
+    source: WebhookSource,
+    delivery: deliveries.Claimed,
+    region: str,
+) -> Verdict:
+    """Takes the delivery's lead in, unless an event applied to it is newer."""
+    try:
+        document = parse_json(delivery.body)
+    except ValueError as exc:
+        return rejected("body", "invalid_json", str(exc))
+
+    if source.events is not None:
+        kind = find(document, source.events.field)
+        if kind not in source.events.accept:
+            return Verdict(
+                deliveries.IGNORED,
+                reasons=[
+                    FieldError(
+                        source.events.field,
+                        "event_type_not_handled",
+                        f"{kind!r} is not one of {source.events.accept}",
+                    )
+                ],
+            )
+
+    lead = find(document, source.lead) if source.lead else document
+    if not isinstance(lead, Mapping):
+        return rejected(
+            source.lead or "body", "not_an_object", "the lead must be a JSON object"
+        )
+    try:
+        values = prepare(mapped(lead, source), region)
+    except LeadRejected as exc:
+        return Verdict(deliveries.REJECTED, reasons=list(exc.errors))
+
+    email = values.get("email")
+    if email:
+        # The same lock intake takes, so the order check and the write below
+        # see one state of the lead.
+        duplicates.lock_mailboxes(scope, [mailbox_key(email)])
+        existing = find_by_email(scope, email, lock=True)
+        if existing is not None:
+            newest = deliveries.newest_applied(scope, existing.id, None)
+            if newest is not None and newest > delivery.occurred_at:
+                timeline.record(
+                    scope,
+                    existing,
+                    "webhook.out_of_order",
+                    source=f"webhook:{source.name}",
+                    detail={
+                        "delivery_id": delivery.delivery_id,
+                        "occurred_at": delivery.occurred_at.isoformat(),
+                        "newest_applied_at": newest.isoformat(),
+                    },
+                )
+                return Verdict(deliveries.STALE, lead_id=existing.id)
+
+    result = store_prepared(
+        scope,
+        values,
+        channel=f"webhook:{source.name}",
+        reference=f"webhook:{source.name}:{delivery.delivery_id}",
+    )
+    return Verdict(deliveries.APPLIED, lead_id=result.lead.id, outcome=result.outcome)
+
+
+def mapped(lead: Mapping[str, Any], source: WebhookSource) -> dict[str, Any]:
+    """The lead object with the source's field names turned into ours.
+
+    A mapped top-level key is consumed, so it does not also land in `custom`;
+    every other key is kept as given.
+    """
+    values = dict(lead)
+    for target, path in source.fields.items():
+        value = find(lead, path)
+        if "." not in path:
+            values.pop(path, None)
+        if value is not None:
+            values[target] = value
+    if source.lead_source and not values.get("source"):
+        values["source"] = source.lead_source
+    return values
+
+
+def process(
+    store: Store,
+    tenant_id: str,
+    delivery_pk: int,
+    sources: Mapping[str, WebhookSource],
+    handlers: Mapping[Payload, Handler],
+) -> Verdict | None:
+    """Claims and processes one delivery; None when it was not processed now.
+
+    None means another processor holds or finished it, or it must wait (its
+    source is gone from the config, or its handler asked to try later); it
+    stays pending with the reason in `last_error`.
+    """
+    with store.write(tenant_id) as scope:
+        delivery = deliveries.claim(scope, delivery_pk, clock.now())
+    if delivery is None:
+        return None
+
+    source = sources.get(delivery.source)
+    if source is None:
+        return _later(
+            store, delivery, f"source {delivery.source!r} is not in webhooks.yaml"
+        )
+    handler = handlers.get(source.payload)
+    if handler is None:
+        return _later(store, delivery, f"no handler for {source.payload} payloads")
+
+    # A unique-key race with another writer of the same new lead turns into
+    # an update on the second try, as for `POST /api/leads`.
+    for attempt in (1, 2):
+        try:
+            with store.write(tenant_id) as scope:
+                verdict = handler(scope, source, delivery)
+                deliveries.settle(
+                    scope,
+                    delivery.id,
+                    verdict.status,
+                    lead_id=verdict.lead_id,
+                    reasons=[reason.as_dict() for reason in verdict.reasons],
+                    flow_run_id=current_flow_run_id(),
+                )
+            return verdict
+        except IntegrityError as exc:
+            if attempt == 2:
+                return _later(store, delivery, f"store conflict: {exc.orig}")
+        except (OperationalError, TryLater) as exc:
+            return _later(store, delivery, str(exc))
+    raise AssertionError("unreachable")
+
+
+def _later(store: Store, delivery: deliveries.Claimed, error: str) -> None:
+    logger.warning(
+        "webhook delivery %s of %s left pending: %s",
+        delivery.id,
+        delivery.source,
+        error,
+    )
+    with store.write(delivery.tenant_id) as scope:
+        deliveries.retry_later(scope, delivery.id, delivery.attempts, error)
+    return None
