@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import hmac
 import os
 import re
 import signal
@@ -244,7 +245,7 @@ def test_posted_and_imported_leads_reach_the_crm_sandbox_within_30_seconds(stack
     view = wait_for(synced, 15, "the lead's sync to be recorded")
     assert view["crm_id"] == contacts["lin.wu@example.com"]["id"]
     timeline = stack.api.get(f"/api/leads/{lead['id']}/timeline").json()["data"]
-    [event] = [e for e in timeline if e["kind"] == "crm_synced"]
+    [event] = [e for e in timeline if e["kind"] == "crm.created"]
     assert event["detail"]["crm_id"] == view["crm_id"]
     assert UUID(event["flow_run_id"])
 
@@ -375,6 +376,54 @@ def test_unknown_parameters_are_422_naming_them(stack):
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "parameters.colour"
+
+
+def test_a_webhook_sent_three_times_is_one_lead_synced_and_greeted_once(stack):
+    # As the README shows it: the source's development secret, then curl.
+    secret = subprocess.run(
+        [ORCHESTRATOR, "webhooks", "secret", "forms"],
+        env={**os.environ, "ORCH_DATA_DIR": str(stack.data_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    body = b'{"email": "Yara.Haddad@Example.com", "first_name": "Yara", "form": "demo"}'
+    stamp = int(time.time())
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, "sha256")
+    headers = {
+        "Content-Type": "application/json",
+        "X-Event-Id": "evt-e2e-1",
+        "X-Orchestrator-Signature": f"t={stamp},v1={digest.hexdigest()}",
+    }
+
+    answers = [
+        stack.api.post("/api/webhooks/forms", content=body, headers=headers)
+        for _ in range(3)
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json()["new"] for a in answers] == [1, 0, 0]
+    address = "yara.haddad@example.com"
+    wait_for(lambda: stack.mails_to(address), 30, "the webhook lead's welcome e-mail")
+
+    def in_sandbox() -> bool:
+        contacts = httpx.get(f"{stack.sandbox_url}/_sandbox/hubspot/contacts").json()
+        return any(c["properties"]["email"] == address for c in contacts)
+
+    wait_for(in_sandbox, 30, "the webhook lead in the CRM sandbox")
+    [(lead_id,)] = stack.store("SELECT id FROM leads WHERE email = :e", e=address)
+    timeline = stack.api.get(f"/api/leads/{lead_id}/timeline").json()["data"]
+    [created] = [e for e in timeline if e["kind"] == "lead.created"]
+    assert created["source"] == "webhook:forms"
+    assert created["detail"]["reference"] == "webhook:forms:evt-e2e-1"
+    # The lead's runs lead to the very runs its timeline names, in the Prefect UI.
+    runs = stack.api.get(f"/api/leads/{lead_id}/runs").json()["data"]
+    named = {e["flow_run_id"] for e in timeline if e["flow_run_id"]}
+    assert named and named <= {run["run_id"] for run in runs}
+    assert all(run["ui_url"].endswith(run["run_id"]) for run in runs)
+    # Another sync or dispatcher run later must not send it again.
+    time.sleep(5)
+    assert stack.mails_to(address) == 1
 
 
 @pytest.mark.timeout(600)
