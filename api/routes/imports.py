@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ContextDep, SettingsDep, StoreDep
 from api.problems import problem
-from flows.parameters import json_ready
 from leads import importer
 from leads.errors import FieldError, LeadRejected
 from leads.importer import ImportTooLarge
 from leads.imports import ImportFileError, read_mapping
+from leads.run_parameters import json_ready
 from leads.settings import Settings
 from leads.store import Store
 from leads.store import imports as stored

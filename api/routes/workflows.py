@@ -39,11 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from api.problems import problem
-from flows.parameters import ParameterError, PersonalDataInParameters, json_ready
 from leads.encryption import secret_key
 from leads.errors import FieldError, LeadRejected
 from leads.intake import submit
 from leads.models import LeadInput
+from leads.run_parameters import ParameterError, PersonalDataInParameters, json_ready
 from leads.settings import Settings
 from leads.store import Store, outbox
 from leads.store.leads import get_lead

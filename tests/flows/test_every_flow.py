@@ -22,7 +22,7 @@ from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel, ValidationError
 
 from deployments.definitions import load_definitions
-from flows.parameters import json_ready
+from leads.run_parameters import json_ready
 
 DEFINITIONS = load_definitions()
 FLOWS: dict[str, Flow[..., Any]] = {d.entrypoint: d.load_flow() for d in DEFINITIONS}

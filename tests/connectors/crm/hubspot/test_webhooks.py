@@ -88,7 +88,9 @@ class TestContactCreated:
         self, store, sandbox
     ):
         delivery_id = keep_creation(store, "1")
-        sandbox.arm(method="GET", path="/crm/v3/objects/contacts/", status=503, times=10)
+        sandbox.arm(
+            method="GET", path="/crm/v3/objects/contacts/", status=503, times=10
+        )
 
         verdict = run(store, sandbox, delivery_id)
 

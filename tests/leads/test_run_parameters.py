@@ -26,7 +26,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.utilities.callables import parameter_schema
 from pydantic import BaseModel
 
-from flows.parameters import (
+from leads.run_parameters import (
     ParameterNotSerialisable,
     PersonalDataInParameters,
     json_ready,
