@@ -152,7 +152,7 @@ def build_message(
     try:
         message["From"] = from_address
         message["To"] = to_address
-        message["Subject"] = _one_line(rendered.subject)
+        message["Subject"] = _literal(_one_line(rendered.subject))
         message["Date"] = format_datetime(now or clock.now())
         # Given a domain, make_msgid asks no name server for this host's name.
         message["Message-ID"] = message_id or make_msgid(domain=from_address.domain)
@@ -163,9 +163,26 @@ def build_message(
         raise EmailRenderError(
             f"a header of the message is not allowed: {exc}"
         ) from exc
+    for name, value in message.items():
+        # Whatever a header's text became once parsed, it is one line.
+        if "\r" in str(value) or "\n" in str(value):
+            raise EmailRenderError(f"the {name} header would span lines")
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     return message
+
+
+def _literal(text: str) -> str:
+    """The text as a header value that no mail program reads as encoded words.
+
+    RFC 2047 encoded words (`=?utf-8?b?…?=`) are decoded where a header is
+    parsed: here, and again in every mail client. A name typed as one could
+    hide line breaks, and with them new headers or a new body (Python before
+    3.11.10 does not check generated headers, CVE-2024-6923). An invisible
+    word joiner after each `=` of `=?` keeps the text as it reads, but no
+    longer an encoded word anywhere.
+    """
+    return text.replace("=?", "=\u2060?")
 
 
 def _one_line(text: str) -> str:

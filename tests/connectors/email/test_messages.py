@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -81,6 +82,34 @@ class TestHeaderInjection:
         ]
         assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.com"]
         assert message["Subject"] == "Welcome, Ada Bcc: x@evil!"
+
+    @pytest.mark.parametrize(
+        "hidden",
+        [
+            b"\r\nBcc: victim@evil.example",
+            b"\r\nReply-To: a@evil.example\r\n\r\nYour account is locked.",
+        ],
+    )
+    def test_a_name_typed_as_an_encoded_word_stays_text_in_the_subject(self, hidden):
+        # RFC 2047 encoded words are decoded when a header is parsed; one
+        # hiding line breaks must not become headers or a body (CVE-2024-6923).
+        word = "=?utf-8?b?" + base64.b64encode(hidden).decode() + "?="
+        rendered = TemplateRenderer(CONFIG / "templates").render(
+            "welcome_1",
+            "Welcome, {{ lead.first_name }}!",
+            {"first_name": word, "company": None},
+        )
+
+        built = build_message(rendered, sender=SENDER, recipient="ada@example.com")
+        raw, message = built.as_bytes(), parsed(built)
+
+        header_block = raw.split(b"\r\n\r\n", 1)[0]
+        assert b"Bcc" not in header_block and b"Reply-To" not in header_block
+        assert message["Bcc"] is None and message["Reply-To"] is None
+        subject = str(message["Subject"])
+        assert "\n" not in subject and "\r" not in subject
+        assert subject.replace("\u2060", "") == f"Welcome, {word}!"
+        assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.com"]
 
     @pytest.mark.parametrize(
         "recipient",
