@@ -26,6 +26,18 @@ def _source(name: str) -> tuple[Any, Any, str]:
         known = ", ".join(sorted(sources)) or "none"
         raise typer.BadParameter(f"no source {name!r}; known: {known}")
     source = sources[name]
+    if (
+        settings.env == "development"
+        and settings.secret_key is None
+        and not settings.secret_key_file.exists()
+    ):
+        # The development secrets come from the stack's key: without it, a
+        # new key here would print secrets the running stack does not know.
+        raise typer.BadParameter(
+            f"no secret key in {settings.data_dir.resolve()}: run this with the "
+            "stack's settings (its ORCH_DATA_DIR, or ORCH_SECRET_KEY), or start "
+            "the stack first"
+        )
     key = secret_key(settings) if settings.env == "development" else None
     secret = source.secret(key)
     if secret is None:

@@ -46,11 +46,11 @@ def drain_webhooks(
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)
-    sources = configured_sources(settings.config_dir)
     handlers: dict[str, dict[Payload, Handler]] = {}
     totals: Counter[str] = Counter()
     owed = 0
     try:
+        sources = configured_sources(settings.config_dir)
         with within_flow_run(str(runtime.flow_run.id)):
             for _ in range(max_batches):
                 due = deliveries.due(store, clock.now(), batch_size)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -37,7 +39,7 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 SourceName = Annotated[
     str, Path(max_length=64, description="A source named in config/webhooks.yaml.")
 ]
-Status = Literal["pending", "applied", "stale", "ignored", "rejected"]
+Status = Literal["pending", "applied", "stale", "ignored", "rejected", "failed"]
 
 
 class DeliveryReceipt(BaseModel):
@@ -94,8 +96,10 @@ class SourceView(BaseModel):
     signature_header: str | None
     timestamp_header: str | None
     secret_env: str
-    secret_configured: bool = Field(
-        description="Whether a secret is there (it is never shown)."
+    secret: Literal["environment", "development", "missing"] = Field(
+        description="Where the secret comes from (it is never shown): its "
+        "environment variable, derived from the project's key in development, "
+        "or missing (deliveries get 503)."
     )
 
 
@@ -134,15 +138,17 @@ async def receive(
         return problem(503, str(exc), slug="webhook-config")
     config = sources.get(source)
     if config is None:
-        known = ", ".join(sorted(sources)) or "none (see config/webhooks.yaml)"
-        return problem(
-            404, f"no webhook source {source!r}; known: {known}", slug="unknown-source"
-        )
+        # Callers are not known yet: the sources configured are not theirs to
+        # list (GET /api/webhooks/sources does, for the project's users).
+        return problem(404, f"no webhook source {source!r}", slug="unknown-source")
     secret = config.secret(development_key(settings))
     if secret is None:
+        logger.warning(
+            "webhook source %s has no secret: set %s", source, config.secret_env
+        )
         return problem(
             503,
-            f"webhook source {source!r} has no secret: set {config.secret_env}",
+            f"webhook source {source!r} is not ready to receive deliveries",
             slug="webhook-secret-missing",
         )
 
@@ -162,7 +168,7 @@ async def receive(
     except SignatureRejected as exc:
         # Nothing is stored for a delivery that does not prove its sender.
         logger.warning("webhook %s refused: %s", source, exc.reason)
-        where = (
+        where = exc.field or (
             "token"
             if config.signature is SignatureFormat.TOKEN
             else config.signature_header or "signature"
@@ -175,7 +181,9 @@ async def receive(
         )
 
     events = split(config, body, request.headers, now)
-    kept = await run_in_threadpool(_keep, store, config, events)
+    kept = await run_in_threadpool(
+        _keep, store, config, events, signature_digest(config, request.headers)
+    )
     fresh = [item.id for item in kept if item.new]
     if fresh:
         background.add_task(process_new, store, settings, config.tenant, fresh, pending)
@@ -202,8 +210,26 @@ def public_url(settings: Settings, request: Request) -> str:
     return f"{url}?{query}" if query else url
 
 
+def signature_digest(source: WebhookSource, headers: Any) -> str | None:
+    """What makes a signed single-event delivery unique, whatever its id says.
+
+    The delivery id may come from a header the signature does not cover; a
+    captured request sent again under a new id must still count as a
+    redelivery. HubSpot signs a batch of events (each with its id in the
+    signed body) and a token signs nothing, so neither has one.
+    """
+    if source.signature not in (SignatureFormat.ORCHESTRATOR, SignatureFormat.SHA256):
+        return None
+    signed = f"{headers.get(source.timestamp_header or '', '')}|"
+    signed += headers.get(source.signature_header or "", "")
+    return hashlib.sha256(signed.encode()).hexdigest()
+
+
 def _keep(
-    store: Store, source: WebhookSource, events: list[Event]
+    store: Store,
+    source: WebhookSource,
+    events: list[Event],
+    digest: str | None,
 ) -> list[deliveries.Stored]:
     with store.write(source.tenant) as scope:
         return [
@@ -215,6 +241,7 @@ def _keep(
                 occurred_at=event.occurred_at,
                 event_type=event.event_type,
                 subject=event.subject,
+                signature_digest=digest if len(events) == 1 else None,
             )
             for event in events
         ]
@@ -262,7 +289,13 @@ def list_sources(settings: SettingsDep) -> Any:
             signature_header=source.signature_header,
             timestamp_header=source.timestamp_header,
             secret_env=source.secret_env,
-            secret_configured=source.secret(key) is not None,
+            secret=(
+                "environment"
+                if os.environ.get(source.secret_env)
+                else "development"
+                if source.secret(key) is not None
+                else "missing"
+            ),
         )
         for name, source in sorted(sources.items())
     ]
@@ -320,7 +353,7 @@ def retry_delivery(
     context: ContextDep,
     pending: PendingDep,
 ) -> Any:
-    """Processes a rejected or ignored delivery again, after a config fix."""
+    """Processes a rejected, ignored or failed delivery again, after a fix."""
     tenant_id = context.tenant_id
     with store.write(tenant_id) as scope:
         row = deliveries.get(scope, delivery_id)
@@ -329,8 +362,8 @@ def retry_delivery(
         if not deliveries.reopen(scope, delivery_id):
             return problem(
                 409,
-                f"delivery {delivery_id} is {row.status}; only rejected or ignored "
-                "deliveries are processed again",
+                f"delivery {delivery_id} is {row.status}; only rejected, ignored "
+                "or failed deliveries are processed again",
                 slug="delivery-not-retryable",
             )
     background.add_task(process_new, store, settings, tenant_id, [delivery_id], pending)

@@ -563,6 +563,14 @@ class WebhookDelivery(Base):
         UniqueConstraint(
             "source", "delivery_id", "tenant_id", name="uq_webhook_deliveries"
         ),
+        # One signature is one delivery, whatever id an unsigned header gives
+        # it: a captured request replayed under new ids is a redelivery.
+        UniqueConstraint(
+            "source",
+            "signature_digest",
+            "tenant_id",
+            name="uq_webhook_deliveries_signature",
+        ),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_lead", "lead_id", "subject", "occurred_at"),
         Index("ix_webhook_deliveries_listing", "tenant_id", "status", "id"),
@@ -572,6 +580,9 @@ class WebhookDelivery(Base):
     tenant_id: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(64))
     delivery_id: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the signature header; None where one signature covers many
+    # events (HubSpot's batches) or the source sends a token.
+    signature_digest: Mapped[str | None] = mapped_column(String(64))
     event_type: Mapped[str | None] = mapped_column(String(128))
     # What the event is about within its lead (a HubSpot property), so that
     # ordering is kept per subject; None for a whole lead.

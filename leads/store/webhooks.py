@@ -19,7 +19,10 @@ APPLIED = "applied"
 STALE = "stale"
 IGNORED = "ignored"
 REJECTED = "rejected"
-STATUSES = (PENDING, APPLIED, STALE, IGNORED, REJECTED)
+# Kept after processing failed unexpectedly again and again; retried on request.
+FAILED = "failed"
+STATUSES = (PENDING, APPLIED, STALE, IGNORED, REJECTED, FAILED)
+MAX_UNEXPECTED = 5
 
 # How long a processor holds a delivery before another may take it.
 LEASE = timedelta(minutes=2)
@@ -62,11 +65,13 @@ def keep(
     occurred_at: datetime,
     event_type: str | None = None,
     subject: str | None = None,
+    signature_digest: str | None = None,
 ) -> Stored:
     """Stores a delivery under its unique id, or counts a redelivery of it.
 
     The insert is `ON CONFLICT DO NOTHING`, so two copies arriving at once
-    store one row: the claim is atomic, never read-then-write.
+    store one row: the claim is atomic, never read-then-write. A delivery
+    whose signature was seen before is a redelivery too, whatever its id.
     """
     now = utcnow()
     new_id = insert_if_absent(
@@ -75,6 +80,7 @@ def keep(
         {
             "source": source,
             "delivery_id": delivery_id,
+            "signature_digest": signature_digest,
             "event_type": event_type,
             "subject": subject,
             "body": body,
@@ -91,17 +97,16 @@ def keep(
     if new_id is not None:
         return Stored(new_id, delivery_id, True, PENDING)
     table = WebhookDelivery.__table__
+    same = table.c.delivery_id == delivery_id
+    if signature_digest is not None:
+        same = or_(same, table.c.signature_digest == signature_digest)
     row = scope.session.execute(
         update(table)
-        .where(
-            table.c.tenant_id == scope.tenant_id,
-            table.c.source == source,
-            table.c.delivery_id == delivery_id,
-        )
+        .where(table.c.tenant_id == scope.tenant_id, table.c.source == source, same)
         .values(receipts=table.c.receipts + 1, last_received_at=now)
-        .returning(table.c.id, table.c.status)
-    ).one()
-    return Stored(row.id, delivery_id, False, row.status)
+        .returning(table.c.id, table.c.delivery_id, table.c.status)
+    ).first()
+    return Stored(row.id, row.delivery_id, False, row.status)
 
 
 def claim(scope: TenantScope, delivery_pk: int, now: datetime) -> Claimed | None:
@@ -133,9 +138,30 @@ def claim(scope: TenantScope, delivery_pk: int, now: datetime) -> Claimed | None
     )
 
 
+def still_claimed(scope: TenantScope, delivery: Claimed) -> bool:
+    """Locks the delivery and says whether it is still this processor's claim.
+
+    A processor that outlived its lease may find the delivery claimed again
+    (`attempts` moved on) or settled by another; it must then write nothing.
+    The row stays locked (PostgreSQL) until the transaction ends, so no other
+    processor settles it meanwhile.
+    """
+    query = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.id == delivery.id,
+            WebhookDelivery.tenant_id == scope.tenant_id,
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.attempts == delivery.attempts,
+        )
+        .with_for_update()
+    )
+    return scope.session.scalar(query) is not None
+
+
 def settle(
     scope: TenantScope,
-    delivery_pk: int,
+    delivery: Claimed,
     status: str,
     *,
     lead_id: str | None = None,
@@ -143,9 +169,9 @@ def settle(
     flow_run_id: str | None = None,
 ) -> None:
     """Records how a claimed delivery ended; it is not processed again."""
-    _set(
+    _set_claimed(
         scope,
-        delivery_pk,
+        delivery,
         status=status,
         lead_id=lead_id,
         reasons=reasons or [],
@@ -156,39 +182,40 @@ def settle(
     )
 
 
-def retry_later(
-    scope: TenantScope, delivery_pk: int, attempts: int, error: str
-) -> None:
+def retry_later(scope: TenantScope, delivery: Claimed, error: str) -> None:
     """Leaves a claimed delivery pending, due again after a growing wait."""
-    wait = BACKOFF[min(attempts, len(BACKOFF)) - 1] if attempts else BACKOFF[0]
-    _set(
+    wait = BACKOFF[min(max(delivery.attempts, 1), len(BACKOFF)) - 1]
+    _set_claimed(
         scope,
-        delivery_pk,
+        delivery,
         claimed_until=None,
         next_attempt_at=utcnow() + wait,
         last_error=error[:2000],
     )
 
 
-def _set(scope: TenantScope, delivery_pk: int, **values: Any) -> None:
+def _set_claimed(scope: TenantScope, delivery: Claimed, **values: Any) -> None:
+    """Updates the delivery only while it is still this claim (same attempt)."""
     scope.session.execute(
         update(WebhookDelivery)
         .where(
-            WebhookDelivery.id == delivery_pk,
+            WebhookDelivery.id == delivery.id,
             WebhookDelivery.tenant_id == scope.tenant_id,
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.attempts == delivery.attempts,
         )
         .values(**values)
     )
 
 
 def reopen(scope: TenantScope, delivery_pk: int) -> bool:
-    """Puts a rejected or ignored delivery back to pending (after a config fix)."""
+    """Puts a rejected, ignored or failed delivery back to pending (after a fix)."""
     result = scope.session.execute(
         update(WebhookDelivery)
         .where(
             WebhookDelivery.id == delivery_pk,
             WebhookDelivery.tenant_id == scope.tenant_id,
-            WebhookDelivery.status.in_((REJECTED, IGNORED)),
+            WebhookDelivery.status.in_((REJECTED, IGNORED, FAILED)),
         )
         .values(status=PENDING, next_attempt_at=utcnow(), reasons=[])
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ValueError("the body is not JSON we read: it nests too deep") from exc
 
 
 def find(document: Any, path: str) -> Any:
@@ -66,7 +69,7 @@ def split(
     return [
         Event(
             delivery_id=_id_text(delivery_id) or _body_hash(body),
-            occurred_at=parse_time(when) or received_at,
+            occurred_at=_at_most(parse_time(when), received_at),
             body=body,
             event_type=str(event_type)[:128] if event_type is not None else None,
         )
@@ -74,9 +77,12 @@ def split(
 
 
 def _hubspot_events(document: Any, body: bytes, received_at: datetime) -> list[Event]:
-    """HubSpot posts a list of up to 100 events, each with its own `eventId`.
+    """HubSpot posts a list of up to 100 events; each is kept on its own.
 
-    Each is kept on its own: HubSpot may batch a retried event with others.
+    HubSpot may batch a retried event with others, and documents that
+    `eventId` "is not guaranteed to be unique": an event's id is its `eventId`
+    with a digest of everything in it but `attemptNumber` (which a retry
+    changes), so a retry is a redelivery and another event is not.
     """
     if not isinstance(document, list) or not all(
         isinstance(item, Mapping) and item.get("eventId") is not None
@@ -88,14 +94,32 @@ def _hubspot_events(document: Any, body: bytes, received_at: datetime) -> list[E
         subscription = str(item.get("subscriptionType") or "")[:128] or None
         events.append(
             Event(
-                delivery_id=_id_text(item["eventId"]) or _body_hash(body),
-                occurred_at=parse_time(item.get("occurredAt")) or received_at,
+                delivery_id=_hubspot_id(item),
+                occurred_at=_at_most(parse_time(item.get("occurredAt")), received_at),
                 body=json.dumps(item, separators=(",", ":")).encode(),
                 event_type=subscription,
                 subject=_subject(item),
             )
         )
     return events
+
+
+def _hubspot_id(item: Mapping[str, Any]) -> str:
+    event = {key: value for key, value in item.items() if key != "attemptNumber"}
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return f"{str(item['eventId'])[:200]}:{digest}"
+
+
+def _at_most(claimed: datetime | None, received_at: datetime) -> datetime:
+    """The event's time as the sender states it, but never after it arrived.
+
+    An event dated in the future would make every later event of its lead
+    look older, and so never be applied.
+    """
+    if claimed is None or claimed > received_at:
+        return received_at
+    return claimed
 
 
 def _subject(item: Mapping[str, Any]) -> str | None:
@@ -130,10 +154,13 @@ def _body_hash(body: bytes) -> str:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An event time as ISO 8601 or Unix seconds or milliseconds; None if neither."""
+    """An event time as ISO 8601 or Unix seconds or milliseconds; None if neither.
+
+    An ISO time without a zone is taken as UTC.
+    """
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,16}", value.strip()):
         value = int(value)
     if isinstance(value, (int, float)):
         # Milliseconds since 1970 pass 10^11 in 1973; seconds will not until 5138.
@@ -148,6 +175,7 @@ def parse_time(value: Any) -> datetime | None:
         except ValueError:
             return None
         if moment.tzinfo is None:
-            return None
+            # Form tools that leave the zone out mostly mean UTC.
+            moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -49,7 +50,41 @@ class Verdict:
         return self.status == deliveries.APPLIED and self.outcome is not None
 
 
-Handler = Callable[[TenantScope, WebhookSource, deliveries.Claimed], Verdict]
+Apply = Callable[[TenantScope, WebhookSource, deliveries.Claimed, Any], Verdict]
+Fetch = Callable[[Store, WebhookSource, deliveries.Claimed], Any]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """How one kind of payload is processed, in two steps.
+
+    `fetch` runs first, outside any store transaction: whatever it needs from
+    elsewhere (a CRM read) it gets there, so no network call ever holds the
+    store's write lock. `apply` then writes, in the transaction that settles
+    the delivery, with what `fetch` returned.
+    """
+
+    apply: Apply
+    fetch: Fetch | None = None
+
+
+class ClaimLost(Exception):
+    """Another processor took the delivery over (this one outlived its lease)."""
+
+
+def stale(lead_id: str, newest: datetime) -> Verdict:
+    """An event older than one already applied to its lead: kept, not applied."""
+    return Verdict(
+        deliveries.STALE,
+        lead_id=lead_id,
+        reasons=[
+            FieldError(
+                "occurred_at",
+                "older_than_applied",
+                f"an event of {newest.isoformat()} was applied to the lead already",
+            )
+        ],
+    )
 
 
 def rejected(field_name: str, reason: str, message: str) -> Verdict:
@@ -61,12 +96,15 @@ def rejected(field_name: str, reason: str, message: str) -> Verdict:
 def lead_handler(region: str) -> Handler:
     """The handler of `lead` payloads: the body (or a part of it) is a lead."""
 
-    def handle(
-        scope: TenantScope, source: WebhookSource, delivery: deliveries.Claimed
+    def apply(
+        scope: TenantScope,
+        source: WebhookSource,
+        delivery: deliveries.Claimed,
+        _fetched: Any,
     ) -> Verdict:
         return take_in_lead(scope, source, delivery, region)
 
-    return handle
+    return Handler(apply)
 
 
 def take_in_lead(
@@ -125,7 +163,7 @@ def take_in_lead(
                         "newest_applied_at": newest.isoformat(),
                     },
                 )
-                return Verdict(deliveries.STALE, lead_id=existing.id)
+                return stale(existing.id, newest)
 
     result = store_prepared(
         scope,
@@ -181,30 +219,71 @@ def process(
     if handler is None:
         return _later(store, delivery, f"no handler for {source.payload} payloads")
 
+    try:
+        fetched = handler.fetch(store, source, delivery) if handler.fetch else None
+    except TryLater as exc:
+        return _later(store, delivery, str(exc))
+    except Exception as exc:  # noqa: BLE001 - kept, and parked after a few tries
+        logger.exception("webhook delivery %s: its fetch failed", delivery.id)
+        return _later(store, delivery, _named(exc), unexpected=True)
+
     # A unique-key race with another writer of the same new lead turns into
     # an update on the second try, as for `POST /api/leads`.
     for attempt in (1, 2):
         try:
             with store.write(tenant_id) as scope:
-                verdict = handler(scope, source, delivery)
+                # Held until this transaction ends: a processor that outlived
+                # its lease finds another one's claim here and writes nothing.
+                if not deliveries.still_claimed(scope, delivery):
+                    raise ClaimLost
+                verdict = handler.apply(scope, source, delivery, fetched)
                 deliveries.settle(
                     scope,
-                    delivery.id,
+                    delivery,
                     verdict.status,
                     lead_id=verdict.lead_id,
                     reasons=[reason.as_dict() for reason in verdict.reasons],
                     flow_run_id=current_flow_run_id(),
                 )
             return verdict
+        except ClaimLost:
+            logger.warning(
+                "webhook delivery %s was taken over by another processor",
+                delivery.id,
+            )
+            return None
         except IntegrityError as exc:
             if attempt == 2:
-                return _later(store, delivery, f"store conflict: {exc.orig}")
+                # The error's own text quotes key values (an address).
+                return _later(store, delivery, f"store conflict ({_named(exc)})")
         except (OperationalError, TryLater) as exc:
-            return _later(store, delivery, str(exc))
+            return _later(store, delivery, _named(exc))
+        except Exception as exc:  # noqa: BLE001 - kept, and parked after a few tries
+            logger.exception("webhook delivery %s could not be processed", delivery.id)
+            return _later(store, delivery, _named(exc), unexpected=True)
     raise AssertionError("unreachable")
 
 
-def _later(store: Store, delivery: deliveries.Claimed, error: str) -> None:
+def _named(exc: Exception) -> str:
+    """What went wrong, without the values a database error quotes."""
+    if isinstance(exc, TryLater):
+        return str(exc)
+    original = getattr(exc, "orig", None)
+    constraint = getattr(getattr(original, "diag", None), "constraint_name", None)
+    name = type(original or exc).__name__
+    return f"{name} on {constraint}" if constraint else name
+
+
+def _later(
+    store: Store, delivery: deliveries.Claimed, error: str, *, unexpected: bool = False
+) -> None:
+    """Leaves the delivery pending for a later attempt, or parks it as `failed`.
+
+    A failure that may pass (a database busy, a CRM down, a source missing
+    from the config) is tried again for as long as it takes; an unexpected
+    error is parked after `deliveries.MAX_UNEXPECTED` attempts, listed under
+    `status=failed` and retried on request.
+    """
     logger.warning(
         "webhook delivery %s of %s left pending: %s",
         delivery.id,
@@ -212,5 +291,15 @@ def _later(store: Store, delivery: deliveries.Claimed, error: str) -> None:
         error,
     )
     with store.write(delivery.tenant_id) as scope:
-        deliveries.retry_later(scope, delivery.id, delivery.attempts, error)
+        if unexpected and delivery.attempts >= deliveries.MAX_UNEXPECTED:
+            deliveries.settle(
+                scope,
+                delivery,
+                deliveries.FAILED,
+                reasons=[
+                    {"field": "body", "reason": "processing_failed", "message": error}
+                ],  # fmt: skip
+            )
+        else:
+            deliveries.retry_later(scope, delivery, error)
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from urllib.parse import unquote
@@ -24,8 +25,10 @@ REPLAY_WINDOW = timedelta(minutes=5)
 class SignatureRejected(ValueError):
     """The delivery does not prove it came from the source; `reason` says why."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
         self.reason = reason
+        # The header at fault when it is not the signature's own.
+        self.field = field
         super().__init__(message)
 
 
@@ -102,7 +105,7 @@ def verify(
             _compare(token, secret)
         case SignatureFormat.ORCHESTRATOR:
             stamp, signatures = _orchestrator_parts(_header(source, headers))
-            _check_time(int(stamp), now)
+            _check_time(_seconds(stamp), now)
             expected = _hex_hmac(secret, f"{stamp}.".encode() + body)
             if not any(
                 hmac.compare_digest(expected.encode(), s.encode()) for s in signatures
@@ -138,7 +141,12 @@ def _timestamp(source: WebhookSource, headers: Mapping[str, str]) -> str:
     name = source.timestamp_header or ""
     value = (headers.get(name) or "").strip()
     if not value:
-        raise SignatureRejected("missing_timestamp", f"no {name} header")
+        raise SignatureRejected("missing_timestamp", f"no {name} header", name)
+    try:
+        _seconds(value)
+    except SignatureRejected as exc:
+        exc.field = name
+        raise
     return value
 
 
@@ -152,7 +160,7 @@ def _orchestrator_parts(value: str) -> tuple[str, list[str]]:
             stamp = item
         elif key == "v1":
             signatures.append(item)
-    if stamp is None or not stamp.isdigit() or not signatures:
+    if stamp is None or not signatures:
         raise SignatureRejected(
             "malformed_signature",
             "X-Orchestrator-Signature must read `t=<unix seconds>,v1=<hex>`",
@@ -160,10 +168,16 @@ def _orchestrator_parts(value: str) -> tuple[str, list[str]]:
     return stamp, signatures
 
 
+_DIGITS = frozenset("0123456789")
+
+
 def _seconds(stamp: str) -> int:
-    if not stamp.isdigit() or len(stamp) > 16:
+    # `str.isdigit` also takes `²` and other digits `int` refuses; 16 digits
+    # cover milliseconds for millennia and keep the arithmetic in range.
+    if not stamp or len(stamp) > 16 or not set(stamp) <= _DIGITS:
         raise SignatureRejected(
-            "malformed_timestamp", "the timestamp must be a Unix time in digits"
+            "malformed_timestamp",
+            "the timestamp must be a Unix time in ASCII digits",
         )
     return int(stamp)
 
@@ -173,8 +187,9 @@ def _check_time(seconds: int, now: datetime) -> None:
     if skew > REPLAY_WINDOW.total_seconds():
         raise SignatureRejected(
             "stale_timestamp",
-            f"the signed timestamp is {int(skew)} s from our clock; the window is "
-            f"{int(REPLAY_WINDOW.total_seconds())} s (check the sender's clock, "
+            f"the signed timestamp is {math.ceil(skew)} s from our clock; the "
+            f"window is {int(REPLAY_WINDOW.total_seconds())} s (check the sender's "
+            "clock, "
             "or this is a replay)",
         )
 

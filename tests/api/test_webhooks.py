@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -87,6 +87,8 @@ class TestSignedDeliveries:
         [event] = rows(store, TimelineEvent, TimelineEvent.kind == "lead.created")
         assert event.source == "webhook:forms"
         assert event.detail["reference"] == "webhook:forms:evt-1"
+        # Why it will be greeted: the sequences whose rules admitted it.
+        assert "welcome_sequence" in event.detail["sequences"]
 
     def test_a_wrong_signature_is_401_and_nothing_is_stored(
         self, client, store, forms_secret
@@ -114,7 +116,7 @@ class TestSignedDeliveries:
         [
             (None, "missing_signature"),
             ("v1=abc", "malformed_signature"),
-            ("t=12x,v1=abc", "malformed_signature"),
+            ("t=12x,v1=abc", "malformed_timestamp"),
         ],
     )
     def test_a_missing_or_malformed_signature_is_401_naming_why(
@@ -141,12 +143,51 @@ class TestSignedDeliveries:
         assert response.json()["errors"][0]["reason"] == "stale_timestamp"
         assert count(store, WebhookDelivery) == 0
 
-    def test_an_unknown_source_is_404_naming_the_known_ones(self, client, store):
+    def test_an_unknown_source_is_404_without_listing_the_others(self, client, store):
         response = client.post("/api/webhooks/nosuch", content=b"{}")
 
         assert response.status_code == 404
-        assert "forms" in response.json()["detail"]
+        assert "forms" not in response.json()["detail"]
         assert count(store, WebhookDelivery) == 0
+
+    @pytest.mark.parametrize("stamp", ["\u00b2", "1" * 400, "", "-5", "1.5"])
+    def test_a_timestamp_that_is_not_plain_digits_is_401_not_an_error(
+        self, client, store, forms_secret, stamp
+    ):
+        header = f"t={stamp},v1=" + "0" * 64
+
+        response = client.post(
+            "/api/webhooks/forms",
+            content=b"{}",
+            headers={"X-Orchestrator-Signature": header.encode("utf-8")},
+        )
+
+        assert response.status_code == 401
+        assert response.json()["errors"][0]["reason"] in (
+            "malformed_timestamp",
+            "malformed_signature",
+        )
+        assert count(store, WebhookDelivery) == 0
+
+    def test_a_captured_request_replayed_under_a_new_event_id_is_a_redelivery(
+        self, client, store, forms_secret
+    ):
+        body = as_bytes({"email": "ada@example.com"})
+        signature = sign_orchestrator(forms_secret, int(time.time()), body)
+
+        answers = [
+            client.post(
+                "/api/webhooks/forms",
+                content=body,
+                headers={"X-Orchestrator-Signature": signature, "X-Event-Id": event},
+            )
+            for event in ("evt-1", "forged-2", "forged-3")
+        ]
+        settled(store, 1)
+
+        assert [a.json()["new"] for a in answers] == [1, 0, 0]
+        [delivery] = rows(store, WebhookDelivery)
+        assert (delivery.delivery_id, delivery.receipts) == ("evt-1", 3)
 
     def test_a_token_source_takes_the_right_token_only(self, client, store, live_api):
         token = derived_secret(secret_key(live_api.settings), "zapier")
@@ -171,7 +212,7 @@ class TestSignedDeliveries:
         listed = {source["name"]: source for source in response.json()}
         assert listed["forms"]["signature"] == "orchestrator"
         assert listed["forms"]["url"].endswith("/api/webhooks/forms")
-        assert listed["forms"]["secret_configured"] is True
+        assert listed["forms"]["secret"] == "development"
         assert forms_secret not in response.text
 
 
@@ -373,15 +414,16 @@ class TestOrder:
     def test_an_event_older_than_the_newest_applied_is_recorded_not_applied(
         self, client, store, forms_secret
     ):
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
         newer = {
             "email": "ola@example.com",
             "company": "Newer Ltd",
-            "submitted_at": "2026-12-05T10:00:00Z",
+            "submitted_at": an_hour_ago.isoformat(),
         }
         older = {
             **newer,
             "company": "Older Ltd",
-            "submitted_at": "2026-12-05T09:00:00Z",
+            "submitted_at": (an_hour_ago - timedelta(hours=1)).isoformat(),
         }
 
         post_forms(client, forms_secret, as_bytes(newer), "new")
@@ -390,6 +432,7 @@ class TestOrder:
         kept = settled(store, 2)
 
         assert [row.status for row in kept] == ["applied", "stale"]
+        assert kept[1].reasons[0]["reason"] == "older_than_applied"
         [lead] = rows(store, Lead)
         assert lead.company == "Newer Ltd"
         assert kept[1].lead_id == lead.id
@@ -467,11 +510,19 @@ class TestHubSpot:
 
         first = self.post(client, live_api, app_secret, events)
         kept = settled(store, 3)
-        again = self.post(client, live_api, app_secret, events[:1])
+        # HubSpot's retry of an event counts its attempts; the event is the same.
+        retried = self.post(
+            client, live_api, app_secret, [{**events[0], "attemptNumber": 1}]
+        )
+        # HubSpot does not promise unique event ids: another event may reuse one.
+        reused = self.post(
+            client, live_api, app_secret, [{**events[1], "propertyValue": "Hal"}]
+        )
 
         assert first.status_code == 200 and first.json()["new"] == 3
-        assert again.json()["duplicates"] == 1
-        assert [(row.delivery_id, row.status) for row in kept] == [
+        assert retried.json()["duplicates"] == 1
+        assert reused.json()["new"] == 1
+        assert [(row.delivery_id.split(":")[0], row.status) for row in kept[:3]] == [
             ("1", "applied"),
             ("2", "ignored"),
             ("3", "ignored"),

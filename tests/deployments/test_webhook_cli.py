@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
+from leads.encryption import secret_key
 from leads.settings import get_settings
 from leads.webhooks.signatures import verify
 from leads.webhooks.sources import configured_sources
@@ -27,6 +28,7 @@ def invoke(*args: str):
 
 
 def test_the_printed_curl_sends_a_delivery_the_api_would_accept(data_dir):
+    secret_key(get_settings())  # the stack made its key when it started
     body = data_dir / "lead.json"
     body.write_bytes(b'{"email": "ada@example.com"}')
 
@@ -50,6 +52,14 @@ def test_the_printed_curl_sends_a_delivery_the_api_would_accept(data_dir):
         url=words[4],
         now=datetime.now(UTC),
     )
+
+
+def test_without_the_stacks_key_it_says_to_use_the_stacks_settings(data_dir):
+    result = invoke("webhooks", "secret", "forms")
+
+    assert result.exit_code != 0
+    assert "ORCH_DATA_DIR" in result.output
+    assert not get_settings().secret_key_file.exists()
 
 
 def test_an_unknown_source_names_the_known_ones(data_dir):

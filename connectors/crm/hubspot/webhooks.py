@@ -10,8 +10,8 @@ to the person.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.crm.errors import CrmError
@@ -26,16 +26,20 @@ from leads.store import Store, TenantScope, timeline
 from leads.store import webhooks as deliveries
 from leads.store.tables import Lead
 from leads.suppression import unsubscribe
+from leads.webhooks.events import parse_json
 from leads.webhooks.processing import (
     Handler,
     TryLater,
     Verdict,
     lead_handler,
     rejected,
+    stale,
 )
 from leads.webhooks.sources import Payload, WebhookSource
 
 PROVIDER = "hubspot"
+# HubSpot's own limit on a text property's value.
+MAX_VALUE = 65_536
 # HubSpot's default contact properties, as our lead fields.
 LEAD_FIELDS = {
     "email": "email",
@@ -54,6 +58,14 @@ LEAD_FIELDS = {
 ContactReader = Callable[[str, list[str]], CrmSnapshot | None]
 
 
+@dataclass(frozen=True)
+class ContactRead:
+    """What reading a created contact gave, before the write: it, or a verdict."""
+
+    snapshot: CrmSnapshot | None = None
+    verdict: Verdict | None = None
+
+
 def hubspot_handler(read_contact: ContactReader | None, region: str) -> Handler:
     """The handler of `hubspot` payloads.
 
@@ -64,33 +76,79 @@ def hubspot_handler(read_contact: ContactReader | None, region: str) -> Handler:
         region: default region for phone numbers.
     """
 
-    def handle(
-        scope: TenantScope, source: WebhookSource, delivery: deliveries.Claimed
-    ) -> Verdict:
-        try:
-            event = json.loads(delivery.body)
-        except ValueError as exc:
-            return rejected("body", "invalid_json", str(exc))
-        if not isinstance(event, Mapping) or not event.get("objectId"):
-            return rejected(
-                "body", "not_a_hubspot_event", "HubSpot sends a list of events"
-            )
+    def fetch(
+        store: Store, source: WebhookSource, delivery: deliveries.Claimed
+    ) -> ContactRead | None:
+        """Reads a created contact from HubSpot, outside any store transaction."""
+        event = _event(delivery)
+        if delivery.event_type != "contact.creation" or isinstance(event, Verdict):
+            return None
         contact_id = str(event["objectId"])
-        lead = scope.session.scalar(
-            scope.select(Lead).where(Lead.crm_id == contact_id).limit(1)
-        )
+        with store.read(delivery.tenant_id) as scope:
+            if _lead_of(scope, contact_id) is not None:
+                return None
+        if read_contact is None:
+            return ContactRead(
+                verdict=_ignored(
+                    "objectId",
+                    "no_hubspot_account",
+                    "the tenant's CRM is not HubSpot, so the contact cannot be read",
+                )
+            )
+        try:
+            return ContactRead(snapshot=read_contact(contact_id, list(LEAD_FIELDS)))
+        except CrmError as exc:
+            if exc.retryable:
+                raise TryLater(f"reading contact {contact_id}: {exc}") from exc
+            return ContactRead(verdict=rejected("objectId", exc.code, str(exc)))
+
+    def apply(
+        scope: TenantScope,
+        source: WebhookSource,
+        delivery: deliveries.Claimed,
+        fetched: ContactRead | None,
+    ) -> Verdict:
+        event = _event(delivery)
+        if isinstance(event, Verdict):
+            return event
+        # Locked: two events of one contact applied at once must not each
+        # write back the state the other had not seen yet.
+        lead = _lead_of(scope, str(event["objectId"]), lock=True)
         kind = delivery.event_type
         if kind == "contact.propertyChange":
             return _property_changed(scope, source, delivery, event, lead)
         if kind == "contact.creation":
-            return _created(
-                scope, source, delivery, contact_id, lead, read_contact, region
-            )
+            return _created(scope, source, delivery, lead, fetched, region)
         if kind == "contact.privacyDeletion":
             return _privacy_deletion(scope, source, delivery, lead)
         return _ignored("subscriptionType", "event_type_not_handled", f"{kind!r}")
 
-    return handle
+    return Handler(apply, fetch)
+
+
+def _event(delivery: deliveries.Claimed) -> Mapping[str, Any] | Verdict:
+    """The stored event, or the verdict that it is none."""
+    try:
+        event = parse_json(delivery.body)
+    except ValueError as exc:
+        return rejected("body", "invalid_json", str(exc))
+    if not isinstance(event, Mapping) or not event.get("objectId"):
+        return rejected("body", "not_a_hubspot_event", "HubSpot sends a list of events")
+    value = event.get("propertyValue")
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_VALUE):
+        return rejected(
+            "propertyValue",
+            "invalid_value",
+            f"HubSpot sends property values as text of at most {MAX_VALUE} characters",
+        )
+    return event
+
+
+def _lead_of(scope: TenantScope, contact_id: str, *, lock: bool = False) -> Lead | None:
+    query = scope.select(Lead).where(Lead.crm_id == contact_id).limit(1)
+    if lock:
+        query = query.with_for_update()
+    return scope.session.scalar(query)
 
 
 def _property_changed(
@@ -113,7 +171,7 @@ def _property_changed(
     # about this one.
     newest = deliveries.newest_applied(scope, lead.id, name)
     if newest is not None and newest > delivery.occurred_at:
-        return Verdict(deliveries.STALE, lead_id=lead.id)
+        return stale(lead.id, newest)
     fields = _fields_of(lead) | {name: event.get("propertyValue")}
     apply_state(scope, lead, PROVIDER, fields, source=f"webhook:{source.name}")
     return Verdict(deliveries.APPLIED, lead_id=lead.id)
@@ -134,32 +192,24 @@ def _created(
     scope: TenantScope,
     source: WebhookSource,
     delivery: deliveries.Claimed,
-    contact_id: str,
     lead: Lead | None,
-    read_contact: ContactReader | None,
+    fetched: ContactRead | None,
     region: str,
 ) -> Verdict:
     if lead is not None:
         # Most often one we created ourselves, echoed back.
         return Verdict(deliveries.APPLIED, lead_id=lead.id)
-    if read_contact is None:
-        return _ignored(
-            "objectId",
-            "no_hubspot_account",
-            "the tenant's CRM is not HubSpot, so the contact cannot be read",
-        )
-    try:
-        snapshot = read_contact(contact_id, list(LEAD_FIELDS))
-    except CrmError as exc:
-        if exc.retryable:
-            raise TryLater(f"reading contact {contact_id}: {exc}") from exc
-        return rejected("objectId", exc.code, str(exc))
-    if snapshot is None:
+    if fetched is None:
+        # A lead held the contact when it was looked at, and none does now.
+        raise TryLater("the contact's lead changed while it was read; read again")
+    if fetched.verdict is not None:
+        return fetched.verdict
+    if fetched.snapshot is None:
         return _ignored("objectId", "contact_gone", "HubSpot no longer has it")
     values = {
-        ours: snapshot.fields[theirs]
+        ours: fetched.snapshot.fields[theirs]
         for theirs, ours in LEAD_FIELDS.items()
-        if snapshot.fields.get(theirs) not in (None, "")
+        if fetched.snapshot.fields.get(theirs) not in (None, "")
     }
     try:
         prepared = prepare({**values, "source": "hubspot"}, region)

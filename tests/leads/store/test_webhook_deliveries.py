@@ -83,8 +83,8 @@ class TestClaim:
     def test_a_settled_delivery_is_never_claimed_again(self, store):
         kept = keep(store)
         with store.write("default") as scope:
-            deliveries.claim(scope, kept.id, AT)
-            deliveries.settle(scope, kept.id, deliveries.APPLIED, lead_id="x")
+            claimed = deliveries.claim(scope, kept.id, AT)
+            deliveries.settle(scope, claimed, deliveries.APPLIED, lead_id="x")
         with store.write("default") as scope:
             assert deliveries.claim(scope, kept.id, AT + timedelta(days=1)) is None
 
@@ -97,9 +97,7 @@ class TestClaim:
                 assert due == [kept.id]
                 with store.write("default") as scope:
                     claimed = deliveries.claim(scope, kept.id, clock.now())
-                    deliveries.retry_later(
-                        scope, kept.id, claimed.attempts, "database is locked"
-                    )
+                    deliveries.retry_later(scope, claimed, "database is locked")
                 stored = row(store, kept.id)
                 waits.append(stored.next_attempt_at - clock.now())
                 assert deliveries.due(store, clock.now(), 10) == []
@@ -108,3 +106,40 @@ class TestClaim:
         assert waits == sorted(waits) and waits[0] < waits[-1]
         assert (stored.status, stored.attempts) == ("pending", 4)
         assert stored.last_error == "database is locked"
+
+
+class TestStaleClaims:
+    def test_a_claim_taken_over_after_its_lease_can_no_longer_settle(self, store):
+        kept = keep(store)
+        with store.write("default") as scope:
+            first = deliveries.claim(scope, kept.id, AT)
+        later = AT + deliveries.LEASE + timedelta(seconds=1)
+        with store.write("default") as scope:
+            second = deliveries.claim(scope, kept.id, later)
+
+        with store.write("default") as scope:
+            first_holds = deliveries.still_claimed(scope, first)
+            deliveries.settle(scope, first, deliveries.REJECTED)
+        with store.write("default") as scope:
+            second_holds = deliveries.still_claimed(scope, second)
+            deliveries.settle(scope, second, deliveries.APPLIED)
+
+        assert (first_holds, second_holds) == (False, True)
+        assert row(store, kept.id).status == "applied"
+
+
+class TestSignatures:
+    def test_a_signature_seen_before_is_a_redelivery_whatever_its_id(self, store):
+        with store.write("default") as scope:
+            first = deliveries.keep(
+                scope, "forms", "evt-1", body=b"{}", occurred_at=AT,
+                signature_digest="d" * 64,
+            )  # fmt: skip
+            replay = deliveries.keep(
+                scope, "forms", "evt-2", body=b"{}", occurred_at=AT,
+                signature_digest="d" * 64,
+            )  # fmt: skip
+
+        assert first.new and not replay.new
+        assert (replay.id, replay.delivery_id) == (first.id, "evt-1")
+        assert row(store, first.id).receipts == 2

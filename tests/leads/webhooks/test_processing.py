@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from leads.clock import ManualClock, use_clock
 from leads.store import webhooks as deliveries
 from leads.store.tables import Lead, TimelineEvent, WebhookDelivery
 from leads.webhooks.events import parse_time, split
-from leads.webhooks.processing import lead_handler, mapped, process
+from leads.webhooks.processing import Handler, Verdict, lead_handler, mapped, process
 from leads.webhooks.sources import Payload, WebhookSource
 
 AT = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
@@ -127,8 +128,26 @@ class TestEvents:
         assert parse_time("2026-12-05T09:00:00Z") == AT
         assert parse_time(int(AT.timestamp())) == AT
         assert parse_time(str(int(AT.timestamp() * 1000))) == AT
-        assert parse_time("2026-12-05T09:00:00") is None  # no zone: not guessed
+        assert parse_time("2026-12-05T09:00:00") == AT  # no zone: UTC
+        assert parse_time("\u00b2") is None
+        assert parse_time("9" * 400) is None
         assert parse_time("soon") is None
+
+    def test_an_event_dated_after_it_arrived_counts_as_arriving_then(self):
+        source = WebhookSource.model_validate(
+            {**SOURCE.model_dump(), "occurred_at": {"field": "at"}}
+        )
+
+        [future] = split(source, b'{"at": "2099-01-01T00:00:00Z"}', {}, AT)
+        [past] = split(source, b'{"at": "2026-12-05T08:00:00Z"}', {}, AT)
+
+        assert future.occurred_at == AT
+        assert past.occurred_at == AT - timedelta(hours=1)
+
+    def test_a_body_nested_too_deep_is_kept_by_the_hash_of_its_bytes(self):
+        [deep] = split(SOURCE, b"[" * 100_000 + b"]" * 100_000, {}, AT)
+
+        assert deep.delivery_id.startswith("sha256:")
 
     def test_a_delivery_id_from_a_field_or_else_a_hash_of_the_bytes(self):
         by_field = WebhookSource.model_validate(
@@ -142,3 +161,50 @@ class TestEvents:
         assert named.delivery_id == "42"
         assert hashed.delivery_id.startswith("sha256:")
         assert not_json.delivery_id.startswith("sha256:")
+
+
+class TestLeases:
+    def test_a_processor_that_outlived_its_lease_writes_nothing(self, store):
+        pk = keep(store, {"data": {"contact": {"Email Address": "e@example.com"}}})
+        clock = ManualClock(AT)
+        taken_over: list[Verdict | None] = []
+
+        def slow_fetch(store_, source, delivery):
+            # While this processor waits on something, its lease runs out and
+            # another processor (the drain) takes the delivery and applies it.
+            clock.advance(deliveries.LEASE + timedelta(seconds=1))
+            taken_over.append(
+                process(store, "default", pk, {"partner": SOURCE}, HANDLERS)
+            )
+
+        slow = {Payload.LEAD: Handler(HANDLERS[Payload.LEAD].apply, fetch=slow_fetch)}
+        with use_clock(clock):
+            verdict = process(store, "default", pk, {"partner": SOURCE}, slow)
+
+        assert verdict is None
+        assert [v.status for v in taken_over] == ["applied"]
+        [row] = all_rows(store, WebhookDelivery)
+        assert (row.status, row.attempts) == ("applied", 2)
+        kinds = [e.kind for e in all_rows(store, TimelineEvent)]
+        assert kinds == ["lead.created"]
+
+    def test_an_unexpected_error_is_retried_then_parked_as_failed(self, store):
+        pk = keep(store, {"data": {"contact": {"Email Address": "f@example.com"}}})
+
+        def broken(scope, source, delivery, fetched):
+            raise KeyError("a bug")
+
+        handlers = {Payload.LEAD: Handler(broken)}
+        clock = ManualClock(AT)
+        with use_clock(clock):
+            for _ in range(deliveries.MAX_UNEXPECTED):
+                assert (
+                    process(store, "default", pk, {"partner": SOURCE}, handlers) is None
+                )
+                clock.advance(timedelta(hours=1))
+
+        [row] = all_rows(store, WebhookDelivery)
+        assert (row.status, row.attempts) == ("failed", deliveries.MAX_UNEXPECTED)
+        assert row.reasons[0]["reason"] == "processing_failed"
+        assert "KeyError" in row.reasons[0]["message"]
+        assert all_rows(store, Lead) == []

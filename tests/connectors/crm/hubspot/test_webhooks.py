@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime
 
-from connectors.crm.hubspot.webhooks import hubspot_handler
+from connectors.crm.hubspot.webhooks import handlers_for, hubspot_handler
+from leads.settings import Settings
 from leads.store import webhooks as deliveries
 from leads.store.tables import Lead, WebhookDelivery
-from leads.webhooks.processing import process
+from leads.webhooks.processing import Handler, process
 from leads.webhooks.sources import Payload, WebhookSource
 
 SOURCE = WebhookSource(
@@ -16,12 +19,9 @@ SOURCE = WebhookSource(
 )
 
 
-def keep_creation(store, contact_id: str, event_id: str = "1") -> int:
-    event = {
-        "eventId": event_id,
-        "objectId": int(contact_id),
-        "subscriptionType": "contact.creation",
-    }
+def keep_event(store, event_id: str, kind: str, **fields) -> int:
+    """A HubSpot event kept as the API keeps it; its row id."""
+    event = {"eventId": event_id, "subscriptionType": kind, **fields}
     with store.write("default") as scope:
         return deliveries.keep(
             scope,
@@ -29,8 +29,13 @@ def keep_creation(store, contact_id: str, event_id: str = "1") -> int:
             event_id,
             body=json.dumps(event).encode(),
             occurred_at=datetime.now(UTC),
-            event_type="contact.creation",
+            event_type=kind,
+            subject=fields.get("propertyName"),
         ).id
+
+
+def keep_creation(store, contact_id: str, event_id: str = "1") -> int:
+    return keep_event(store, event_id, "contact.creation", objectId=int(contact_id))
 
 
 def run(store, sandbox, delivery_id: int):
@@ -99,3 +104,84 @@ class TestContactCreated:
             row = scope.session.get(WebhookDelivery, delivery_id)
         assert (row.status, row.attempts) == ("pending", 1)
         assert row.last_error
+
+
+class TestThroughTheTenantsAccount:
+    def test_a_created_contact_is_read_through_the_shared_budget_without_a_lock_wait(
+        self, store, sandbox, tmp_path
+    ):
+        # The real path: the tenant's account (the sandbox as HubSpot) and its
+        # rate budget, which writes to the store. A CRM read inside the
+        # delivery's write transaction would wait out SQLite's busy timeout.
+        settings = Settings(
+            data_dir=tmp_path,
+            database_url=store.url,
+            crm="sandbox",
+            sandbox_crm="hubspot",
+            sandbox_port=int(sandbox.base_url.rsplit(":", 1)[1]),
+        )
+        [contact_id] = sandbox.seed(
+            contacts=[{"properties": {"email": "ned@example.com"}}]
+        )["ids"]
+        delivery_id = keep_creation(store, str(contact_id))
+
+        verdict = process(
+            store,
+            "default",
+            delivery_id,
+            {"hubspot": SOURCE},
+            handlers_for(store, settings, "default"),
+        )
+
+        assert (verdict.status, verdict.outcome) == ("applied", "created")
+
+
+class TestPropertyChanges:
+    def test_changes_of_one_contact_applied_at_once_both_survive(self, store):
+        with store.write("default") as scope:
+            lead = Lead(tenant_id="default", email="pat@example.com", crm_id="501")
+            scope.add(lead)
+        stage = keep_change(store, "1", "lifecyclestage", "opportunity")
+        opt_out = keep_change(store, "2", "hs_email_optout", "true")
+        handler = hubspot_handler(None, region="US")
+        holding = threading.Event()
+        release = threading.Event()
+
+        def apply_slowly(scope, source, delivery, fetched):
+            verdict = handler.apply(scope, source, delivery, fetched)
+            holding.set()
+            release.wait(10)
+            return verdict
+
+        slow = {Payload.HUBSPOT: Handler(apply_slowly)}
+        first = threading.Thread(
+            target=process, args=(store, "default", stage, {"hubspot": SOURCE}, slow)
+        )
+        first.start()
+        holding.wait(10)
+        # The second event comes while the first holds its transaction open.
+        second = threading.Thread(
+            target=process,
+            args=(store, "default", opt_out, {"hubspot": SOURCE},
+                  {Payload.HUBSPOT: handler}),
+        )  # fmt: skip
+        second.start()
+        time.sleep(0.5)
+        release.set()
+        first.join(20)
+        second.join(20)
+
+        with store.read("default") as scope:
+            state = scope.session.get(Lead, lead.id).crm_state
+        assert (state["lifecycle_stage"], state["opted_out"]) == ("opportunity", True)
+
+
+def keep_change(store, event_id: str, name: str, value: str) -> int:
+    return keep_event(
+        store,
+        event_id,
+        "contact.propertyChange",
+        objectId=501,
+        propertyName=name,
+        propertyValue=value,
+    )
