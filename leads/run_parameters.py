@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -115,6 +116,8 @@ def personal_data_kind(text: str) -> PersonalDataKind | None:
     digits, and either start with `+` or be split by a separator while not
     reading as a number, a date or an IP address.
     """
+    # Full-width and other compatibility forms (`ＢＯＢ＠…`) read as plain ones.
+    text = unicodedata.normalize("NFKC", text)
     if _EMAIL.search(text):
         return "email"
     return "phone" if _looks_like_phone(text.strip()) else None

@@ -7,7 +7,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ import yaml
 from fastapi import APIRouter, Header, Path, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from jsonschema import Draft202012Validator
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -37,13 +39,16 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.auth import RequestContext
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
+from api.events import PendingSignal
 from api.problems import problem
 from leads.encryption import secret_key
 from leads.errors import FieldError, LeadRejected
 from leads.intake import submit
 from leads.models import LeadInput
 from leads.run_parameters import ParameterError, PersonalDataInParameters, json_ready
+from leads.sequences import SequenceConfigError, load_sequences
 from leads.settings import Settings
 from leads.store import Store, outbox
 from leads.store.leads import get_lead
@@ -56,6 +61,9 @@ PREFECT_YAML = FilePath(__file__).resolve().parents[2] / "prefect.yaml"
 # How long a read that can do without Prefect waits for it (the client's own
 # timeout is a minute, and a hung server must not hang a listing).
 PREFECT_LOOKUP_SECONDS = 5.0
+# How long a call that needs Prefect waits before answering 503 (a run started
+# with an Idempotency-Key can be asked for again safely).
+PREFECT_CALL_SECONDS = 15.0
 # Log lines a run's status carries.
 STATUS_LOG_LINES = 20
 # Keys are ours to bound: printable ASCII, long enough for any UUID or hash.
@@ -424,9 +432,12 @@ async def trigger(
     if idempotency_key is not None:
         run_key = flow_run_key(idempotency_key, context.tenant_id, body.workflow_id)
     try:
-        async with prefect_client(settings.prefect_url) as client:
+        async with (
+            asyncio.timeout(PREFECT_CALL_SECONDS),
+            prefect_client(settings.prefect_url) as client,
+        ):
             deployments = {d.name: d for d in await client.read_deployments()}
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         return prefect_down(exc)
     deployment = deployments.get(body.workflow_id)
     if deployment is None:
@@ -438,19 +449,71 @@ async def trigger(
         )
 
     # Everything is checked before anything is written.
-    accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
+    schema = deployment.parameter_openapi_schema or {}
+    accepted = schema.get("properties", {})
     _check_parameters(body, accepted)
+    _check_against_schema(
+        settings, schema, dict(deployment.parameters or {}) | body.parameters
+    )
 
-    request_print = None
-    if run_key is not None:
+    if run_key is None:
+        return await _start(body, deployment, None, None, store, settings, context,
+                            pending)  # fmt: skip
+    # Requests with one key wait for each other here, so a concurrent retry
+    # finds the first one's run instead of taking the lead in again.
+    # TODO(#8): API replicas need the key reserved in the store instead.
+    async with _KEY_LOCKS.holding(run_key):
         request_print = _fingerprint(settings, body)
         # A replay is answered before the lead is taken in again.
         try:
-            earlier = await _run_of_key(settings, deployment, run_key)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(PREFECT_CALL_SECONDS):
+                earlier = await _run_of_key(settings, deployment, run_key)
+        except (httpx.HTTPError, TimeoutError) as exc:
             return prefect_down(exc)
         if earlier is not None:
             return _replayed(earlier, body, request_print, settings, response)
+        return await _start(
+            body, deployment, run_key, request_print, store, settings, context,
+            pending,
+        )  # fmt: skip
+
+
+class _KeyLocks:
+    """One asyncio lock per idempotency key, kept only while someone holds it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def holding(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+_KEY_LOCKS = _KeyLocks()
+
+
+async def _start(
+    body: TriggerRequest,
+    deployment: DeploymentResponse,
+    run_key: str | None,
+    request_print: str | None,
+    store: Store,
+    settings: Settings,
+    context: RequestContext,
+    pending: PendingSignal,
+) -> Any:
+    """Takes the lead in (if sent), then creates the run."""
+    accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
 
     lead_id = body.lead_id
     if body.lead_data is not None:
@@ -477,7 +540,10 @@ async def trigger(
         parameters["lead_id"] = lead_id
     parameters = json_ready(parameters)
     try:
-        async with prefect_client(settings.prefect_url) as client:
+        async with (
+            asyncio.timeout(PREFECT_CALL_SECONDS),
+            prefect_client(settings.prefect_url) as client,
+        ):
             run = await client.create_flow_run_from_deployment(
                 deployment.id,
                 parameters=parameters,
@@ -497,7 +563,7 @@ async def trigger(
             slug="run-refused",
             errors=[FieldError("parameters", "refused_by_prefect", "see detail")],
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         return prefect_down(exc)
     if run_key is not None and _request_print(run) != request_print:
         # Another request with this key and another body won the race.
@@ -621,7 +687,10 @@ async def run_status(
 ) -> Any:
     """Reports a flow run's state, times and task runs from the Prefect server."""
     try:
-        async with prefect_client(settings.prefect_url) as client:
+        async with (
+            asyncio.timeout(PREFECT_CALL_SECONDS),
+            prefect_client(settings.prefect_url) as client,
+        ):
             try:
                 run = await client.read_flow_run(run_id)
             except ObjectNotFound:
@@ -639,7 +708,7 @@ async def run_status(
             workflow = None
             if run.deployment_id is not None:
                 workflow = (await client.read_deployment(run.deployment_id)).name
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         return prefect_down(exc)
 
     state = run.state
@@ -742,6 +811,43 @@ def _check_parameters(body: TriggerRequest, accepted: dict[str, Any]) -> None:
             )
         except ParameterError as exc:
             errors.append(FieldError(f"parameters.{name}", "not_json", str(exc)))
+    if errors:
+        raise LeadRejected(errors)
+
+
+def _check_against_schema(
+    settings: Settings, schema: dict[str, Any], parameters: dict[str, Any]
+) -> None:
+    """Refuses what the deployment's schema or our sequences would refuse later.
+
+    Checked before any lead is taken in: a run Prefect refuses, or one that
+    fails at once on an unknown sequence, must not leave a lead behind.
+
+    Raises:
+        LeadRejected: naming each parameter at fault.
+    """
+    errors = [
+        FieldError(
+            ".".join(["parameters", *map(str, error.absolute_path)]),
+            "invalid_parameter",
+            error.message[:300],
+        )
+        for error in Draft202012Validator(schema).iter_errors(json_ready(parameters))
+    ]
+    sequence = parameters.get("sequence")
+    if isinstance(sequence, str):
+        try:
+            known = load_sequences(settings.config_dir / "sequences.yaml")
+        except SequenceConfigError:
+            known = {}
+        if sequence not in known:
+            errors.append(
+                FieldError(
+                    "parameters.sequence",
+                    "unknown_sequence",
+                    f"sequences.yaml has: {', '.join(known) or 'none that loads'}",
+                )
+            )
     if errors:
         raise LeadRejected(errors)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -592,3 +594,103 @@ class TestListingWithPrefect:
         )
         assert unserved["registered"] is False
         assert unserved["deployment_id"] is None
+
+
+class TestCheckedBeforeAnyLeadIsTakenIn:
+    """Against the session's Prefect server, on a deployment of the dispatcher."""
+
+    def test_concurrent_retries_with_one_key_take_the_lead_in_once(
+        self, api, workflow, prefect_server
+    ):
+        request = {
+            "workflow_id": workflow,
+            "lead_data": {"phone": "+14155550998", "first_name": "Phoneonly"},
+        }
+
+        def send(_: int) -> httpx.Response:
+            return api.post(
+                "/api/workflows/trigger",
+                json=request,
+                headers={"Idempotency-Key": "race-1"},
+            )
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(send, range(8)))
+
+        assert {a.status_code for a in answers} == {202}
+        assert len({a.json()["run_id"] for a in answers}) == 1
+        assert len({a.json()["lead_id"] for a in answers}) == 1
+        assert len(runs_of(prefect_server.api_url, workflow)) == 1
+
+    def test_a_parameter_the_deployments_schema_refuses_is_422_and_no_lead(
+        self, api, workflow, prefect_server
+    ):
+        response = api.post(
+            "/api/workflows/trigger",
+            json={
+                "workflow_id": workflow,
+                "lead_data": {"email": "schema@example.com"},
+                "parameters": {"batch_size": "lots"},
+            },
+        )
+
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "parameters.batch_size"
+        leads = api.get("/api/leads", params={"email": "schema@example.com"})
+        assert leads.json()["data"] == []
+        assert runs_of(prefect_server.api_url, workflow) == []
+
+    def test_a_sequence_that_is_not_configured_is_422_naming_the_known_ones(
+        self, api, workflow, prefect_server
+    ):
+        response = api.post(
+            "/api/workflows/trigger",
+            json={"workflow_id": workflow, "parameters": {"sequence": "Grace Hopper"}},
+        )
+
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert (error["field"], error["reason"]) == (
+            "parameters.sequence",
+            "unknown_sequence",
+        )
+        assert "welcome_sequence" in error["message"]
+        assert runs_of(prefect_server.api_url, workflow) == []
+
+    def test_a_full_width_address_is_personal_data_too(self, api, workflow):
+        response = api.post(
+            "/api/workflows/trigger",
+            json={
+                "workflow_id": workflow,
+                "parameters": {"sequence": "ＢＯＢ＠ＥＸ.ＣＯＭ"},
+            },
+        )
+
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["reason"] == "personal_data"
+
+
+def test_a_prefect_server_that_never_answers_is_503_within_the_limit(
+    serve_api, store, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(workflows, "PREFECT_CALL_SECONDS", 1.0)
+    with socket.socket() as silent:
+        # Connections are accepted by the kernel and never answered.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        server = serve_api(
+            Settings(
+                data_dir=tmp_path,
+                database_url=store.url,
+                prefect_api_url=f"http://127.0.0.1:{port}/api",
+                crm="none",
+            )
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            status = http.get(f"/api/workflows/{uuid.uuid4()}/status")
+            trigger = http.post(
+                "/api/workflows/trigger", json={"workflow_id": "crm_sync"}
+            )
+
+    assert (status.status_code, trigger.status_code) == (503, 503)
