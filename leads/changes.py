@@ -272,14 +272,20 @@ def commit_change(
         lead.version += 1
     scope.session.flush()
     refresh_match_keys(scope, lead)
-    detail = detail | Verdicts.of(lead).since(before)
+    admitted = list(enrolling(rulebook.sequences(), lead, channel))
+    detail = detail | Verdicts.of(lead).since(before) | _in_sequences(admitted)
     timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
     outbox.enqueue(scope, outbox.CRM_SYNC, lead)
     # The CRM's copy is behind until the change is written (its crm_id stays).
     lead.crm_sync_status = "pending"
     lead.crm_sync_reason = None
-    for sequence in enrolling(rulebook.sequences(), lead, channel):
+    for sequence in admitted:
         outbox.enrol(scope, lead, sequence)
+
+
+def _in_sequences(admitted: list[str]) -> dict[str, Any]:
+    """For the timeline: the sequences whose rules admit the lead (entered once)."""
+    return {"sequences": admitted} if admitted else {}
 
 
 def commit_creations(
@@ -315,18 +321,20 @@ def commit_creations(
         lead_rows.append(
             {column.key: getattr(lead, column.key) for column in Lead.__table__.c}
         )
+        admitted = list(enrolling(sequences, lead, channel))
+        said = Verdicts.of(lead).since(NOTHING_SAID) | _in_sequences(admitted)
         events.append(
             timeline.event_row(
                 scope,
                 lead.id,
                 "lead.created",
                 source=channel,
-                detail=jsonable(detail | Verdicts.of(lead).since(NOTHING_SAID)),
+                detail=jsonable(detail | said),
                 occurred_at=now,
             )
         )
         owed.append(_owed(scope, lead, outbox.CRM_SYNC, lead.id, {}, now))
-        for sequence in enrolling(sequences, lead, channel):
+        for sequence in admitted:
             key = outbox.enrolment_key(lead.id, sequence)
             payload = outbox.enrolment_payload(lead, sequence)
             owed.append(

@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -74,7 +74,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8000",
         description=(
             "Address the outside world reaches the API at; used in unsubscribe "
-            "links and webhook signature checks."
+            "links and webhook signature checks. Unset, it follows "
+            "`ORCH_API_HOST` and `ORCH_API_PORT` (loopback when the API listens "
+            "on every address)."
         ),
     )
     secret_key: SecretStr | None = Field(
@@ -200,6 +202,18 @@ class Settings(BaseSettings):
         if any(char.isspace() for char in value) or parts.query or parts.fragment:
             raise ValueError("expected an address without spaces, query or fragment")
         return value
+
+    @model_validator(mode="after")
+    def _public_address_follows_the_api(self) -> Settings:
+        # A stack moved to another port must not send links to the old one.
+        if "public_base_url" not in self.model_fields_set:
+            host = self.api_host
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            elif ":" in host:
+                host = f"[{host}]"
+            self.public_base_url = f"http://{host}:{self.api_port}"
+        return self
 
     @field_validator("default_timezone")
     @classmethod

@@ -68,3 +68,14 @@ class TestEmailSettings:
 
         assert settings.public_base_url == "https://crm.example.com/orchestrator"
         assert settings.default_timezone == "Europe/Oslo"
+
+
+class TestPublicAddress:
+    def test_unset_it_follows_the_api_port_so_links_reach_a_moved_stack(self):
+        assert Settings(api_port=28000).public_base_url == "http://127.0.0.1:28000"
+        assert Settings(api_host="0.0.0.0").public_base_url == "http://127.0.0.1:8000"
+
+    def test_set_it_is_kept_whatever_the_port(self):
+        settings = Settings(api_port=28000, public_base_url="https://leads.example.com")
+
+        assert settings.public_base_url == "https://leads.example.com"
