@@ -8,6 +8,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger, runtime
 from prefect.events import emit_event
 from pydantic import Field
+from sqlalchemy.exc import OperationalError
 
 from connectors.crm.hubspot.webhooks import handlers_for
 from flows.summaries import publish_summary
@@ -59,9 +60,15 @@ def drain_webhooks(
                 for tenant_id, delivery_id in due:
                     if tenant_id not in handlers:
                         handlers[tenant_id] = handlers_for(store, settings, tenant_id)
-                    verdict = process(
-                        store, tenant_id, delivery_id, sources, handlers[tenant_id]
-                    )
+                    try:
+                        verdict = process(
+                            store, tenant_id, delivery_id, sources, handlers[tenant_id]
+                        )
+                    except OperationalError:
+                        # The store was busy as it was claimed: the delivery
+                        # is still pending for the next batch or run.
+                        logger.warning("delivery %s: store busy", delivery_id)
+                        verdict = None
                     totals[verdict.status if verdict else "left_pending"] += 1
                     owed += bool(verdict and verdict.leaves_work)
     finally:
