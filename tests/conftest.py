@@ -17,6 +17,8 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
@@ -315,3 +317,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def on_prefect(prefect_server, tmp_path) -> Iterator[str]:
+    """Flows called in this test run on the session's Prefect server."""
+    with temporary_settings(
+        updates={
+            PREFECT_API_URL: prefect_server.api_url,
+            PREFECT_HOME: str(tmp_path / "prefect"),
+        }
+    ):
+        yield prefect_server.api_url
+        # The run's logs ship in the background; send them while the server is up.
+        APILogWorker.drain_all(timeout=5)

@@ -24,7 +24,6 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.utilities.callables import parameter_schema
 
 from api.routes import workflows
@@ -494,22 +493,9 @@ def chatty(lines: int) -> None:
         logger.info("line %s", number)
 
 
-@pytest.fixture
-def on_test_prefect(prefect_server, tmp_path) -> Iterator[str]:
-    """Flows run in this process report to the session's Prefect server."""
-    with temporary_settings(
-        updates={
-            PREFECT_API_URL: prefect_server.api_url,
-            PREFECT_HOME: str(tmp_path / "prefect"),
-        }
-    ):
-        yield prefect_server.api_url
-        APILogWorker.drain_all(timeout=5)
-
-
 @pytest.mark.slow
 class TestRunStatus:
-    def test_carries_the_last_log_lines_oldest_first(self, api, on_test_prefect):
+    def test_carries_the_last_log_lines_oldest_first(self, api, on_prefect):
         state = chatty(lines=30, return_state=True)
         run_id = state.state_details.flow_run_id
         APILogWorker.drain_all(timeout=10)
@@ -527,7 +513,7 @@ class TestRunStatus:
         assert messages.index("line 29") < messages.index("line 30")
         assert {line["level"] for line in logs} <= {"INFO", "DEBUG"}
 
-    def test_a_short_run_shows_every_line_with_its_level(self, api, on_test_prefect):
+    def test_a_short_run_shows_every_line_with_its_level(self, api, on_prefect):
         state = chatty(lines=1, return_state=True)
         APILogWorker.drain_all(timeout=10)
 

@@ -16,8 +16,6 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
-from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
 from leads.settings import get_settings
 from leads.store import Store
@@ -28,7 +26,7 @@ FlowStore = Callable[..., Store]
 
 @pytest.fixture
 def flow_store(
-    new_store_url, prefect_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_store_url, on_prefect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FlowStore]:
     """Makes a new SQLite store the flows find through ORCH_* (plus given settings).
 
@@ -52,15 +50,7 @@ def flow_store(
         opened.append(fresh)
         return fresh
 
-    with temporary_settings(
-        updates={
-            PREFECT_API_URL: prefect_server.api_url,
-            PREFECT_HOME: str(tmp_path / "prefect"),
-        }
-    ):
-        yield make
-        # The runs' logs ship in the background; send them while the server is up.
-        APILogWorker.drain_all(timeout=5)
+    yield make
     get_settings.cache_clear()
     for store in opened:
         store.dispose()
