@@ -111,13 +111,13 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A Prefect server of this module's own, on SQLite in a temporary folder.
+def server(new_prefect_server: Callable[[], PrefectServer]) -> Iterator[Server]:
+    """A Prefect server of this module's own (on PostgreSQL + Redis if scaled).
 
     Not the session's: `prefect deploy --all` would take over the deployments
     other tests serve there.
     """
-    running = PrefectServer(tmp_path_factory.mktemp("worker-prefect"))
+    running = new_prefect_server()
     running.start()
     try:
         yield Server(running.api_url, running.home)
@@ -190,9 +190,9 @@ def test_deploy_all_registers_every_deployment_as_served_but_on_the_pool(
 
 
 def test_a_worker_started_elsewhere_runs_the_drain_from_its_environment(
-    deployed, server, tmp_path
+    deployed, server, tmp_path, new_store_url
 ):
-    store_url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    store_url = new_store_url()
     store = Store(store_url)
     upgrade(store.engine)
     lead = submit(

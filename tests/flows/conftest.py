@@ -28,7 +28,9 @@ FlowStore = Callable[..., Store]
 def flow_store(
     new_store_url, on_prefect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FlowStore]:
-    """Makes a new SQLite store the flows find through ORCH_* (plus given settings).
+    """Makes a new store the flows find through ORCH_* (plus given settings).
+
+    Of the session's default backend: SQLite, or PostgreSQL when scaled.
 
     `flow_store(ORCH_CRM="none")` returns the migrated store; Prefect points at
     the session's server until the test ends.
@@ -36,7 +38,7 @@ def flow_store(
     opened: list[Store] = []
 
     def make(**settings: str) -> Store:
-        url = new_store_url("sqlite")
+        url = new_store_url()
         fresh = Store(url)
         upgrade(fresh.engine)
         for name in list(os.environ):
