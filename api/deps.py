@@ -6,10 +6,19 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from api.auth import RequestContext, request_context
+from api.auth import AdminDep, ContextDep
 from api.events import PendingSignal
 from leads.settings import Settings
 from leads.store import Store
+
+__all__ = [
+    "AdminDep",
+    "ContextDep",
+    "JsonBody",
+    "PendingDep",
+    "SettingsDep",
+    "StoreDep",
+]
 
 
 def get_store(request: Request) -> Store:
@@ -27,7 +36,6 @@ def get_pending(request: Request) -> PendingSignal:
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PendingDep = Annotated[PendingSignal, Depends(get_pending)]
-ContextDep = Annotated[RequestContext, Depends(request_context)]
 
 
 def require_json(request: Request) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from deployments.crm_cli import crm, sandbox, sync
 from deployments.email_cli import mailbox
 from deployments.import_cli import import_file
+from deployments.key_cli import keys
 from deployments.score_cli import score
 from deployments.webhook_cli import webhooks
 from deployments.work_pool_cli import deploy, worker
@@ -32,6 +33,7 @@ app.command("import")(import_file)
 app.add_typer(score, name="score")
 app.add_typer(crm, name="crm")
 app.add_typer(webhooks, name="webhooks")
+app.add_typer(keys, name="keys")
 app.command()(sandbox)
 app.command()(sync)
 app.command()(mailbox)
@@ -110,6 +112,7 @@ def up() -> None:
         # Before anything is written: a busy port is the commonest failure.
         Stack(settings).check_ports()
         db_upgrade()
+        _announce_development_key(settings)
         logging.basicConfig(
             level="INFO", format="%(asctime)s %(levelname)s %(message)s"
         )
@@ -117,6 +120,24 @@ def up() -> None:
         run_stack(settings, typer.echo)
     except StackError as exc:
         _fail(str(exc))
+
+
+def _announce_development_key(settings: Settings) -> None:
+    from deployments.key_cli import development_key, development_key_file
+    from leads.store import Store
+
+    store = Store(settings.store_url)
+    try:
+        made = development_key(settings, store)
+    finally:
+        store.dispose()
+    kept = development_key_file(settings)
+    if made is not None:
+        typer.echo(f"API key (admin, tenant default), also kept in {kept}:")
+        typer.echo(f"  {made}")
+        typer.echo(f'  curl -H "Authorization: Bearer $(cat {kept})" …')
+    elif settings.env == "development" and kept.exists():
+        typer.echo(f"API key: in {kept}")
 
 
 @app.command()

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
+from deployments.key_cli import api_client, refused_key
 from leads.settings import Settings
 
 # How often `sync` asks how its run is doing, and for how long.
@@ -261,7 +262,7 @@ def _sync_here(settings: Settings, tenant: str, retry: bool) -> None:
 
 def _sync_through_api(settings: Settings, retry: bool) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
-    with httpx.Client(base_url=base, timeout=60) as client:
+    with api_client(settings) as client:
         try:
             if retry:
                 answer = client.post("/api/crm/retry", json={})
@@ -273,7 +274,10 @@ def _sync_through_api(settings: Settings, retry: bool) -> None:
                 "`make run`, or pass --local to sync in this process"
             )
         if answer.status_code != 202:
-            _fail(f"the API answered {answer.status_code}: {answer.text[:300]}")
+            _fail(
+                refused_key(answer)
+                or f"the API answered {answer.status_code}: {answer.text[:300]}"
+            )
         started = answer.json()
         if retry:
             typer.echo(f"requeued {started['requeued']} parked leads")

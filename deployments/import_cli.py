@@ -14,6 +14,7 @@ import yaml
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from sqlalchemy.exc import OperationalError
 
+from deployments.key_cli import api_client, refused_key
 from leads.imports import ImportFileError, read_mapping
 from leads.settings import Settings
 
@@ -109,7 +110,7 @@ def _run_through_api(
     data: dict[str, str] = {"dry_run": "true" if dry_run else "false"}
     if mapping:
         data["mapping"] = json.dumps(mapping)
-    with httpx.Client(base_url=base, timeout=60) as client:
+    with api_client(settings) as client:
         try:
             with file.open("rb") as body:
                 answer = client.post(
@@ -123,7 +124,7 @@ def _run_through_api(
                 "`make run`, or pass --local to import in this process"
             )
         if answer.status_code != 202:
-            _fail(_problem(answer))
+            _fail(refused_key(answer) or _problem(answer))
         view = answer.json()
         with _bar() as bar:
             task = bar.add_task(file.name, total=100.0, records=0)

@@ -12,6 +12,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+# The tenant of a single-team install: the first key `orchestrator up` makes
+# is its, and the CRM the environment names (`ORCH_CRM`) is its alone.
+DEFAULT_TENANT = "default"
 
 
 class Settings(BaseSettings):
@@ -162,6 +165,44 @@ class Settings(BaseSettings):
         description=(
             "Processes that clean an import's next records while the current ones "
             "are written; 0 does both in the import's own process."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "The key `orchestrator import` and `orchestrator sync` send to the API; "
+            "unset means the development key `orchestrator up` kept in "
+            "`<data dir>/api-key`."
+        ),
+    )
+    rate_limit_per_minute: int = Field(
+        1200,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Requests one API key may make a minute (a token bucket, so short "
+            "bursts up to this many pass); more get 429 with `Retry-After`."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Web origins allowed to call the API from a browser, as a JSON list "
+            '(`["https://app.example.com"]`); empty allows none.'
+        ),
+    )
+    prefect_database_url: str | None = Field(
+        None,
+        description=(
+            "Database of the Prefect server `orchestrator up` starts; unset means "
+            "SQLite under the data dir. PostgreSQL: `postgresql+asyncpg://…`."
+        ),
+    )
+    prefect_redis_url: str | None = Field(
+        None,
+        description=(
+            "Redis for the Prefect server's messaging (`redis://host:port/db`); "
+            "unset means Prefect's in-memory messaging, fine for one server process."
         ),
     )
     config_dir: Path = Field(

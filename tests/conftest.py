@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 import uvicorn
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -23,10 +24,13 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from leads.settings import Settings
+from deployments.prefect_env import redis_messaging_environment, server_database_url
+from leads.settings import DEFAULT_TENANT, Settings
 from leads.store import Store
+from leads.store.api_keys import create_key
 from leads.store.schema import upgrade
 from leads.store.tables import (
+    ApiKey,
     CrmAccount,
     CrmReconciliation,
     CrmSyncTarget,
@@ -43,10 +47,26 @@ from leads.store.tables import (
     SequencePlan,
     SequenceStep,
     TimelineEvent,
+    TriggerKey,
     WebhookDelivery,
 )
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+def _scaled() -> bool:
+    value = os.environ.get("ORCH_TEST_SCALED", "")
+    if value not in ("", "0", "1"):
+        raise pytest.UsageError(f"ORCH_TEST_SCALED: expected 0 or 1, got {value!r}")
+    return value == "1"
+
+
+# ORCH_TEST_SCALED=1 runs the session in the scaled configuration: every store
+# on PostgreSQL (a store test runs once, not once a backend) and the Prefect
+# servers on PostgreSQL with Redis messaging. `make test` runs both sessions.
+SCALED = _scaled()
+POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.postgres)
+BACKENDS = [POSTGRESQL] if SCALED else ["sqlite", POSTGRESQL]
+# The backend of stores that a fixture or test makes without asking for one.
+DEFAULT_BACKEND = "postgresql" if SCALED else "sqlite"
 
 
 def _admin_url() -> str:
@@ -68,7 +88,7 @@ def postgres_server() -> str:
             pass
     except psycopg.OperationalError as exc:
         message = f"PostgreSQL at ORCH_TEST_POSTGRES_URL is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI") == "true" or SCALED:
             pytest.fail(message)
         pytest.skip(message)
     return url
@@ -109,9 +129,13 @@ def postgres_databases(postgres_server: str) -> Iterator[PostgresDatabases]:
 def new_store_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ):
-    """Makes the URL of a new, empty database of the asked backend."""
+    """Makes the URL of a new, empty database of the asked backend.
 
-    def make(backend: str) -> str:
+    With no backend named, the session's default: SQLite, or PostgreSQL in the
+    scaled configuration.
+    """
+
+    def make(backend: str = DEFAULT_BACKEND) -> str:
         if backend == "sqlite":
             folder = tmp_path_factory.mktemp("store")
             return f"sqlite:///{folder / 'orchestrator.db'}"
@@ -119,6 +143,41 @@ def new_store_url(
         return databases.create()
 
     return make
+
+
+# The fixtures ORCH_TEST_SCALED changes; every store, Prefect server and stack
+# a test gets from the fixtures comes through one of them.
+SCALED_FIXTURES = frozenset(
+    {
+        "backend",
+        "migrated_store",
+        "new_store_url",
+        "postgres_server",
+        "prefect_backends",
+    }
+)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """In the scaled session, leaves out tests that would repeat the default one.
+
+    A test that uses none of SCALED_FIXTURES (directly or through another
+    fixture) and is not marked postgres or slow runs the very same code in both
+    sessions: pure logic, or a store it makes itself. The default session runs it.
+    """
+    if not SCALED:
+        return
+    kept: list[pytest.Item] = []
+    repeats: list[pytest.Item] = []
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        marked = any(item.iter_markers("postgres")) or any(item.iter_markers("slow"))
+        (kept if marked or names & SCALED_FIXTURES else repeats).append(item)
+    if repeats:
+        config.hook.pytest_deselected(items=repeats)
+        items[:] = kept
 
 
 @pytest.fixture(params=BACKENDS)
@@ -156,8 +215,28 @@ def wipe(store: Store) -> None:
             OutboxItem,
             TimelineEvent,
             Lead,
+            ApiKey,
+            TriggerKey,
         ):
             connection.execute(delete(table))
+        _empty_audit_log(connection)
+
+
+def _empty_audit_log(connection) -> None:
+    """Empties the append-only audit log, around the triggers that guard it."""
+    if connection.dialect.name == "postgresql":
+        # Row triggers do not fire on TRUNCATE.
+        connection.exec_driver_sql("TRUNCATE audit_events")
+        return
+    triggers = connection.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master "
+        "WHERE type = 'trigger' AND tbl_name = 'audit_events'"
+    ).all()
+    for name, _ in triggers:
+        connection.exec_driver_sql(f"DROP TRIGGER {name}")
+    connection.exec_driver_sql("DELETE FROM audit_events")
+    for _, sql in triggers:
+        connection.exec_driver_sql(sql)
 
 
 @pytest.fixture
@@ -171,6 +250,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def issue_key(
+    store_url: str, tenant: str = DEFAULT_TENANT, scope: str = "admin"
+) -> str:
+    """A new API key in the store at `store_url`."""
+    store = Store(store_url)
+    try:
+        return create_key(store, tenant, scope, "test").secret
+    finally:
+        store.dispose()
 
 
 class LiveServer:
@@ -192,6 +282,20 @@ class LiveServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def key(self, tenant: str = DEFAULT_TENANT, scope: str = "admin") -> str:
+        """A new API key of `tenant` with `scope` in this server's store."""
+        return issue_key(self.settings.store_url, tenant, scope)
+
+    def client(
+        self, tenant: str = DEFAULT_TENANT, scope: str = "admin"
+    ) -> httpx.Client:
+        """An HTTP client of this server sending a new key of `tenant` and `scope`."""
+        return httpx.Client(
+            base_url=self.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.key(tenant, scope)}"},
+        )
 
     def start(self) -> None:
         self.thread.start()
@@ -236,6 +340,9 @@ def live_api(
         prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
         # Nor reach a sandbox a developer's stack serves on the default port.
         crm="none",
+        # Every test of the session calls from one address; the limits are
+        # tested on servers of their own (tests/api/test_rate_limits.py).
+        rate_limit_per_minute=1_000_000,
     )
     server = LiveServer(settings)
     server.start()
@@ -245,16 +352,27 @@ def live_api(
 
 @pytest.fixture
 def client(live_api: LiveServer, store: Store) -> Iterator[httpx.Client]:
-    """An HTTP client of the live API, on an emptied store."""
-    with httpx.Client(base_url=live_api.url, timeout=30) as http:
+    """An HTTP client of the live API with an admin key, on an emptied store."""
+    with live_api.client() as http:
         yield http
 
 
 class PrefectServer:
-    """A real `prefect server start` on a loopback port, with its own home."""
+    """A real `prefect server start` on a loopback port, with its own home.
 
-    def __init__(self, home: Path) -> None:
+    On SQLite in its home unless given a database URL; with a Redis URL, its
+    messaging runs there, as the product configures it (`prefect_env`).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+    ) -> None:
         self.home = home
+        self.database_url = database_url
+        self.redis_url = redis_url
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -267,12 +385,12 @@ class PrefectServer:
         return {
             "PREFECT_HOME": str(self.home),
             "PREFECT_API_URL": self.api_url,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
-                f"sqlite+aiosqlite:///{self.home / 'prefect.db'}"
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_database_url(
+                self.database_url, self.home
             ),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
-        }
+        } | redis_messaging_environment(self.redis_url)
 
     def start(self) -> None:
         prefect = str(Path(sys.executable).with_name("prefect"))
@@ -310,10 +428,157 @@ class PrefectServer:
             self.process.wait(timeout=20)
 
 
+def _test_redis_url() -> str:
+    return os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+class RedisDatabases:
+    """Claims emptied databases of the test Redis, one for each Prefect server.
+
+    The machine's Redis is shared with its other users and with other test
+    runs, so a run only ever takes numbers in TEST_NUMBERS, and only those it
+    claims: a claim is a key that expires, set only where no live claim is, so
+    a run that dies frees its databases within CLAIM_SECONDS.
+    """
+
+    TEST_NUMBERS = range(8, 16)
+    CLAIM_KEY = "orchestrator-test:claimed-by"
+    CLAIM_SECONDS = 3 * 60 * 60
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.token = uuid.uuid4().hex
+        self.claimed: list[int] = []
+
+    def _client(self, number: int) -> redis.Redis:
+        return redis.Redis.from_url(f"{self.server_url}/{number}", socket_timeout=10)
+
+    def claim(self) -> str:
+        """The URL of a database no other run holds, emptied for this one."""
+        for number in self.TEST_NUMBERS:
+            with self._client(number) as client:
+                if not client.set(
+                    self.CLAIM_KEY, self.token, nx=True, ex=self.CLAIM_SECONDS
+                ):
+                    continue
+                # One transaction: no other run ever sees it empty and unclaimed.
+                with client.pipeline(transaction=True) as both:
+                    both.flushdb().set(
+                        self.CLAIM_KEY, self.token, ex=self.CLAIM_SECONDS
+                    )
+                    both.execute()
+            self.claimed.append(number)
+            return f"{self.server_url}/{number}"
+        raise RuntimeError(
+            f"every test database of the Redis at {self.server_url} "
+            f"({self.TEST_NUMBERS.start}-{self.TEST_NUMBERS.stop - 1}) is claimed by "
+            f"another test run; claims expire {self.CLAIM_SECONDS} s after they start"
+        )
+
+    def release_all(self) -> None:
+        """Empties every database this run still holds and gives it up."""
+        for number in self.claimed:
+            with self._client(number) as client, client.pipeline() as pipe:
+                try:
+                    pipe.watch(self.CLAIM_KEY)
+                    if pipe.get(self.CLAIM_KEY) != self.token.encode():
+                        continue  # expired and taken by another run since
+                    pipe.multi()
+                    pipe.flushdb()
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+        self.claimed.clear()
+
+
+class PrefectBackends:
+    """Where the scaled session puts Prefect servers: PostgreSQL and Redis."""
+
+    def __init__(self, postgres_url: str, redis_url: str) -> None:
+        self.databases = PostgresDatabases(postgres_url)
+        self.redis = RedisDatabases(redis_url)
+
+    def release(self) -> None:
+        self.databases.drop_all()
+        self.redis.release_all()
+
+
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """One Prefect server for the whole session."""
-    server = PrefectServer(tmp_path_factory.mktemp("prefect"))
+def prefect_backends(
+    request: pytest.FixtureRequest,
+) -> Iterator[PrefectBackends | None]:
+    """The scaled session's PostgreSQL and Redis for Prefect servers; None if not.
+
+    Everything taken from them is dropped or emptied when the session ends,
+    after every server and stack using them has stopped.
+    """
+    if not SCALED:
+        yield None
+        return
+    backends = PrefectBackends(
+        request.getfixturevalue("postgres_server"), _test_redis_url()
+    )
+    yield backends
+    backends.release()
+
+
+@pytest.fixture(scope="session")
+def new_prefect_server(
+    prefect_backends: PrefectBackends | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[], PrefectServer]]:
+    """Makes Prefect servers (not started), each with its own home and state.
+
+    In the scaled configuration each gets a new PostgreSQL database and a Redis
+    database emptied for it. Every server made is stopped when the session ends.
+    """
+    made: list[PrefectServer] = []
+
+    def make() -> PrefectServer:
+        home = tmp_path_factory.mktemp("prefect")
+        if prefect_backends is None:
+            server = PrefectServer(home)
+        else:
+            server = PrefectServer(
+                home,
+                prefect_backends.databases.create(),
+                prefect_backends.redis.claim(),
+            )
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(
+    prefect_backends: PrefectBackends | None,
+) -> Callable[[], dict[str, str]]:
+    """Makes the ORCH_* store settings for a new `orchestrator up` of a test.
+
+    Empty in the default session: the stack's data dir holds its SQLite files.
+    Scaled: a new PostgreSQL database for the lead store, another for the
+    stack's own Prefect server and a Redis database emptied for its messaging.
+    """
+
+    def make() -> dict[str, str]:
+        if prefect_backends is None:
+            return {}
+        return {
+            "ORCH_DATABASE_URL": prefect_backends.databases.create(),
+            "ORCH_PREFECT_DATABASE_URL": prefect_backends.databases.create(),
+            "ORCH_PREFECT_REDIS_URL": prefect_backends.redis.claim(),
+        }
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prefect_server(new_prefect_server) -> Iterator[PrefectServer]:
+    """One Prefect server for the whole session (on PostgreSQL + Redis if scaled)."""
+    server = new_prefect_server()
     server.start()
     yield server
     server.stop()

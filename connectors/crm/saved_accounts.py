@@ -17,7 +17,7 @@ from connectors.crm.accounts import (
 from connectors.crm.errors import CrmConfigError
 from connectors.crm.mapping import load_mapping, load_mapping_document
 from leads.encryption import SecretBox, SecretKeyError, secret_box
-from leads.settings import Settings
+from leads.settings import DEFAULT_TENANT, Settings
 from leads.store.database import Store, TenantScope
 from leads.store.tables import CrmAccount as CrmAccountRow
 
@@ -85,7 +85,11 @@ def account_of(row: CrmAccountRow, box: SecretBox, settings: Settings) -> CrmAcc
 
 
 def resolve(store: Store, tenant_id: str, settings: Settings) -> CrmAccount | None:
-    """The tenant's saved CRM, else the one the environment names (`ORCH_CRM`).
+    """The tenant's saved CRM; for the default tenant, else the environment's.
+
+    The CRM `ORCH_CRM` names belongs to the default tenant alone: another
+    tenant's leads must never land in it, so a tenant without a saved account
+    has no CRM and its leads wait until it saves one.
 
     Raises:
         CrmConfigError: the account is configured but cannot be used; says why.
@@ -94,4 +98,6 @@ def resolve(store: Store, tenant_id: str, settings: Settings) -> CrmAccount | No
         row = scope.get(CrmAccountRow, tenant_id)
     if row is not None:
         return account_of(row, secret_box(settings), settings)
+    if tenant_id != DEFAULT_TENANT:
+        return None
     return account_from_settings(settings)

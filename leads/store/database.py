@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 # Seconds a SQLite writer waits for the lock before SQLITE_BUSY.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Seconds a new PostgreSQL connection may take to be established.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 
 def create_store_engine(url: str) -> Engine:
@@ -29,6 +31,14 @@ def create_store_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(
             url,
+            # libpq waits for ever on a server that accepts and never answers;
+            # a `connect_timeout` in the URL wins over this.
+            connect_args=(
+                {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+                if parsed.get_driver_name() in ("psycopg", "psycopg2")
+                and "connect_timeout" not in parsed.query
+                else {}
+            ),
             pool_pre_ping=True,
             # As many connections as the API has request threads (40), so a
             # burst queues in the pool briefly instead of timing out.
@@ -128,6 +138,12 @@ class Store:
         """A read-only transaction for one tenant."""
         with self._readers() as session, session.begin():
             yield TenantScope(session, tenant_id)
+
+    @contextmanager
+    def read_across_tenants(self) -> Iterator[Session]:
+        """A read-only transaction over every tenant's rows (keys, system work)."""
+        with self._readers() as session, session.begin():
+            yield session
 
     def dispose(self) -> None:
         """Closes every pooled connection."""

@@ -440,7 +440,7 @@ def broken_config(serve_api, store, tmp_path) -> Iterator[httpx.Client]:
             prefect_api_url=f"http://127.0.0.1:{closed_port()}/api",
         )
     )
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with server.client() as http:
         yield http
 
 

@@ -139,7 +139,7 @@ class TestWithPrefect:
                 crm="none",
             )
         )
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with server.client() as http:
             yield http
 
     @pytest.fixture

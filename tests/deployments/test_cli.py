@@ -118,6 +118,8 @@ def test_unreachable_database_is_a_clear_error(env):
 @pytest.mark.slow
 def test_api_serves_leads_until_terminated(env, tmp_path):
     run("db", "upgrade", env=env)
+    key = run("keys", "create", "--tenant", "default", "--scope", "write", env=env)
+    headers = {"Authorization": f"Bearer {key.stdout.strip()}"}
     port = free_port()
     env["ORCH_API_PORT"] = str(port)
     log = tmp_path / "api.log"
@@ -138,9 +140,12 @@ def test_api_serves_leads_until_terminated(env, tmp_path):
             assert server.poll() is None, log.read_text()
             time.sleep(0.2)
 
-        created = httpx.post(f"{base}/api/leads", json={"email": "cli@example.com"})
+        created = httpx.post(
+            f"{base}/api/leads", json={"email": "cli@example.com"}, headers=headers
+        )
         assert created.status_code == 201
-        assert httpx.get(f"{base}{created.headers['location']}").status_code == 200
+        found = httpx.get(f"{base}{created.headers['location']}", headers=headers)
+        assert found.status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=15)

@@ -37,6 +37,8 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Pending
 from sqlalchemy import create_engine, text
 
+from tests.conftest import SCALED
+
 pytestmark = pytest.mark.slow
 
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
@@ -61,6 +63,7 @@ class RunningStack:
     api: httpx.Client
     prefect_url: str
     sandbox_url: str
+    store_url: str
 
     @property
     def log(self) -> str:
@@ -95,7 +98,7 @@ class RunningStack:
         return sum(wanted == r.lower() for r in self.recipients())
 
     def store(self, sql: str, **params: object) -> list[tuple]:
-        engine = create_engine(f"sqlite:///{self.data_dir / 'orchestrator.db'}")
+        engine = create_engine(self.store_url)
         try:
             with engine.connect() as connection:
                 return [tuple(row) for row in connection.execute(text(sql), params)]
@@ -123,9 +126,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(prefect_server, tmp_path_factory) -> Iterator[RunningStack]:
-    """`orchestrator up` on a fresh data dir, using the session's Prefect server."""
+def stack(prefect_server, new_store_url, tmp_path_factory) -> Iterator[RunningStack]:
+    """`orchestrator up` on a fresh data dir, using the session's Prefect server.
+
+    Its store is the data dir's SQLite file `make run` uses, or a new PostgreSQL
+    database in the scaled configuration.
+    """
     data_dir = tmp_path_factory.mktemp("stack")
+    store_url = (
+        new_store_url("postgresql")
+        if SCALED
+        else f"sqlite:///{data_dir / 'orchestrator.db'}"
+    )
     port = _free_port()
     sandbox_port = _free_port()
     env = {
@@ -137,6 +149,8 @@ def stack(prefect_server, tmp_path_factory) -> Iterator[RunningStack]:
         "ORCH_SANDBOX_PORT": str(sandbox_port),
         "ORCH_PREFECT_API_URL": prefect_server.api_url,
     }
+    if SCALED:
+        env["ORCH_DATABASE_URL"] = store_url
     with (data_dir / "up.log").open("wb") as log:
         process = subprocess.Popen(
             [ORCHESTRATOR, "up"],
@@ -152,10 +166,16 @@ def stack(prefect_server, tmp_path_factory) -> Iterator[RunningStack]:
         api,
         prefect_server.api_url,
         f"http://127.0.0.1:{sandbox_port}",
+        store_url,
     )
 
     def ready() -> bool:
         assert process.poll() is None, running.log
+        key_file = data_dir / "api-key"
+        if "authorization" not in api.headers and key_file.exists():
+            # The development key `orchestrator up` made and printed.
+            assert key_file.read_text().strip() in running.log
+            api.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
         try:
             status = api.get("/api/status").json()
         except (httpx.HTTPError, ValueError):
@@ -163,11 +183,14 @@ def stack(prefect_server, tmp_path_factory) -> Iterator[RunningStack]:
         runner = status.get("prefect", {}).get("flow_runner", {})
         return set(runner.get("deployments", {}).values()) == {"READY"}
 
-    wait_for(ready, 120, "the stack to come up with every deployment READY")
-    yield running
-    api.close()
-    os.kill(process.pid, signal.SIGTERM)
-    process.wait(timeout=90)
+    try:
+        wait_for(ready, 120, "the stack to come up with every deployment READY")
+        yield running
+    finally:
+        # Also when it never came up: no stack may outlive the session.
+        api.close()
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=90)
     assert process.returncode == 0, running.log
     assert "stopped flow-runner" in running.log
 
