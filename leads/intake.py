@@ -29,7 +29,7 @@ from leads.fuzzy import BlockIndex, Verdict
 from leads.matching import mailbox_key
 from leads.models import LeadInput, Outcome
 from leads.normalise import clean_fields, clean_text
-from leads.store import Store, TenantScope, duplicates, match_keys, timeline
+from leads.store import Store, TenantScope, audit, duplicates, match_keys, timeline
 from leads.store.leads import find_by_email, stored_keys
 from leads.store.schema import describe_error
 from leads.store.statistics import refresh_statistics
@@ -156,6 +156,14 @@ def store_prepared(
 
     before = Verdicts.of(existing)
     changes = _merge(existing, values)
+    audit.append_decision(
+        scope.session,
+        scope.tenant_id,
+        "lead.merged",
+        "lead",
+        existing.id,
+        {"match": "email_key", "channel": channel, "fields": sorted(changes)},
+    )
     if not changes:
         # The same lead sent again: worth a line on its timeline (where and
         # when it came), but nothing changed, so nothing is owed.
@@ -260,6 +268,15 @@ def _merge_into(
     target = match.lead
     before = Verdicts.of(target)
     changes = _merge(target, values)
+    audit.append_decision(
+        scope.session,
+        scope.tenant_id,
+        "lead.merged",
+        "lead",
+        target.id,
+        {"match": "fuzzy", "channel": channel, "fields": sorted(changes)}
+        | match.describe(),
+    )
     detail["matched"] = match.describe()
     detail["changes"] = changes
     if "email" in changes:

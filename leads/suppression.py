@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import bindparam, select
 
 from leads.normalise import email_key
-from leads.store import outbox, timeline
+from leads.store import audit, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.inserts import insert_if_absent
 from leads.store.leads import find_by_email
@@ -112,6 +112,15 @@ def suppress_hash(
             "created_at": utcnow(),
         },
     )
+    if inserted is not None:
+        audit.append_decision(
+            scope.session,
+            scope.tenant_id,
+            "email.suppressed",
+            "lead" if lead_id else "suppression",
+            lead_id or str(inserted),
+            {"suppression_id": inserted, "reason": reason, "source": source},
+        )
     return inserted is not None
 
 
@@ -221,6 +230,14 @@ def unsubscribe(
     lead.email_state = state | {"unsubscribed_at": moment}
     timeline.record(
         scope, lead, "email.unsubscribed", source=source, detail={"source": source}
+    )
+    audit.append_decision(
+        scope.session,
+        scope.tenant_id,
+        "lead.unsubscribed",
+        "lead",
+        lead.id,
+        {"source": source},
     )
     _owe_crm_sync(scope, lead)
     return True

@@ -19,7 +19,7 @@ from leads.changes import Verdicts, commit_change, jsonable, set_value
 from leads.errors import LeadError
 from leads.fields import TEXT_FIELDS
 from leads.matching import match_reason
-from leads.store import timeline
+from leads.store import audit, timeline
 from leads.store.database import TenantScope
 from leads.store.paging import page_by_id
 from leads.store.tables import DuplicateReview, Lead, utcnow
@@ -103,6 +103,14 @@ def pair(scope: TenantScope, lead: Lead, earlier: Lead, reason: str) -> Duplicat
         lead_id=lead.id, duplicate_of_id=earlier.id, reason=reason, status=OPEN
     )
     scope.add(review)
+    audit.append_decision(
+        scope.session,
+        scope.tenant_id,
+        "lead.possible_duplicate",
+        "lead",
+        lead.id,
+        {"duplicate_of_id": earlier.id, "reason": reason},
+    )
     return review
 
 
@@ -128,6 +136,19 @@ def pair_many(
     ]
     if rows:
         scope.session.execute(insert(DuplicateReview.__table__), rows)
+    audit.append_decisions(
+        scope.session,
+        scope.tenant_id,
+        "lead.possible_duplicate",
+        "lead",
+        {
+            row["lead_id"]: {
+                "duplicate_of_id": row["duplicate_of_id"],
+                "reason": reason,
+            }
+            for row in rows
+        },
+    )
 
 
 def lock_mailboxes(scope: TenantScope, keys: Iterable[str | None]) -> None:
@@ -204,6 +225,14 @@ def dismiss(
             detail={"review_id": review.id, "other_lead_id": other.id},
         )
     _resolve(review, DISMISSED)
+    audit.append_decision(
+        scope.session,
+        scope.tenant_id,
+        "duplicate.dismissed",
+        "review",
+        str(review.id),
+        {"lead_id": later.id, "duplicate_of_id": earlier.id},
+    )
     return review
 
 
@@ -244,6 +273,18 @@ def merge(scope: TenantScope, review_id: int | str, *, channel: str) -> Duplicat
     )
     scope.session.delete(later)
     _resolve(review, MERGED)
+    audit.append_decision(
+        scope.session,
+        scope.tenant_id,
+        "duplicate.merged",
+        "review",
+        str(review.id),
+        {
+            "kept_lead_id": earlier.id,
+            "merged_lead_id": later.id,
+            "fields": sorted(changes),
+        },
+    )
     scope.session.flush()
     return review
 

@@ -604,3 +604,74 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ApiKey(Base):
+    """A key a caller sends to act for one tenant with one scope.
+
+    Only a SHA-256 digest of the key's secret part is kept: keys are 256-bit
+    random values, so a digest cannot be guessed back and needs no slow hash.
+    A revoked key stays, so its audit records still name it.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One mutating call or automated decision, appended and never changed.
+
+    `actor` is the API key's id, or `system` with the flow run for automated
+    decisions. Records name objects by id and hold no personal data, so they
+    outlive an erasure. The database refuses UPDATE and DELETE on this table.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_tenant", "tenant_id", "id"),
+        Index("ix_audit_events_target", "tenant_id", "target_type", "target_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    # `request` for an API call, `decision` for what the product decided.
+    kind: Mapped[str] = mapped_column(String(16))
+    # `POST /api/leads/{lead_id}` for calls (the route's template, no values);
+    # `lead.merged`, `crm.parked`, `email.suppressed`, … for decisions.
+    action: Mapped[str] = mapped_column(String(128))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    # Ids, counts and reason codes only.
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+
+
+class TriggerKey(Base):
+    """An `Idempotency-Key` a workflow trigger holds, shared by every API replica.
+
+    The first request with a key inserts this row and holds it while it takes
+    the lead in and starts the run; a concurrent request with the same key
+    waits for the hold to end, then answers with that run. `lead_id` is the
+    lead the first request took in, so a request that takes over from one
+    that died does not take it in again.
+    """
+
+    __tablename__ = "trigger_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32))
+    held_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    lead_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

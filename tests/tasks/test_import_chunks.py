@@ -60,11 +60,12 @@ def test_every_event_of_the_imported_leads_names_the_flow_run(
                 TimelineEvent.id
             )
         ).all()
-    # Two chunks: Ada's second record falls in the second and updates her.
-    assert [kind for kind, _ in events] == [
+    # Two chunks: Ada's second record falls in the second and updates her
+    # (a chunk writes its new leads together, so only the counts are fixed).
+    assert sorted(kind for kind, _ in events) == [
+        "lead.created",
         "lead.created",
         "lead.created",
         "lead.updated",
-        "lead.created",
     ]
     assert {run for _, run in events} == {run_id}
