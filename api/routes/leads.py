@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import httpx
@@ -15,9 +15,11 @@ from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
+from api.auth import KEYED
+from api.deps import AdminDep, ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from api.routes.workflows import read_runs, run_ui_url
-from leads import edits, rulebook
+from leads import edits, erasure, rulebook
+from leads.encryption import secret_box
 from leads.errors import FieldError, LeadRejected
 from leads.intake import IntakeResult, submit, submit_batch
 from leads.models import (
@@ -34,7 +36,7 @@ from leads.store.email_history import email_history
 from leads.store.flow_runs import LeadRun, runs_of_lead
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/leads", tags=["leads"])
+router = APIRouter(prefix="/api/leads", tags=["leads"], dependencies=KEYED)
 
 CHANNEL = "api"
 LeadId = Annotated[str, Path(description="The lead's id.")]
@@ -168,7 +170,10 @@ def _result(result: IntakeResult) -> LeadResult:
     status_code=201,
     response_model=LeadResult,
     responses={
-        200: {"description": "An existing lead with the same e-mail was updated."},
+        200: {
+            "model": LeadResult,
+            "description": "An existing lead with the same e-mail was updated.",
+        },
         201: {"description": "The lead was created; `Location` names it."},
         413: {"description": "The body is over `ORCH_MAX_BODY_BYTES`."},
         422: {"description": "Invalid; every error names its field; nothing written."},
@@ -521,3 +526,76 @@ def lead_emails(lead_id: LeadId, store: StoreDep, context: ContextDep) -> LeadEm
             sequences=[EnrolmentView.model_validate(e) for e in enrolments],
             sends=[OneOffView.model_validate(send) for send in sends],
         )
+
+
+class ErasureResult(BaseModel):
+    lead_id: str
+    removed: dict[str, int] = Field(
+        description="Rows deleted by kind (`leads`, `timeline_events`, "
+        "`outbox_items`, `sequence_steps`, `email_sends`, `email_events`, "
+        "`match_keys`, `duplicate_reviews`, `import_rejects`, …); "
+        "`webhook_deliveries` were emptied, kept as ids so a redelivery is "
+        "not taken in again; `duplicate_flags` were taken off other leads."
+    )
+    suppressed: int = Field(
+        description="Hashed `erased` suppression entries added, one per address "
+        "the person used: no marketing e-mail goes to it again."
+    )
+    crm_erasure: Literal["queued", "not_needed"] = Field(
+        description="`queued`: the CRM sync deletes the person from the CRM, "
+        "retrying while the CRM is down, and records `crm.erased` in the audit "
+        "log; `not_needed`: the CRM was never written."
+    )
+
+
+@router.delete(
+    "/{lead_id}",
+    response_model=ErasureResult,
+    responses={
+        404: {"description": "No such lead for this key's tenant (or erased)."},
+        422: {"description": "`erase=true` was not sent."},
+    },
+)
+def erase_lead(
+    lead_id: LeadId,
+    store: StoreDep,
+    settings: SettingsDep,
+    context: AdminDep,
+    pending: PendingDep,
+    erase: Annotated[
+        bool,
+        Query(
+            description="Must be true: deleting a lead erases the person for "
+            "good, everywhere the product kept them."
+        ),
+    ] = False,
+) -> ErasureResult:
+    """Erases the person (right to be forgotten); needs an admin key."""
+    if not erase:
+        raise LeadRejected(
+            [
+                FieldError(
+                    "erase",
+                    "erase_required",
+                    "deleting a lead always erases the person (the store, the "
+                    "CRM, kept webhooks and import rejects) and cannot be undone; "
+                    "send erase=true to confirm",
+                )
+            ]
+        )
+    with store.write(context.tenant_id) as scope:
+        done = erasure.erase(
+            scope,
+            lead_id,
+            actor=context.key_id or "system",
+            seal=secret_box(settings).seal,
+            trigger={"via": "api"},
+        )
+    if done.crm_erasure_queued:
+        pending.notify()
+    return ErasureResult(
+        lead_id=done.lead_id,
+        removed=done.removed,
+        suppressed=done.suppressed,
+        crm_erasure="queued" if done.crm_erasure_queued else "not_needed",
+    )

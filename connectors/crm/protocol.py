@@ -172,6 +172,22 @@ class CrmConnector(Protocol):
         """Every record modified in `[start, end)`, each once (for reconciling)."""
         ...
 
+    def erase(self, crm_id: str) -> bool:
+        """Deletes the record with the CRM's id `crm_id` for good, for an erasure.
+
+        HubSpot's GDPR delete; Salesforce's delete of the Lead. Safe to repeat:
+        a record already gone is not an error.
+
+        Returns:
+            True when this call deleted it; False when the CRM had no such
+            record (never there, or deleted before).
+
+        Raises:
+            CrmError: the deletion failed; `retryable` says whether it may
+                succeed later.
+        """
+        ...
+
     def list_fields(self) -> list[CrmField]:
         """The lead/contact object's fields, for checking a mapping."""
         ...

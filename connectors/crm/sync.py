@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from connectors.crm.accounts import CrmAccount
+from connectors.crm.erasure import CrmErasures
 from connectors.crm.errors import (
     CrmAuthError,
     CrmConfigError,
@@ -30,19 +32,22 @@ from connectors.crm.protocol import CrmConnector, CrmField, SyncFailure, SyncRes
 from connectors.crm.records import Planned, collapse, plan
 from connectors.crm.saved_accounts import resolve
 from connectors.crm.store_budget import StoreBudget
+from leads.erasure import is_crm_erasure
 from leads.settings import Settings
-from leads.store import outbox, timeline
+from leads.store import audit, outbox, timeline
 from leads.store.claims import (
     Claim,
     complete,
     extend_all,
     finish_all_in,
     finish_in,
+    held_in,
     release,
     release_in,
 )
 from leads.store.database import Store
 from leads.store.tables import CrmSyncTarget, Lead, OutboxItem, utcnow
+from leads.tracebacks import valueless
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +127,17 @@ class CrmSync:
         self._connected: dict[str, tuple[CrmAccount, CrmConnector] | None] = {}
         self._fields: dict[str, dict[str, CrmField]] = {}
         self._budgets: dict[str, StoreBudget] = {}
+        # Erased leads' rows share the topic: their records are deleted instead.
+        self._erasures = CrmErasures(
+            store,
+            settings,
+            self.connection,
+            lease=lease,
+            backoff=backoff,
+            max_attempts=MAX_ATTEMPTS,
+            on_daily_limit=self._note_daily_limit,
+            now=now,
+        )
 
     def connection(self, tenant_id: str) -> tuple[CrmAccount, CrmConnector] | None:
         """The tenant's account and a connector to it, built once per run.
@@ -188,7 +204,12 @@ class CrmSync:
         for held in claims:
             by_tenant[held.tenant_id].append(held)
         for tenant_id, held in by_tenant.items():
-            counts.update(self._sync_tenant(tenant_id, held))
+            erasures = [h for h in held if is_crm_erasure(h.topic, h.key)]
+            if erasures:
+                counts.update(self._erasures.handle(tenant_id, erasures))
+            held = [h for h in held if not is_crm_erasure(h.topic, h.key)]
+            if held:
+                counts.update(self._sync_tenant(tenant_id, held))
         return dict(counts)
 
     def _sync_tenant(self, tenant_id: str, claims: list[Claim]) -> Counter[str]:
@@ -198,7 +219,7 @@ class CrmSync:
             # Not foreseen (a bug, the store gone away mid-batch): the tenant's
             # leads wait and are tried again, each attempt counted, so one
             # tenant's trouble neither stops the others nor loops for ever.
-            logger.exception("CRM sync of tenant %s failed", tenant_id)
+            logger.error("CRM sync of tenant %s failed\n%s", tenant_id, valueless(exc))
             outcome = LeadOutcome(
                 "retrying",
                 reason="internal_error",
@@ -372,17 +393,27 @@ class CrmSync:
         Together, so a lead never shows a result its outbox row does not
         agree with. A lead that changed while it was being written (its row's
         generation moved on) keeps its CRM id but shows `pending`: the newer
-        values are due to be written too.
+        values are due to be written too. A lead another run took over
+        meanwhile is left as that run records it, and counted `lost`.
         """
         warnings = warnings or {}
         now = self._now()
-        counts = Counter(outcomes[held.lead_id].counted_as for held in claims)
         # Another run holds a lost claim now and records its own result.
+        lost = [h for h in claims if outcomes[h.lead_id].status == "lost"]
         claims = [h for h in claims if outcomes[h.lead_id].status != "lost"]
-        done = [
-            h for h in claims if outcomes[h.lead_id].status in ("synced", "skipped")
-        ]
         with self.store.write(tenant_id) as scope:
+            # A lease can also run out while the CRM is answering, and another
+            # run take the lead over and record it first: only claims still
+            # ours are recorded, or a late answer would overwrite that run's.
+            mine = held_in(scope.session, claims)
+            lost += [h for h in claims if h.id not in mine]
+            claims = [h for h in claims if h.id in mine]
+            counts = Counter(outcomes[h.lead_id].counted_as for h in claims)
+            if lost:
+                counts["lost"] = len(lost)
+            done = [
+                h for h in claims if outcomes[h.lead_id].status in ("synced", "skipped")
+            ]
             # Claims first, in as few statements as may be (one for every lead
             # written), before any lead is touched: nothing to flush between.
             current = finish_all_in(scope.session, done, "done", now)
@@ -440,6 +471,22 @@ class CrmSync:
             # One statement for the batch's events: the sync writes hundreds of
             # leads a second, and an ORM insert per lead would cost most of it.
             timeline.append_all(scope, events)
+            audit.append_decisions(
+                scope.session,
+                tenant_id,
+                "crm.parked",
+                "lead",
+                {
+                    held.lead_id: {
+                        "reason": outcomes[held.lead_id].reason,
+                        "attempt": held.attempts,
+                    }
+                    for held in claims
+                    if held.lead_id in leads
+                    and outcomes[held.lead_id].status == "parked"
+                },
+                flow_run_id=self.flow_run_id,
+            )
         return counts
 
     def _settle_all(
@@ -662,11 +709,22 @@ def follow_account(
     with store.write(tenant_id) as scope:
         target = scope.session.get(CrmSyncTarget, tenant_id, with_for_update=True)
         if target is None:
-            scope.session.add(
-                CrmSyncTarget(tenant_id=tenant_id, account=key, since=now)
-            )
-            return 0
-        if target.account == key:
+            try:
+                with scope.session.begin_nested():
+                    scope.session.add(
+                        CrmSyncTarget(tenant_id=tenant_id, account=key, since=now)
+                    )
+                return 0
+            except IntegrityError:
+                # Another run's first sync noted it meanwhile: PostgreSQL
+                # locks no row that is not there yet, so both tried to add it.
+                target = scope.session.get(
+                    CrmSyncTarget,
+                    tenant_id,
+                    with_for_update=True,
+                    populate_existing=True,
+                )
+        if target is None or target.account == key:
             return 0
         moved = scope.session.execute(
             update(OutboxItem)

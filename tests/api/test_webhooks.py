@@ -14,7 +14,13 @@ from sqlalchemy import func, select
 
 from leads.clock import ManualClock, use_clock
 from leads.encryption import secret_key
-from leads.store.tables import Lead, OutboxItem, TimelineEvent, WebhookDelivery
+from leads.store.tables import (
+    AuditEvent,
+    Lead,
+    OutboxItem,
+    TimelineEvent,
+    WebhookDelivery,
+)
 from leads.webhooks.signatures import sign_hubspot_v3, sign_orchestrator, sign_sha256
 from leads.webhooks.sources import derived_secret
 
@@ -536,7 +542,7 @@ class TestHubSpot:
         )
         assert change.source == "webhook:hubspot"
 
-    def test_a_privacy_deletion_stops_every_e_mail_to_the_person(
+    def test_a_privacy_deletion_erases_the_person(
         self, client, store, live_api, app_secret, contact
     ):
         response = self.post(
@@ -545,11 +551,12 @@ class TestHubSpot:
         [delivery] = settled(store, 1)
 
         assert response.status_code == 200
-        assert delivery.status == "applied"
-        [lead] = rows(store, Lead, Lead.id == contact)
-        assert lead.email_opt_out is True
-        kinds = {row.kind for row in rows(store, TimelineEvent)}
-        assert "lead.privacy_deletion_requested" in kinds
+        assert (delivery.status, delivery.lead_id) == ("applied", None)
+        assert rows(store, Lead, Lead.id == contact) == []
+        assert rows(store, TimelineEvent, TimelineEvent.lead_id == contact) == []
+        [record] = rows(store, AuditEvent, AuditEvent.action == "lead.erased")
+        assert (record.actor, record.target_id) == ("system", contact)
+        assert record.detail["delivery_id"] == delivery.delivery_id
 
     def test_a_created_contact_without_a_hubspot_account_is_ignored_with_why(
         self, client, store, live_api, app_secret

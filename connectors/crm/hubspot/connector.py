@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Literal
 
+from hubspot.crm.contacts import PublicGdprDeleteInput
+
 from connectors.crm.budget import RateBudget, Unlimited
 from connectors.crm.errors import CrmDailyLimitReached, CrmError
 from connectors.crm.hubspot.client import HubSpotClient
@@ -21,6 +23,7 @@ from connectors.crm.hubspot.contacts import (
     read_contacts,
 )
 from connectors.crm.hubspot.credentials import HubSpotCredentials
+from connectors.crm.hubspot.errors import HubSpotNotFound
 from connectors.crm.hubspot.properties import list_contact_fields
 from connectors.crm.hubspot.subscriptions import Subscriptions
 from connectors.crm.mapping import OptOut
@@ -132,6 +135,29 @@ class HubSpotConnector:
             )
             return SyncResult("", "failed", crm_id=written.crm_id, failure=failure)
         return written
+
+    def erase(self, crm_id: str) -> bool:
+        """Deletes the contact for good through HubSpot's GDPR delete, by record id.
+
+        Never by e-mail: HubSpot puts an address it does not find on a
+        blocklist that stops the address for good, which would keep a person
+        who signs up again out. A contact HubSpot does not have (404) is gone
+        already.
+
+        Returns:
+            True when HubSpot deleted it now; False when it had no such contact.
+        """
+        try:
+            self._client.call(
+                "GDPR delete contact",
+                self._client.basic_api.purge_with_http_info,
+                PublicGdprDeleteInput(object_id=crm_id),
+            )
+        except HubSpotNotFound:
+            logger.info("HubSpot GDPR delete: contact %s was not there", crm_id)
+            return False
+        logger.info("HubSpot GDPR delete: contact %s deleted", crm_id)
+        return True
 
     def read(
         self, keys: Sequence[str], fields: Sequence[str]

@@ -4,8 +4,8 @@ HubSpot posts batches of events naming a contact by its record id; each event
 was split out and kept on its own (`leads.webhooks.events`). A property change
 of a contact we hold updates the state the e-mail stop conditions read, at
 once instead of at the next reconciliation; a contact created in HubSpot is
-read back by id and taken in as a lead; a privacy deletion stops all e-mail
-to the person.
+read back by id and taken in as a lead; a privacy deletion erases the person
+(`leads.erasure`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from connectors.crm.protocol import CrmSnapshot
 from connectors.crm.reconcile import STATE_FIELDS, apply_state
 from connectors.crm.saved_accounts import resolve
 from connectors.crm.store_budget import StoreBudget
+from leads.encryption import secret_box
+from leads.erasure import Seal, erase
 from leads.errors import FieldError, LeadRejected
 from leads.intake import prepare, store_prepared
 from leads.settings import Settings
-from leads.store import Store, TenantScope, timeline
+from leads.store import Store, TenantScope
 from leads.store import webhooks as deliveries
+from leads.store.audit import SYSTEM
 from leads.store.tables import Lead
-from leads.suppression import unsubscribe
 from leads.webhooks.events import parse_json
 from leads.webhooks.processing import (
     Handler,
@@ -66,7 +68,9 @@ class ContactRead:
     verdict: Verdict | None = None
 
 
-def hubspot_handler(read_contact: ContactReader | None, region: str) -> Handler:
+def hubspot_handler(
+    read_contact: ContactReader | None, region: str, *, seal: Seal | None = None
+) -> Handler:
     """The handler of `hubspot` payloads.
 
     Args:
@@ -74,6 +78,8 @@ def hubspot_handler(read_contact: ContactReader | None, region: str) -> Handler:
             None when the tenant has none (created contacts are then ignored,
             with that reason).
         region: default region for phone numbers.
+        seal: encrypts what an erasure must keep until the CRM is done
+            (`leads.erasure`); None keeps no address.
     """
 
     def fetch(
@@ -120,7 +126,7 @@ def hubspot_handler(read_contact: ContactReader | None, region: str) -> Handler:
         if kind == "contact.creation":
             return _created(scope, source, delivery, lead, fetched, region)
         if kind == "contact.privacyDeletion":
-            return _privacy_deletion(scope, source, delivery, lead)
+            return _privacy_deletion(scope, delivery, lead, seal)
         return _ignored("subscriptionType", "event_type_not_handled", f"{kind!r}")
 
     return Handler(apply, fetch)
@@ -226,23 +232,27 @@ def _created(
 
 def _privacy_deletion(
     scope: TenantScope,
-    source: WebhookSource,
     delivery: deliveries.Claimed,
     lead: Lead | None,
+    seal: Seal | None,
 ) -> Verdict:
+    """Erases the contact's lead, as `DELETE /api/leads/{id}?erase=true` does.
+
+    HubSpot deleted the contact itself, so no CRM call is owed for it; other
+    records of the person (an account used before, leads merged in) are
+    still deleted there. The delivery is linked to no lead afterwards.
+    """
     if lead is None:
         return _ignored("objectId", "contact_not_known", "no lead holds this contact")
-    # TODO(#8): erase the person from the store, timeline and outboxes, as
-    # `DELETE /api/leads/{id}?erase=true` will; until then every e-mail stops.
-    unsubscribe(scope, lead, source=f"webhook:{source.name}")
-    timeline.record(
+    erase(
         scope,
-        lead,
-        "lead.privacy_deletion_requested",
-        source=f"webhook:{source.name}",
-        detail={"delivery_id": delivery.delivery_id},
+        lead.id,
+        actor=SYSTEM,
+        seal=seal,
+        trigger={"via": "webhook:hubspot", "delivery_id": delivery.delivery_id},
+        crm_gone={str(lead.crm_id)},
     )
-    return Verdict(deliveries.APPLIED, lead_id=lead.id)
+    return Verdict(deliveries.APPLIED)
 
 
 def _ignored(field: str, reason: str, message: str) -> Verdict:
@@ -257,7 +267,9 @@ def handlers_for(
     return {
         Payload.LEAD: lead_handler(region),
         Payload.HUBSPOT: hubspot_handler(
-            _contact_reader(store, settings, tenant_id), region
+            _contact_reader(store, settings, tenant_id),
+            region,
+            seal=secret_box(settings).seal,
         ),
     }
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from connectors.crm.budget import RateBudget, Unlimited
+from connectors.crm.errors import CrmRequestError
 from connectors.crm.protocol import (
     ConnectionInfo,
     CrmField,
@@ -76,6 +77,26 @@ class SalesforceConnector:
             else:
                 results.update(self._leads.write(batch))
         return require_results(records, results)
+
+    def erase(self, crm_id: str) -> bool:
+        """Deletes the Lead with this Id (`DELETE /sobjects/Lead/{id}`).
+
+        Salesforce answers 404 both for an Id it never had (`NOT_FOUND`) and
+        for a Lead deleted before (`ENTITY_IS_DELETED`): gone either way.
+
+        Returns:
+            True when Salesforce deleted it now; False when it was not there.
+        """
+        # TODO(#8): a deleted Lead waits in the org's recycle bin for 15 days;
+        # purging it sooner needs Bulk API hardDelete, a permission the
+        # integration user rarely has.
+        try:
+            self._client.call("delete lead", lambda sf: sf.Lead.delete(crm_id))
+        except CrmRequestError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def read(
         self, keys: Sequence[str], fields: Sequence[str]

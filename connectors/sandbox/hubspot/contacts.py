@@ -204,6 +204,25 @@ class Contacts:
                 self._apply(contact, dict(values))
             return contact
 
+    def purge(self, object_id: str, id_property: str | None) -> bool:
+        """`POST …/gdpr-delete`: removes the contact for good; False if none matched.
+
+        HubSpot answers 404 for a record id it does not have. For an e-mail it
+        does not have it answers 204 and blocklists the address; what a later
+        create of that address meets is unverified, so the sandbox keeps no
+        blocklist.
+        """
+        with self.lock:
+            contact = self._find(object_id, id_property)
+            if contact is None:
+                return False
+            del self.by_id[contact.id]
+            email = contact.values.get("email")
+            if email and self.by_email.get(email) == contact.id:
+                del self.by_email[email]
+            self.version += 1
+            return True
+
     # -- reads -------------------------------------------------------------------
 
     def get(self, contact_id: str, id_property: str | None) -> Contact:

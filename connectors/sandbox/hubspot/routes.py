@@ -198,6 +198,27 @@ def _api_router(state: State) -> APIRouter:
         }
         return _batch(results, status=207, numErrors=1, errors=[error])
 
+    @api.post(CONTACTS + "/gdpr-delete", summary="Permanently delete a contact")
+    async def gdpr_delete(request: Request) -> Response:
+        """Deletes a contact by record id or `idProperty=email`; 204, no body."""
+        body = await _json(request)
+        object_id = body.get("objectId")
+        if not isinstance(object_id, str) or not object_id.strip():
+            raise HubSpotError(
+                400,
+                "Invalid input JSON on line 1: objectId is required.",
+                errors=[{"message": "objectId is required", "in": "objectId"}],
+            )
+        id_property = body.get("idProperty")
+        deleted = contacts.purge(object_id, id_property)
+        if not deleted and id_property != "email":
+            raise HubSpotError(
+                404,
+                "Object not found.  objectId are usually numeric.",
+                context={"id": [object_id]},
+            )
+        return Response(status_code=204)
+
     @api.post(CONTACTS + "/search", summary="Search contacts")
     async def search(request: Request) -> Response:
         """Searches contacts with filter groups, one sort, and paging."""

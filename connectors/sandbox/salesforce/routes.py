@@ -207,8 +207,11 @@ def _records_api(state: State) -> APIRouter:
 
     @api.delete(DATA + "/sobjects/{sobject}/{record_id}", summary="Delete a record")
     def delete(sobject: str, record_id: str) -> Response:
-        """Moves one record to the recycle bin; 204."""
-        if not state.delete(_sobject(sobject), record_id):
+        """Moves one record to the recycle bin; 204, or 404 if gone or never there."""
+        kind = _sobject(sobject)
+        if not state.delete(kind, record_id):
+            if record_id in state.deleted:
+                raise _fail(404, "ENTITY_IS_DELETED", "entity is deleted")
             raise _fail(404, "NOT_FOUND", "The requested resource does not exist")
         return Response(status_code=204)
 
