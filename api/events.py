@@ -32,9 +32,11 @@ class PendingSignal:
         events_url: str,
         interval: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self.events_url = events_url
         self.interval = interval
+        self.timeout = timeout
         self._transport = transport
         self._lock = threading.Lock()
         self._pending = 0
@@ -52,7 +54,9 @@ class PendingSignal:
 
     async def run(self) -> None:
         """Emits once per interval while there is something to say, until cancelled."""
-        async with httpx.AsyncClient(timeout=5, transport=self._transport) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, transport=self._transport
+        ) as client:
             while True:
                 await asyncio.sleep(self.interval)
                 count = self._take()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -15,9 +16,16 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from api.deps import ContextDep, JsonBody, SettingsDep, StoreDep
+from api.auth import KEYED
+from api.deps import AdminDep, ContextDep, JsonBody, SettingsDep, StoreDep
 from api.problems import problem
-from api.routes.workflows import prefect_client, prefect_down, run_ui_url
+from api.routes.workflows import (
+    PREFECT_CALL_SECONDS,
+    prefect_client,
+    prefect_down,
+    run_ui_url,
+    tenant_tags,
+)
 from connectors.crm import saved_accounts
 from connectors.crm.accounts import (
     CrmAccount,
@@ -33,12 +41,13 @@ from connectors.crm.sync import retry_parked
 from leads.encryption import secret_box
 from leads.errors import FieldError
 from leads.store import outbox
+from leads.store.leads import is_lead_id
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
 from leads.store.tables import CrmAccount as CrmAccountRow
 from leads.store.tables import Lead, OutboxItem
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/crm", tags=["crm"])
+router = APIRouter(prefix="/api/crm", tags=["crm"], dependencies=KEYED)
 
 SYNC_DEPLOYMENT = "crm-sync/crm_sync"
 
@@ -175,6 +184,11 @@ def _config_view(account: CrmAccount) -> CrmConfigView:
     )
 
 
+def _lead_shaped(lead_ids: list[str] | None) -> list[str] | None:
+    """The ids that could be a lead's: others match none (PostgreSQL refuses a NUL)."""
+    return None if lead_ids is None else [i for i in lead_ids if is_lead_id(i)]
+
+
 def _no_crm() -> JSONResponse:
     return problem(
         409,
@@ -209,7 +223,7 @@ def _crm_unreachable(exc: CrmError) -> JSONResponse:
     },
 )
 def save_config(
-    body: CrmConfigRequest, store: StoreDep, settings: SettingsDep, context: ContextDep
+    body: CrmConfigRequest, store: StoreDep, settings: SettingsDep, context: AdminDep
 ) -> Any:
     """Tests the CRM account live, checks the mapping against it, and saves it."""
     from connectors.crm.mapping import (
@@ -310,7 +324,7 @@ def save_config(
     response_class=Response,
     responses={404: {"description": "No CRM account was saved for this tenant."}},
 )
-def forget_config(store: StoreDep, context: ContextDep) -> Response:
+def forget_config(store: StoreDep, context: AdminDep) -> Response:
     """Forgets the saved CRM account: the environment's (`ORCH_CRM`) applies again."""
     with store.write(context.tenant_id) as scope:
         row = scope.get(CrmAccountRow, context.tenant_id, lock=True)
@@ -458,11 +472,20 @@ def failures(
         )
 
 
-async def _start_sync(prefect_url: str) -> tuple[UUID, str] | JSONResponse:
+async def _start_sync(
+    prefect_url: str, tenant_id: str
+) -> tuple[UUID, str] | JSONResponse:
     try:
-        async with prefect_client(prefect_url) as client:
+        # The client retries a hung server for minutes; this answer may not.
+        async with (
+            asyncio.timeout(PREFECT_CALL_SECONDS),
+            prefect_client(prefect_url) as client,
+        ):
             deployment = await client.read_deployment_by_name(SYNC_DEPLOYMENT)
-            run = await client.create_flow_run_from_deployment(deployment.id)
+            # Tagged, so that its status is the starting tenant's to read.
+            run = await client.create_flow_run_from_deployment(
+                deployment.id, tags=tenant_tags(tenant_id)
+            )
     except ObjectNotFound:
         return problem(
             503,
@@ -471,15 +494,15 @@ async def _start_sync(prefect_url: str) -> tuple[UUID, str] | JSONResponse:
             slug="prefect-unavailable",
             headers={"Retry-After": "10"},
         )
-    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+    except (httpx.HTTPError, PrefectHTTPStatusError, TimeoutError) as exc:
         return prefect_down(exc)
     return run.id, run_ui_url(prefect_url, run.id)
 
 
 @router.post("/sync", status_code=202, response_model=SyncStarted, responses={503: {}})
-async def sync_now(settings: SettingsDep) -> Any:
+async def sync_now(settings: SettingsDep, context: ContextDep) -> Any:
     """Starts a CRM sync run now (the schedule and new leads start one too)."""
-    started = await _start_sync(settings.prefect_url)
+    started = await _start_sync(settings.prefect_url, context.tenant_id)
     if isinstance(started, JSONResponse):
         return started
     run_id, ui_url = started
@@ -500,9 +523,9 @@ async def retry(
 ) -> Any:
     """Puts parked leads (all, or those named) back in the queue and starts a sync."""
     requeued = await run_in_threadpool(
-        retry_parked, store, context.tenant_id, body.lead_ids
+        retry_parked, store, context.tenant_id, _lead_shaped(body.lead_ids)
     )
-    started = await _start_sync(settings.prefect_url)
+    started = await _start_sync(settings.prefect_url, context.tenant_id)
     if isinstance(started, JSONResponse):
         return started
     run_id, ui_url = started
@@ -541,7 +564,7 @@ def preview_sync(
             account,
             connector,
             default_zone=settings.default_timezone,
-            lead_ids=body.lead_ids,
+            lead_ids=_lead_shaped(body.lead_ids),
             limit=body.limit,
         )
     except CrmError as exc:

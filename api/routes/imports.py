@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -18,8 +19,10 @@ from prefect.client.orchestration import PrefectClient
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import KEYED
 from api.deps import ContextDep, SettingsDep, StoreDep
 from api.problems import problem
+from api.routes.workflows import tenant_tags
 from leads import importer
 from leads.errors import FieldError, LeadRejected
 from leads.importer import ImportTooLarge
@@ -31,11 +34,14 @@ from leads.store import imports as stored
 from leads.store.tables import LeadImport
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/imports", tags=["imports"])
+router = APIRouter(prefix="/api/imports", tags=["imports"], dependencies=KEYED)
 
 UPLOAD_PATH = "/api/imports"
 # The deployment in prefect.yaml that runs one import.
 DEPLOYMENT = "lead-import/lead_import"
+# How long an upload waits for Prefect to start its run; the sweeper starts
+# any import left queued.
+PREFECT_START_SECONDS = 15.0
 ImportId = Annotated[str, Path(description="The import's id.", max_length=64)]
 
 
@@ -167,7 +173,7 @@ async def upload(
             slug="unreadable-import",
             errors=[FieldError("file", "unreadable_file", str(exc))],
         )
-    flow_run_id = await start_run(settings, row.id)
+    flow_run_id = await start_run(settings, row.id, context.tenant_id)
     if flow_run_id is not None:
         await run_in_threadpool(
             _note_run, store, context.tenant_id, row.id, flow_run_id
@@ -180,19 +186,31 @@ async def upload(
     )
 
 
-async def start_run(settings: Settings, import_id: str) -> str | None:
-    """Starts the import's flow run; None when Prefect cannot start it now.
+async def start_run(settings: Settings, import_id: str, tenant_id: str) -> str | None:
+    """Starts the tenant's import's flow run; None when Prefect cannot start it now.
 
     The import is stored either way: the sweeper deployment takes queued imports
     every five minutes, so an upload is never lost to a Prefect outage.
     """
     try:
-        async with PrefectClient(api=settings.prefect_url) as client:
+        # The client's own timeout is per try, and it retries a hung server
+        # for minutes: the upload's answer must not wait that long.
+        async with (
+            asyncio.timeout(PREFECT_START_SECONDS),
+            PrefectClient(api=settings.prefect_url) as client,
+        ):
             deployment = await client.read_deployment_by_name(DEPLOYMENT)
             run = await client.create_flow_run_from_deployment(
-                deployment.id, parameters=json_ready({"import_id": import_id})
+                deployment.id,
+                parameters=json_ready({"import_id": import_id}),
+                tags=tenant_tags(tenant_id),
             )
-    except (httpx.HTTPError, PrefectHTTPStatusError, ObjectNotFound) as exc:
+    except (
+        httpx.HTTPError,
+        PrefectHTTPStatusError,
+        ObjectNotFound,
+        TimeoutError,
+    ) as exc:
         logger.warning(
             "import %s queued without a run (%s); the sweeper will take it",
             import_id,

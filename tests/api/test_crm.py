@@ -46,7 +46,7 @@ def settings(sandbox, store, tmp_path) -> Settings:
 @pytest.fixture
 def api(serve_api, settings) -> Iterator[httpx.Client]:
     server = serve_api(settings)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with server.client() as http:
         yield http
 
 

@@ -227,7 +227,7 @@ class TestRefusals:
         content = b"email,first_name,last_name\r\n" + row * (MIB // len(row) + 1)
         assert MIB < len(content) < MIB + 1024
 
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with server.client() as http:
             response = upload(http, content)
 
         body = assert_problem(response, 413)
