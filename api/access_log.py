@@ -16,11 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("api.access")
 _UNSUBSCRIBE_TOKEN = re.compile(r"^/u/[^/]+")
+# A segment holding an address: a client looking a lead up by its e-mail
+# (`/api/leads/ada@example.com`) would otherwise put it in the log.
+_ADDRESS_SEGMENT = re.compile(r"[^/]*@[^/]*")
 
 
 def shown_path(path: str) -> str:
-    """The path as the log shows it: an unsubscribe token replaced by `…`."""
-    return _UNSUBSCRIBE_TOKEN.sub("/u/…", path)
+    """The path as the log shows it: an unsubscribe token, or a segment holding
+    an e-mail address, replaced by `…`."""
+    return _ADDRESS_SEGMENT.sub("…", _UNSUBSCRIBE_TOKEN.sub("/u/…", path))
 
 
 class AccessLog:

@@ -11,6 +11,7 @@ from connectors.crm.sync import CrmSync
 from flows.summaries import publish_summary
 from leads.settings import get_settings
 from leads.store import Store
+from leads.tracebacks import valueless
 
 
 @flow(name="crm-reconcile", log_prints=False)
@@ -48,7 +49,9 @@ def crm_reconcile() -> dict[str, int]:
             except Exception as exc:
                 # One tenant's broken account or CRM must not hold up the
                 # others; its watermark stays, so the next run reads it again.
-                logger.exception("CRM reconcile of tenant %s failed", tenant_id)
+                logger.error(
+                    "CRM reconcile of tenant %s failed\n%s", tenant_id, valueless(exc)
+                )
                 totals["failed_tenants"] += 1
                 # The reason is the error's type: its text may quote a record.
                 reasons[f"failed_tenants:{type(exc).__name__}"] += 1

@@ -40,6 +40,7 @@ from leads.store import Store, TenantScope
 from leads.store import imports as stored
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import LeadImport, utcnow
+from leads.tracebacks import valueless
 
 logger = logging.getLogger(__name__)
 
@@ -616,17 +617,15 @@ def stop(store: Store, job: Job, error: Exception) -> None:
     The store being unreachable leaves it running: the sweeper resumes it from
     its last committed chunk once the lease runs out. Any other error would
     stop every later run at the same place, so the import is failed, saying
-    how far it got; the details go to this process's log only, since an error's
-    text may quote a record.
+    how far it got; its traceback goes to this process's log only, without the
+    error's text, which may quote a record.
 
     Raises:
         OperationalError: the store could not be reached (re-raised).
     """
     if isinstance(error, OperationalError):
         raise error
-    logger.error(
-        "import %s stopped by %s", job.import_id, type(error).__name__, exc_info=error
-    )
+    logger.error("import %s stopped\n%s", job.import_id, valueless(error))
     with store.read(job.tenant_id) as scope:
         done = stored.get(scope, job.import_id).records_done
     fail(

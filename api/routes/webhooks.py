@@ -23,6 +23,7 @@ from leads.errors import FieldError
 from leads.settings import Settings
 from leads.store import Store
 from leads.store import webhooks as deliveries
+from leads.tracebacks import valueless
 from leads.webhooks.events import Event, split
 from leads.webhooks.processing import process
 from leads.webhooks.signatures import SignatureRejected, verify
@@ -264,16 +265,20 @@ def process_new(
     for delivery_id in delivery_ids:
         try:
             verdict = process(store, tenant_id, delivery_id, sources, handlers)
-        except Exception:  # noqa: BLE001 - the delivery is kept; the drain retries
-            logger.exception("webhook delivery %s left for the drain", delivery_id)
+        except Exception as exc:  # noqa: BLE001 - the delivery is kept; the drain retries
+            logger.error(
+                "webhook delivery %s left for the drain\n%s",
+                delivery_id,
+                valueless(exc),
+            )
             continue
         if verdict is not None and verdict.leaves_work:
             pending.notify()
 
 
 @router.get("/sources", response_model=list[SourceView], responses={503: {}})
-def list_sources(settings: SettingsDep) -> Any:
-    """Lists the configured webhook sources, their URLs and signature formats."""
+def list_sources(settings: SettingsDep, context: ContextDep) -> Any:
+    """Lists the caller's tenant's webhook sources, URLs and signature formats."""
     try:
         sources = sources_of(settings)
     except WebhookConfigError as exc:
@@ -298,6 +303,7 @@ def list_sources(settings: SettingsDep) -> Any:
             ),
         )
         for name, source in sorted(sources.items())
+        if source.tenant == context.tenant_id
     ]
 
 

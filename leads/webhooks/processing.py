@@ -25,6 +25,7 @@ from leads.matching import mailbox_key
 from leads.store import Store, TenantScope, duplicates, timeline
 from leads.store import webhooks as deliveries
 from leads.store.leads import find_by_email
+from leads.tracebacks import valueless
 from leads.webhooks.events import find, parse_json
 from leads.webhooks.sources import Payload, WebhookSource
 
@@ -224,7 +225,9 @@ def process(
     except TryLater as exc:
         return _later(store, delivery, str(exc))
     except Exception as exc:  # noqa: BLE001 - kept, and parked after a few tries
-        logger.exception("webhook delivery %s: its fetch failed", delivery.id)
+        logger.error(
+            "webhook delivery %s: its fetch failed\n%s", delivery.id, valueless(exc)
+        )
         return _later(store, delivery, _named(exc), unexpected=True)
 
     # A unique-key race with another writer of the same new lead turns into
@@ -259,7 +262,11 @@ def process(
         except (OperationalError, TryLater) as exc:
             return _later(store, delivery, _named(exc))
         except Exception as exc:  # noqa: BLE001 - kept, and parked after a few tries
-            logger.exception("webhook delivery %s could not be processed", delivery.id)
+            logger.error(
+                "webhook delivery %s could not be processed\n%s",
+                delivery.id,
+                valueless(exc),
+            )
             return _later(store, delivery, _named(exc), unexpected=True)
     raise AssertionError("unreachable")
 
