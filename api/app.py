@@ -16,9 +16,14 @@ from sqlalchemy.engine import make_url
 
 from api import problems
 from api.access_log import AccessLog
+from api.audit_log import AuditLog
+from api.auth import KeyCache
+from api.cors import CrossOrigin, allowed_origins
 from api.events import PendingSignal
 from api.limits import BodySizeLimit
+from api.rate_limits import RateLimit, TokenBuckets
 from api.routes import (
+    audit,
     crm,
     duplicates,
     email,
@@ -30,6 +35,7 @@ from api.routes import (
     workflows,
 )
 from api.routes.health import VERSION
+from api.security_headers import SecurityHeaders, page_policy
 from leads.settings import Settings, get_settings
 from leads.store import Store
 from leads.store.schema import schema_state
@@ -94,17 +100,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.pending = PendingSignal(f"{settings.prefect_url}/events")
     problems.install(app)
+    app.state.keys = KeyCache()
     app.include_router(health.router)
-    app.include_router(leads.router)
-    app.include_router(duplicates.router)
-    app.include_router(imports.router)
-    app.include_router(crm.router)
-    app.include_router(workflows.router)
-    app.include_router(email.router)
+    # Every route of these needs a key (each router says so itself); the
+    # webhook routes say it per route, as a delivery proves itself by its
+    # signature instead.
+    for router in (
+        leads.router,
+        duplicates.router,
+        imports.router,
+        crm.router,
+        workflows.router,
+        email.router,
+        audit.router,
+    ):
+        app.include_router(router)
     app.include_router(webhooks.router)
     # At the root, not under /api: these links go out in e-mails, to people.
     app.include_router(unsubscribe.router)
     _serve_docs(app)
+    app.add_middleware(AuditLog)
+    # Outside the audit (a refusal writes nothing), inside the access log.
+    app.add_middleware(
+        RateLimit,  # type: ignore[arg-type]
+        buckets=TokenBuckets(settings.rate_limit_per_minute),
+    )
     app.add_middleware(AccessLog)
     app.add_middleware(
         BodySizeLimit,  # type: ignore[arg-type]
@@ -114,6 +134,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if path == imports.UPLOAD_PATH
             else settings.max_body_bytes
         ),
+    )
+    # Outermost but for CORS, so 413s, 429s and unhandled errors carry them.
+    app.add_middleware(
+        SecurityHeaders,  # type: ignore[arg-type]
+        https=settings.public_base_url.startswith("https:"),
+        cacheable_prefix=f"{DOCS_ASSETS}/",
+    )
+    app.add_middleware(
+        CrossOrigin,  # type: ignore[arg-type]
+        # Checked now: a bad entry must stop the app from starting.
+        origins=allowed_origins(settings.cors_origins),
     )
     return app
 
@@ -128,10 +159,12 @@ def _serve_docs(app: FastAPI) -> None:
 
     @app.get("/api/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/api/openapi.json",
             title=f"{app.title} API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url="data:,",
         )
+        page.headers["Content-Security-Policy"] = page_policy(bytes(page.body).decode())
+        return page

@@ -12,7 +12,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
+from api.auth import KeyProblem
+from api.openapi import declare_problems
 from leads.errors import (
     FieldError,
     LeadConflict,
@@ -21,6 +24,7 @@ from leads.errors import (
     field_errors,
 )
 from leads.intake import StoreConflict
+from leads.tracebacks import ValuelessTracebacks, valueless
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,15 @@ def problem(
     body["errors"] = [error.as_dict() for error in errors or []]
     return JSONResponse(
         body, status_code=status, headers=headers, media_type="application/problem+json"
+    )
+
+
+def _key_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeyProblem)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    slug = "unauthorized" if exc.status == 401 else "forbidden"
+    return problem(
+        exc.status, exc.detail, slug=slug, errors=[exc.error], headers=headers
     )
 
 
@@ -92,6 +105,10 @@ def _http(_: Request, exc: Exception) -> JSONResponse:
         return _rejected(
             [FieldError("body", "invalid_json", "the body is not valid UTF-8 JSON")]
         )
+    if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):
+        # Starlette's answer to a form it cannot parse: an unreadable body is
+        # invalid input here, as an unreadable JSON body is.
+        return _rejected([FieldError("body", "invalid_multipart", str(exc.detail))])
     detail = (
         exc.detail
         if isinstance(exc.detail, str)
@@ -127,12 +144,15 @@ def _programming(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error", exc_info=exc)
+    # Without the error's message, which may quote the request's values.
+    logger.error("unhandled error\n%s", valueless(exc))
     return problem(500, "an unexpected error occurred; nothing was written")
 
 
 def install(app: FastAPI) -> None:
-    """Registers the problem-details handlers on the app."""
+    """Registers the problem-details handlers, and declares them in the document."""
+    declare_problems(app)
+    app.add_exception_handler(KeyProblem, _key_problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(LeadRejected, _lead_rejected)
     app.add_exception_handler(LeadNotFound, _not_found)
@@ -143,3 +163,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _store_down)
     app.add_exception_handler(ProgrammingError, _programming)
     app.add_exception_handler(Exception, _unexpected)
+    # Starlette raises the error on after `_unexpected` answered, and uvicorn
+    # logs it again, message and all.
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ValuelessTracebacks) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(ValuelessTracebacks())

@@ -94,7 +94,8 @@ def _apply(
     if cleaned.errors:
         raise LeadRejected(cleaned.errors)
     values = cleaned.values
-    if values.get("email") == lead.email and values.get("email_display") == lead.email:
+    sent = values.get("email")
+    if sent is not None and sent == lead.email == values.get("email_display"):
         # The key sent back (a fetched lead re-sent) is not a new typed form.
         values.pop("email_display")
 

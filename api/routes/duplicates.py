@@ -9,11 +9,12 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import KEYED
 from api.deps import ContextDep, PendingDep, StoreDep
 from api.problems import problem
 from leads.store import duplicates
 
-router = APIRouter(prefix="/api/duplicates", tags=["duplicates"])
+router = APIRouter(prefix="/api/duplicates", tags=["duplicates"], dependencies=KEYED)
 
 CHANNEL = "api"
 ReviewId = Annotated[str, Path(description="The review item's id.")]

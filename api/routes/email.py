@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from api.auth import KEYED
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from api.problems import problem
 from connectors.email.errors import EmailRenderError
@@ -41,7 +42,7 @@ from leads.store.leads import get_lead
 from leads.store.tables import EmailSend
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/email", tags=["email"])
+router = APIRouter(prefix="/api/email", tags=["email"], dependencies=KEYED)
 
 SendId = Annotated[str, Path(max_length=64, description="The send's id.")]
 TemplateStem = Annotated[
@@ -185,7 +186,10 @@ def _template_names(folder: pathlib.Path) -> list[str]:
     status_code=202,
     response_model=SendAccepted,
     responses={
-        200: {"description": "The same Idempotency-Key and body again: that send."},
+        200: {
+            "model": SendAccepted,
+            "description": "The same Idempotency-Key and body again: that send.",
+        },
         202: {"description": "Queued; `status_url` tells how it went."},
         404: {"description": "No such lead."},
         409: {"description": "The recipient is suppressed, or the key was reused."},
@@ -351,9 +355,11 @@ def get_send(
 async def take_events(
     body: EventBatch, store: StoreDep, context: ContextDep, pending: PendingDep
 ) -> EventResults:
-    """Takes a provider's delivery events; each is applied once, however often sent."""
-    # TODO(#8): require an API key here and verify the provider's signature;
-    # until then anyone who reaches the API can suppress an address.
+    """Takes a provider's delivery events; each is applied once, however often sent.
+
+    The provider calls with a write key of the tenant (`X-API-Key`, which
+    every provider's webhook settings can send as a custom header).
+    """
     if len(body.events) > MAX_EVENTS:
         raise HTTPException(
             413, f"{len(body.events):,} events sent; send at most {MAX_EVENTS}"

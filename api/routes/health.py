@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import make_url
 
 from api.deps import ContextDep, SettingsDep, StoreDep
+from api.openapi import PROBLEM_MEDIA_TYPE, PROBLEM_SCHEMA
 from api.problems import problem
 from leads.store import leads as lead_queries
 from leads.store import outbox
@@ -72,7 +73,19 @@ def prefect_state(prefect_url: str) -> dict[str, Any]:
     return state
 
 
-@router.get("/api/status")
+@router.get(
+    "/api/status",
+    responses={
+        503: {
+            "description": "The store is unreachable or not migrated: the status "
+            "says so; or a problem, when the store fails while it is read.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA}},
+            },
+        }
+    },
+)
 def status(store: StoreDep, settings: SettingsDep, context: ContextDep) -> JSONResponse:
     """Version, the store's state, lead and outbox counts, Prefect and the runner."""
     state = schema_state(store.engine)

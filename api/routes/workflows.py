@@ -7,8 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -39,7 +38,7 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.auth import RequestContext
+from api.auth import KEYED, RequestContext
 from api.deps import ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
 from api.events import PendingSignal
 from api.problems import problem
@@ -49,12 +48,14 @@ from leads.intake import submit
 from leads.models import LeadInput
 from leads.run_parameters import ParameterError, PersonalDataInParameters, json_ready
 from leads.sequences import SequenceConfigError, load_sequences
-from leads.settings import Settings
+from leads.settings import DEFAULT_TENANT, Settings
 from leads.store import Store, outbox
 from leads.store.leads import get_lead
+from leads.store.tables import LeadImport
+from leads.store.trigger_keys import Hold, note_lead, release, try_hold
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], dependencies=KEYED)
 
 # The single list of deployments, at the project's root.
 PREFECT_YAML = FilePath(__file__).resolve().parents[2] / "prefect.yaml"
@@ -71,6 +72,10 @@ IDEMPOTENCY_KEY_LENGTH = 255
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Where our part of a flow run's `context` lives on the Prefect server.
 RUN_CONTEXT = "orchestrator"
+# A run started for a tenant carries its tag, and its status is shown to that
+# tenant only. Runs no tenant started (schedules, automations) carry none and
+# are the operator's, shown to the default tenant.
+TENANT_TAG = "orchestrator-tenant:"
 
 
 class TriggerRequest(BaseModel):
@@ -207,6 +212,19 @@ def run_ui_url(prefect_url: str, run_id: UUID | str) -> str:
 
 def deployment_ui_url(prefect_url: str, deployment_id: UUID) -> str:
     return f"{prefect_ui(prefect_url)}/deployments/deployment/{deployment_id}"
+
+
+def tenant_tags(tenant_id: str) -> list[str]:
+    """The tags of a flow run started for `tenant_id`."""
+    return [TENANT_TAG + tenant_id]
+
+
+def run_belongs_to(run: FlowRun, tenant_id: str) -> bool:
+    """Whether `tenant_id` may see the run: its tag, or the default's if untagged."""
+    owners = {
+        tag.removeprefix(TENANT_TAG) for tag in run.tags if tag.startswith(TENANT_TAG)
+    }
+    return tenant_id in owners if owners else tenant_id == DEFAULT_TENANT
 
 
 def prefect_down(exc: Exception) -> JSONResponse:
@@ -401,7 +419,11 @@ def _concurrency(value: object) -> Concurrency | None:
             "sent before with the same body, the run it started "
             "(`Idempotent-Replayed: true`)."
         },
-        404: {"description": "Unknown workflow or lead."},
+        404: {"description": "Unknown workflow, or a lead or import not the tenant's."},
+        409: {
+            "description": "Another request with this `Idempotency-Key` is "
+            "still being handled (`Retry-After` says when to send it again)."
+        },
         422: {
             "description": "Invalid body or `Idempotency-Key`, or the key was "
             "used before with another body."
@@ -455,14 +477,33 @@ async def trigger(
     _check_against_schema(
         settings, schema, dict(deployment.parameters or {}) | body.parameters
     )
+    imported = body.parameters.get("import_id")
+    if imported is not None and not await run_in_threadpool(
+        _owns_import, store, context.tenant_id, str(imported)
+    ):
+        # Another tenant's import is answered as one that does not exist.
+        # TODO(#8): any tenant may still start the workflows that work across
+        # tenants (crm_sync, lead_import without an import, its sweeper,
+        # crm_reconcile, webhook_drain), and read those runs' logs, which may
+        # name other tenants' ids.
+        return problem(404, f"no import with id {imported!r}", slug="import-not-found")
 
     if run_key is None:
         return await _start(body, deployment, None, None, store, settings, context,
                             pending)  # fmt: skip
-    # Requests with one key wait for each other here, so a concurrent retry
-    # finds the first one's run instead of taking the lead in again.
-    # TODO(#8): API replicas need the key reserved in the store instead.
-    async with _KEY_LOCKS.holding(run_key):
+    # Requests with one key wait for each other here, on any API replica, so
+    # a concurrent retry finds the first one's run instead of taking the lead
+    # in again.
+    hold = await _hold(store, context.tenant_id, run_key)
+    if hold is None:
+        return problem(
+            409,
+            f"a request with this {IDEMPOTENCY_HEADER} is still being handled; "
+            "send it again in a moment",
+            slug="idempotency-key-busy",
+            headers={"Retry-After": "1"},
+        )
+    try:
         request_print = _fingerprint(settings, body)
         # A replay is answered before the lead is taken in again.
         try:
@@ -474,32 +515,25 @@ async def trigger(
             return _replayed(earlier, body, request_print, settings, response)
         return await _start(
             body, deployment, run_key, request_print, store, settings, context,
-            pending,
+            pending, hold,
         )  # fmt: skip
+    finally:
+        await run_in_threadpool(release, store, context.tenant_id, hold)
 
 
-class _KeyLocks:
-    """One asyncio lock per idempotency key, kept only while someone holds it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def holding(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+# How long a request waits for another holding its Idempotency-Key: longer
+# than the holder's two Prefect calls can take.
+HOLD_WAIT_SECONDS = 2 * PREFECT_CALL_SECONDS + 5
 
 
-_KEY_LOCKS = _KeyLocks()
+async def _hold(store: Store, tenant_id: str, run_key: str) -> Hold | None:
+    """Holds the key, waiting while another request holds it; None if it never ends."""
+    deadline = asyncio.get_running_loop().time() + HOLD_WAIT_SECONDS
+    while True:
+        hold = await run_in_threadpool(try_hold, store, tenant_id, run_key)
+        if hold is not None or asyncio.get_running_loop().time() > deadline:
+            return hold
+        await asyncio.sleep(0.05)
 
 
 async def _start(
@@ -511,12 +545,16 @@ async def _start(
     settings: Settings,
     context: RequestContext,
     pending: PendingSignal,
+    hold: Hold | None = None,
 ) -> Any:
-    """Takes the lead in (if sent), then creates the run."""
+    """Takes the lead in (if sent, and no earlier holder did), then starts the run."""
     accepted = (deployment.parameter_openapi_schema or {}).get("properties", {})
 
     lead_id = body.lead_id
-    if body.lead_data is not None:
+    if hold is not None and hold.lead_id is not None:
+        # A request with this key took the lead in, then died before its run.
+        lead_id = hold.lead_id
+    elif body.lead_data is not None:
         result = await run_in_threadpool(
             submit,
             store,
@@ -526,6 +564,8 @@ async def _start(
             region=settings.default_region,
         )
         lead_id = result.lead.id
+        if hold is not None:
+            await run_in_threadpool(note_lead, store, context.tenant_id, hold, lead_id)
         # Its CRM sync (and any other sequence it entered) starts at once,
         # as for a lead posted to /api/leads.
         pending.notify()
@@ -548,6 +588,7 @@ async def _start(
                 deployment.id,
                 parameters=parameters,
                 idempotency_key=run_key,
+                tags=tenant_tags(context.tenant_id),
                 context=(
                     {RUN_CONTEXT: {"request": request_print, "lead_id": lead_id}}
                     if run_key is not None
@@ -684,6 +725,7 @@ def _key_reused(workflow_id: str) -> JSONResponse:
 async def run_status(
     run_id: Annotated[UUID, Path(description="`run_id` from the trigger.")],
     settings: SettingsDep,
+    context: ContextDep,
 ) -> Any:
     """Reports a flow run's state, times and task runs from the Prefect server."""
     try:
@@ -694,6 +736,9 @@ async def run_status(
             try:
                 run = await client.read_flow_run(run_id)
             except ObjectNotFound:
+                run = None
+            if run is None or not run_belongs_to(run, context.tenant_id):
+                # Another tenant's run is answered as one that does not exist.
                 return problem(
                     404, f"no flow run with id {run_id}", slug="run-not-found"
                 )
@@ -850,6 +895,12 @@ def _check_against_schema(
             )
     if errors:
         raise LeadRejected(errors)
+
+
+def _owns_import(store: Store, tenant_id: str, import_id: str) -> bool:
+    """Whether the import a run is asked to take is the tenant's own."""
+    with store.read(tenant_id) as scope:
+        return scope.get(LeadImport, import_id) is not None
 
 
 def _prepare_lead(store: Store, tenant_id: str, lead_id: str, sequence: object) -> None:

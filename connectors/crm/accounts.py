@@ -36,6 +36,12 @@ HUBSPOT_TIERS = {
 # every response's `Sforce-Limit-Info`); this only keeps one sync from
 # monopolising the org's concurrent requests.
 SALESFORCE_CALLS_PER_SECOND = 25
+# The credentials that tell one vendor account from another, for its budget.
+# TODO(#8): an installation re-authorised gets a new refresh token, and with
+# it a new budget; the portal or org id (known after login) would not.
+_ACCOUNT_IDENTITY = frozenset(
+    ("host", "token_url", "access_token", "client_id", "username", "refresh_token")
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,12 @@ class CrmAccount:
 
     @property
     def budget_key(self) -> str:
-        """One name per real account: every worker and tenant on it shares a budget."""
+        """One name per real account: every worker and tenant on it shares a budget.
+
+        An OAuth app's `client_id` is the same in every portal or org that
+        installed it, so the refresh token (one per installation) is part of
+        the name: two tenants on different accounts never share a budget.
+        """
         identity = "|".join(
             str(
                 value.get_secret_value()
@@ -60,8 +71,7 @@ class CrmAccount:
                 else value
             )
             for name, value in sorted(self.credentials)
-            if name in ("host", "token_url", "access_token", "client_id", "username")
-            and value is not None
+            if name in _ACCOUNT_IDENTITY and value is not None
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
         return f"{self.provider}:{digest}"

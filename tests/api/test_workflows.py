@@ -35,6 +35,7 @@ from api.routes.workflows import (
 )
 from flows.sequence_dispatch import dispatch_sequence
 from leads.settings import Settings
+from leads.store.tables import Lead
 
 
 def test_trigger_with_prefect_down_is_503_and_names_the_cause(client):
@@ -163,7 +164,7 @@ def api(serve_api, store, prefect_server, tmp_path) -> Iterator[httpx.Client]:
             crm="none",
         )
     )
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with server.client() as http:
         yield http
 
 
@@ -608,6 +609,42 @@ class TestCheckedBeforeAnyLeadIsTakenIn:
         assert len({a.json()["lead_id"] for a in answers}) == 1
         assert len(runs_of(prefect_server.api_url, workflow)) == 1
 
+    def test_retries_spread_over_two_api_replicas_take_the_lead_in_once(
+        self, serve_api, store, workflow, prefect_server, tmp_path
+    ):
+        # Two API processes' worth of servers on one store, as replicas are.
+        settings = Settings(
+            data_dir=tmp_path,
+            database_url=store.url,
+            prefect_api_url=prefect_server.api_url,
+            crm="none",
+        )
+        replicas = [serve_api(settings).client() for _ in range(2)]
+        request = {
+            "workflow_id": workflow,
+            "lead_data": {"phone": "+14155550997", "first_name": "Replica"},
+        }
+
+        def send(index: int) -> httpx.Response:
+            return replicas[index % 2].post(
+                "/api/workflows/trigger",
+                json=request,
+                headers={"Idempotency-Key": "replicas-1"},
+            )
+
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                answers = list(pool.map(send, range(8)))
+        finally:
+            for replica in replicas:
+                replica.close()
+
+        assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+        assert len({a.json()["run_id"] for a in answers}) == 1
+        with store.read("default") as scope:
+            assert len(scope.session.scalars(scope.select(Lead)).all()) == 1
+        assert len(runs_of(prefect_server.api_url, workflow)) == 1
+
     def test_a_parameter_the_deployments_schema_refuses_is_422_and_no_lead(
         self, api, workflow, prefect_server
     ):
@@ -673,7 +710,7 @@ def test_a_prefect_server_that_never_answers_is_503_within_the_limit(
                 crm="none",
             )
         )
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with server.client() as http:
             status = http.get(f"/api/workflows/{uuid.uuid4()}/status")
             trigger = http.post(
                 "/api/workflows/trigger", json={"workflow_id": "crm_sync"}
