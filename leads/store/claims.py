@@ -307,6 +307,30 @@ def finish_all_in(
     return finished
 
 
+def held_in(session: Session, claims: list[Claim]) -> set[int]:
+    """The ids of the claims' rows their owners still hold, locked until commit.
+
+    A claim missing from it was taken over by another owner once its lease ran
+    out (and perhaps settled by it since): its result is that owner's to
+    record. Locked (on PostgreSQL; SQLite's write lock does it there), so no
+    one takes a row over between this check and the caller's settling it.
+    """
+    if not claims:
+        return set()
+    return set(
+        session.scalars(
+            select(OutboxItem.id)
+            .where(
+                tuple_(OutboxItem.id, OutboxItem.lease_owner).in_(
+                    [(held.id, held.lease_owner) for held in claims]
+                ),
+                OutboxItem.status == "claimed",
+            )
+            .with_for_update()
+        )
+    )
+
+
 def extend(
     store: Store, held: Claim, lease: timedelta, now: datetime | None = None
 ) -> bool:
