@@ -318,9 +318,7 @@ def commit_creations(
         lead.warnings = derive_warnings(lead)
         apply_score(lead)
         lead.created_at = lead.updated_at = now
-        lead_rows.append(
-            {column.key: getattr(lead, column.key) for column in Lead.__table__.c}
-        )
+        lead_rows.append(_insert_row(lead))
         admitted = list(enrolling(sequences, lead, channel))
         said = Verdicts.of(lead).since(NOTHING_SAID) | _in_sequences(admitted)
         events.append(
@@ -353,6 +351,29 @@ def commit_creations(
     )
     timeline.append_all(scope, events)
     scope.session.execute(insert(OutboxItem.__table__), owed)
+
+
+def _insert_row(lead: Lead) -> dict[str, Any]:
+    """A transient lead's row as the ORM would insert it, for a multi-row INSERT.
+
+    The ORM fills a column's Python-side default (`False`, `dict`, …) at flush,
+    for every attribute never set; a transient lead has none filled in yet. A
+    NULL in a NOT NULL column (`email_opt_out`) fails the whole INSERT, and
+    `store_many` then takes every lead of the chunk alone, a dozen statements
+    each, in the chunk's one long transaction.
+    """
+    row: dict[str, Any] = {}
+    for column in Lead.__table__.c:
+        default = column.default
+        if column.key in vars(lead) or default is None:
+            row[column.key] = getattr(lead, column.key)
+        elif default.is_callable:
+            row[column.key] = default.arg(None)
+        elif default.is_scalar:
+            row[column.key] = default.arg
+        else:
+            row[column.key] = getattr(lead, column.key)
+    return row
 
 
 def _owed(
