@@ -89,9 +89,9 @@ class TestClaim:
             assert deliveries.claim(scope, kept.id, AT + timedelta(days=1)) is None
 
     def test_a_failed_attempt_waits_longer_each_time_and_stays_pending(self, store):
-        kept = keep(store)
         waits = []
         with use_clock(ManualClock(AT)) as clock:
+            kept = keep(store)
             for _ in range(4):
                 due = [pk for _, pk in deliveries.due(store, clock.now(), 10)]
                 assert due == [kept.id]
