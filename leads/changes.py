@@ -271,16 +271,21 @@ def commit_change(
     if not created:
         lead.version += 1
     scope.session.flush()
-    refresh_match_keys(scope, lead)
+    if created:
+        # A new id has no keys or outbox rows yet: nothing to read first (two
+        # of the statements a single lead costs, and a merged outbox INSERT).
+        match_keys.add(scope, [(lead.id, match_keys_of(lead))])
+    else:
+        refresh_match_keys(scope, lead)
     admitted = list(enrolling(rulebook.sequences(), lead, channel))
     detail = detail | Verdicts.of(lead).since(before) | _in_sequences(admitted)
     timeline.record(scope, lead, kind, source=channel, detail=jsonable(detail))
-    outbox.enqueue(scope, outbox.CRM_SYNC, lead)
+    outbox.enqueue(scope, outbox.CRM_SYNC, lead, new=created)
     # The CRM's copy is behind until the change is written (its crm_id stays).
     lead.crm_sync_status = "pending"
     lead.crm_sync_reason = None
     for sequence in admitted:
-        outbox.enrol(scope, lead, sequence)
+        outbox.enrol(scope, lead, sequence, new=created)
 
 
 def _in_sequences(admitted: list[str]) -> dict[str, Any]:

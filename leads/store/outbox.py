@@ -26,17 +26,26 @@ def enqueue(
     key: str | None = None,
     payload: dict[str, Any] | None = None,
     requeue: bool = True,
+    new: bool = False,
 ) -> OutboxItem:
     """Owes `lead` one piece of `topic` work, at most one row per (topic, key).
 
     With `requeue`, an existing row is made due again and its generation bumped
     (a drain holding an older generation leaves it pending when it finishes);
-    without, an existing row is left as it is (enrol once, never twice).
+    without, an existing row is left as it is (enrol once, never twice). With
+    `new` (a lead created in this transaction, whose keys no row can hold yet)
+    the row is added without looking for one.
     """
     key = key or lead.id
-    row = scope.session.scalars(
-        scope.select(OutboxItem).where(OutboxItem.topic == topic, OutboxItem.key == key)
-    ).one_or_none()
+    row = (
+        None
+        if new
+        else scope.session.scalars(
+            scope.select(OutboxItem).where(
+                OutboxItem.topic == topic, OutboxItem.key == key
+            )
+        ).one_or_none()
+    )
     if row is None:
         row = OutboxItem(topic=topic, key=key, lead_id=lead.id, payload=payload or {})
         scope.add(row)
@@ -51,12 +60,15 @@ def enqueue(
     return row
 
 
-def enrol(scope: TenantScope, lead: Lead, sequence: str) -> OutboxItem:
+def enrol(
+    scope: TenantScope, lead: Lead, sequence: str, *, new: bool = False
+) -> OutboxItem:
     """Owes the lead its `sequence`, once: an existing enrolment is left as it is.
 
     The enrolment keeps when it began (delays count from it) and the lead's
     CRM lifecycle stage then (the `lifecycle_stage_changed` stop condition
-    compares with it).
+    compares with it). `new` as for `enqueue`: a lead created in this
+    transaction.
     """
     return enqueue(
         scope,
@@ -65,6 +77,7 @@ def enrol(scope: TenantScope, lead: Lead, sequence: str) -> OutboxItem:
         key=enrolment_key(lead.id, sequence),
         payload=enrolment_payload(lead, sequence),
         requeue=False,
+        new=new,
     )
 
 
