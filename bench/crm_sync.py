@@ -52,11 +52,15 @@ from bench import machine
 from bench.lead_api import lead, percentile
 from bench.server import (
     LOOPBACK,
+    Backend,
     ServerFailed,
+    bearer,
     free_port,
+    issue_key,
     orchestrator_command,
     stop,
     tail,
+    upgrade_store,
     wait_until_answers,
 )
 from connectors.crm.accounts import CrmAccount, account_from_settings, mapping_file
@@ -1124,13 +1128,17 @@ class Pattern:
 
 @dataclass
 class Stack:
-    """A running `orchestrator up` and where its parts listen."""
+    """A running `orchestrator up`, where its parts listen, and a `write` key.
+
+    `api` sends the key with every request.
+    """
 
     process: subprocess.Popen[bytes]
     data_dir: Path
     api: httpx.Client
     sandbox: httpx.Client
     prefect_url: str
+    key: str
 
     @property
     def log(self) -> Path:
@@ -1138,20 +1146,31 @@ class Stack:
 
 
 @contextmanager
-def running_stack(folder: Path) -> Iterator[Stack]:
+def running_stack(folder: Path, **settings: str) -> Iterator[Stack]:
     """`orchestrator up` on free loopback ports, until every deployment is READY.
 
-    Stopped with SIGTERM (its whole process group if it does not exit).
+    The store is upgraded and a `write` key of tenant `default` made in it
+    before the stack starts. Stopped with SIGTERM (its whole process group if
+    it does not exit).
+
+    Args:
+        folder: the stack's data dir.
+        settings: more `ORCH_*` variables for it (another store, a rate limit).
 
     Raises:
-        ServerFailed: the stack exited or was not ready in time.
+        ServerFailed: the store could not be upgraded, or the stack exited or
+            was not ready in time.
     """
     api_port, prefect_port, sandbox_port = free_port(), free_port(), free_port()
+    store = Backend("stack", "the stack's store", folder, settings)
+    upgrade_store(store)
+    key = issue_key(store.store_url)
     env = clean_environment(
         ORCH_DATA_DIR=str(folder),
         ORCH_API_PORT=str(api_port),
         ORCH_PREFECT_PORT=str(prefect_port),
         ORCH_SANDBOX_PORT=str(sandbox_port),
+        **settings,
     )
     log_path = folder / "up.log"
     with log_path.open("wb") as log:
@@ -1164,13 +1183,16 @@ def running_stack(folder: Path) -> Iterator[Stack]:
             start_new_session=True,
         )
     api = httpx.Client(
-        base_url=f"http://{LOOPBACK}:{api_port}", timeout=30.0, trust_env=False
+        base_url=f"http://{LOOPBACK}:{api_port}",
+        headers=bearer(key),
+        timeout=30.0,
+        trust_env=False,
     )
     sandbox = httpx.Client(
         base_url=f"http://{LOOPBACK}:{sandbox_port}", timeout=30.0, trust_env=False
     )
     stack = Stack(
-        process, folder, api, sandbox, f"http://{LOOPBACK}:{prefect_port}/api"
+        process, folder, api, sandbox, f"http://{LOOPBACK}:{prefect_port}/api", key
     )
     try:
         _await_ready(stack)

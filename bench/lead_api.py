@@ -23,6 +23,7 @@ import httpx
 
 from bench import machine
 from bench.server import (
+    BENCH_RATE_LIMIT_PER_MINUTE,
     Backend,
     BackendUnavailable,
     ServerFailed,
@@ -239,11 +240,14 @@ def _batch_bodies(prefix: str, batches: int, size: int) -> list[bytes]:
     ]
 
 
-async def measure(base_url: str, backend: str, plan: Plan) -> list[Measurement]:
+async def measure(
+    base_url: str, headers: dict[str, str], backend: str, plan: Plan
+) -> list[Measurement]:
     """Runs the warm-up, the single-lead and the batch measurements on one server.
 
     Args:
         base_url: the API's loopback address.
+        headers: sent with every request: the API key.
         backend: the backend's name, for the report's rows.
         plan: how many requests, clients and batches.
 
@@ -272,6 +276,7 @@ async def measure(base_url: str, backend: str, plan: Plan) -> list[Measurement]:
     )
     async with httpx.AsyncClient(
         base_url=base_url,
+        headers=headers,
         limits=limits,
         timeout=REQUEST_TIMEOUT_S,
         trust_env=False,
@@ -360,7 +365,11 @@ def report(
         "- Server: one `orchestrator api --host 127.0.0.1 --port <free port>` "
         "process per backend (uvicorn, one worker, default log level, so every "
         "request is access-logged to a file), after `orchestrator db upgrade` on "
-        "an empty store.",
+        "an empty store, with `ORCH_RATE_LIMIT_PER_MINUTE="
+        f"{BENCH_RATE_LIMIT_PER_MINUTE}` (one key sends "
+        "every request; the limiter still runs and charges each).",
+        "- Key: every request sends `Authorization: Bearer <key>`, a `write` key "
+        "of tenant `default` made in the store before the server started.",
         f"- Single: {plan.warmup} warm-up requests, then {plan.requests:,} requests "
         f"with new e-mails from {plan.concurrency} concurrent `httpx.AsyncClient` "
         "tasks sharing one connection pool; latency is from send to full response.",
@@ -499,7 +508,9 @@ def main(argv: list[str]) -> int:
                 _progress(f"[{name}] {upgrade_store(backend)}")
                 with api_server(backend) as server:
                     _progress(f"[{name}] API up at {server.base_url}; measuring")
-                    rows += asyncio.run(measure(server.base_url, name, plan))
+                    rows += asyncio.run(
+                        measure(server.base_url, server.headers, name, plan)
+                    )
                 stores.append(f"{name}: {backend.label}")
         except BackendUnavailable as exc:
             skipped = f"PostgreSQL rows skipped: {exc}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -147,6 +149,26 @@ def shown_python() -> str:
         return str(executable.relative_to(Path.cwd()))
     except ValueError:
         return str(executable)
+
+
+def heading(title: str, module: str, argv: list[str]) -> list[str]:
+    """A report's first lines: its title, when, the exact command and the commit."""
+    command = shlex.join([shown_python(), "-m", module, *argv])
+    return [
+        f"# {title}",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Command: `{command}`",
+        f"- Code: {code_version()}",
+    ]
+
+
+def save(path: Path, text: str) -> None:
+    """Prints a finished report, writes it to `path` and says where on stderr."""
+    print(text, end="")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"report written to {os.path.relpath(path)}", file=sys.stderr, flush=True)
 
 
 def publish(path: Path, lines: list[str]) -> None:

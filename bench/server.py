@@ -21,6 +21,10 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from leads.settings import DEFAULT_TENANT, Settings
+from leads.store import Store
+from leads.store.api_keys import create_key
+
 LOOPBACK = "127.0.0.1"
 HEALTH_TIMEOUT_S = 30.0
 HEALTH_POLL_S = 0.1
@@ -32,6 +36,11 @@ LOG_TAIL_LINES = 30
 # A unix socket (no host) is local too; anything else would send traffic off
 # this machine, which the benchmark must never do.
 LOCAL_PG_HOSTS = frozenset({None, "", "127.0.0.1", "localhost", "::1"})
+# The most `ORCH_RATE_LIMIT_PER_MINUTE` allows: a benchmark's one key sends far
+# more than a default budget (1,200 a minute), and what is measured is the
+# server's work, not the limiter's 429s. The limiter still runs and charges
+# every request.
+BENCH_RATE_LIMIT_PER_MINUTE = 1_000_000
 
 
 class BackendUnavailable(RuntimeError):
@@ -60,13 +69,45 @@ class Backend:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
         return {**base, "ORCH_DATA_DIR": str(self.data_dir), **self.settings}
 
+    @property
+    def store_url(self) -> str:
+        """The lead store's URL, as the servers started on this backend read it."""
+        return Settings(
+            data_dir=self.data_dir, database_url=self.settings.get("ORCH_DATABASE_URL")
+        ).store_url
+
 
 @dataclass(frozen=True)
 class Server:
-    """A running API: where to reach it and the command that started it."""
+    """A running API: where to reach it, the command that started it, and a key."""
 
     base_url: str
     command: tuple[str, ...]
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header that authenticates a request with the server's key."""
+        return bearer(self.key)
+
+
+def bearer(key: str) -> dict[str, str]:
+    """`Authorization: Bearer <key>`, as the API reads a key."""
+    return {"authorization": f"Bearer {key}"}
+
+
+def issue_key(store_url: str, scope: str = "write") -> str:
+    """A new key of tenant `default` in an upgraded store, named `bench`.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the store cannot be reached or is not
+            upgraded.
+    """
+    store = Store(store_url)
+    try:
+        return create_key(store, DEFAULT_TENANT, scope, "bench").secret
+    finally:
+        store.dispose()
 
 
 def orchestrator_command() -> str:
@@ -280,8 +321,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def api_server(backend: Backend) -> Iterator[Server]:
     """Starts `orchestrator api` on a free loopback port and stops it afterwards.
 
-    The server's output goes to `api.log` in the backend's data dir; its last
-    lines are in the error when it fails to start.
+    The store must be upgraded: a `write` key of tenant `default` is made in it
+    first (`Server.key`). The server runs with `ORCH_RATE_LIMIT_PER_MINUTE` at
+    `BENCH_RATE_LIMIT_PER_MINUTE`. Its output goes to `api.log` in the
+    backend's data dir; its last lines are in the error when it fails to start.
 
     Raises:
         ServerFailed: the server exited or `/health` stayed silent too long.
@@ -289,10 +332,15 @@ def api_server(backend: Backend) -> Iterator[Server]:
     port = free_port()
     command = (orchestrator_command(), "api", "--host", LOOPBACK, "--port", str(port))
     log_path = backend.data_dir / "api.log"
+    key = issue_key(backend.store_url)
+    environment = {
+        **backend.environment(),
+        "ORCH_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT_PER_MINUTE),
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            env=backend.environment(),
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -302,6 +350,6 @@ def api_server(backend: Backend) -> Iterator[Server]:
             wait_until_answers(
                 process, base_url, "/health", log_path, name="orchestrator api"
             )
-            yield Server(base_url, command)
+            yield Server(base_url, command, key)
         finally:
             stop(process)
