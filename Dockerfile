@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DO_NOT_TRACK=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
-    PREFECT_SERVER_UI_STATIC_DIRECTORY=/home/orchestrator/prefect-ui \
+    PREFECT_SERVER_UI_STATIC_DIRECTORY=/var/lib/orchestrator/prefect-ui \
     ORCH_DATA_DIR=/data \
     ORCH_API_HOST=0.0.0.0 \
     ORCH_API_PORT=8000 \
@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # site-packages, which stays root's, into PREFECT_SERVER_UI_STATIC_DIRECTORY.
 RUN groupadd --system --gid 10001 orchestrator \
     && useradd --system --uid 10001 --gid orchestrator --create-home \
-        --home-dir /home/orchestrator orchestrator \
+        --home-dir /var/lib/orchestrator orchestrator \
     && mkdir /data \
     && chown orchestrator:orchestrator /data
 

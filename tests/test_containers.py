@@ -245,7 +245,10 @@ def image_problems(image: Image, root: Path = ROOT) -> list[str]:
     # Prefect's server writes its UI's files at start, by default into
     # site-packages, which a non-root user cannot write.
     ui_files = image.env.get("PREFECT_SERVER_UI_STATIC_DIRECTORY", "")
-    if not ui_files.startswith(("/home/", "/data/", "/tmp/")):
+    # The user's home (`useradd --home-dir`), its data volume, or scratch.
+    home = re.search(r"--home-dir\s+(\S+)", DOCKERFILE.read_text())
+    writable = ("/data/", "/tmp/") + ((home.group(1) + "/",) if home else ())
+    if not ui_files.startswith(writable):
         problems.append(
             "ENV: PREFECT_SERVER_UI_STATIC_DIRECTORY must be writable by the "
             f"user, got {ui_files!r}"
@@ -1051,7 +1054,7 @@ def test_compose_validation_catches_a_service_probed_by_the_image_check(image):
         ("FROM python:3.11-slim", "FROM python:3.12", "expected python:3.11-slim"),
         ('CMD ["api"]', 'CMD ["apii"]', "no command 'apii'"),
         ("/health' %", "/status' %", "nothing answers GET /status"),
-        ("=/home/orchestrator/prefect-ui", "=/opt/ui", "STATIC_DIRECTORY must be"),
+        ("=/var/lib/orchestrator/prefect-ui", "=/opt/ui", "STATIC_DIRECTORY must be"),
     ],
 )
 def test_dockerfile_validation_catches(old, new, expected):
