@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from api.auth import AdminDep, ContextDep
 from api.events import PendingSignal
+from leads.errors import FieldError, LeadRejected
 from leads.settings import Settings
 from leads.store import Store
 
 __all__ = [
     "AdminDep",
+    "as_utc",
     "ContextDep",
     "JsonBody",
     "PendingDep",
@@ -54,3 +57,18 @@ def require_json(request: Request) -> None:
 
 
 JsonBody = Depends(require_json)
+
+
+def as_utc(name: str, moment: datetime | None) -> datetime | None:
+    """A query's datetime in UTC (naive counts as UTC); 422 naming `name` if it
+    cannot be one."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise LeadRejected(
+            [FieldError(name, "invalid_datetime", "out of range once in UTC")]
+        ) from exc

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import KEYED
-from api.deps import AdminDep, StoreDep
+from api.deps import AdminDep, StoreDep, as_utc
 from leads.errors import FieldError, LeadRejected
 from leads.store import audit
 
@@ -47,19 +47,6 @@ class AuditPage(BaseModel):
 When = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC.")]
 
 
-def _utc(name: str, moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise LeadRejected(
-            [FieldError(name, "invalid_datetime", "out of range once in UTC")]
-        ) from exc
-
-
 @router.get("", response_model=AuditPage, responses={403: {}})
 def list_audit_events(
     store: StoreDep,
@@ -90,8 +77,8 @@ def list_audit_events(
         actor=actor,
         target_type=target_type,
         target_id=target_id,
-        since=_utc("since", since),
-        until=_utc("until", until),
+        since=as_utc("since", since),
+        until=as_utc("until", until),
     )
     if filters.since and filters.until and filters.until < filters.since:
         raise LeadRejected(

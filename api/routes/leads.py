@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from api.auth import KEYED
-from api.deps import AdminDep, ContextDep, JsonBody, PendingDep, SettingsDep, StoreDep
+from api.deps import (
+    AdminDep,
+    ContextDep,
+    JsonBody,
+    PendingDep,
+    SettingsDep,
+    StoreDep,
+    as_utc,
+)
 from api.routes.workflows import read_runs, run_ui_url
 from leads import edits, erasure, rulebook
 from leads.encryption import secret_box
@@ -293,19 +301,6 @@ def _batch_items(raw: bytes, most: int) -> list[Any]:
     return items
 
 
-def _as_utc(name: str, moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise LeadRejected(
-            [FieldError(name, "invalid_datetime", "out of range once in UTC")]
-        ) from exc
-
-
 @router.get("", response_model=LeadPage)
 def list_leads(
     store: StoreDep,
@@ -334,8 +329,8 @@ def list_leads(
     filters = lead_queries.LeadFilter(
         email=email,
         status=status.value if status else None,
-        created_after=_as_utc("created_after", created_after),
-        created_before=_as_utc("created_before", created_before),
+        created_after=as_utc("created_after", created_after),
+        created_before=as_utc("created_before", created_before),
     )
     with store.read(context.tenant_id) as scope:
         found = lead_queries.page(scope, filters, limit, cursor)

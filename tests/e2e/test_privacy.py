@@ -43,6 +43,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from connectors.sandbox import hubspot as hubspot_sandbox
 from connectors.sandbox import salesforce as salesforce_sandbox
 from tests.conftest import SCALED, free_port
+from tests.e2e.test_stack import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -217,16 +218,6 @@ def relay() -> Iterator[tuple[int, RelayHandler]]:
 
 
 # -- the stack --
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass
