@@ -16,11 +16,12 @@ from sqlalchemy.engine import make_url
 
 from api import problems
 from api.access_log import AccessLog
-from api.audit_log import AuditLog
+from api.audit_log import AuditLog, audit_writes
 from api.auth import KeyCache
 from api.cors import CrossOrigin, allowed_origins
 from api.events import PendingSignal
 from api.limits import BodySizeLimit
+from api.load_shedding import LoadShedding
 from api.rate_limits import RateLimit, TokenBuckets
 from api.routes import (
     audit,
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = open_store(settings)
         logger.info("lead store ready (%s)", app.state.store.backend)
+        app.state.audit_writes = audit_writes(app.state.store)
+        app.state.intake = leads.lead_intake(app.state.store)
         emitter = asyncio.create_task(app.state.pending.run())
         try:
             yield
@@ -124,6 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RateLimit,  # type: ignore[arg-type]
         buckets=TokenBuckets(settings.rate_limit_per_minute),
+    )
+    # Inside the access log (a refusal is logged), before any other work.
+    app.add_middleware(
+        LoadShedding,  # type: ignore[arg-type]
+        most=settings.max_requests_in_flight,
     )
     app.add_middleware(AccessLog)
     app.add_middleware(

@@ -1,7 +1,9 @@
 """The audit record of every mutating API call: the key, the route, the answer.
 
 A call with any method but GET, HEAD and OPTIONS that carried a valid key is
-recorded once, after its handler, in a transaction of its own: the key's id
+recorded once, after its handler, in a transaction it shares only with the
+records of calls answered at about the same time (`GroupCommit`), or by the
+handler itself in the transaction making its change (`RECORDED`): the key's id
 and tenant, the route's template (`PUT /api/leads/{lead_id}`, never the
 values), the status, and the object it named or created. The record is
 written before the answer leaves, so a caller who has the answer can find
@@ -29,9 +31,10 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.group_commit import GroupCommit
 from leads.store import Store
 from leads.store.api_keys import key_id_of
-from leads.store.audit import acting_for, append_request
+from leads.store.audit import CallRecord, acting_for, append_requests
 from leads.store.tables import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,12 @@ logger = logging.getLogger(__name__)
 # The longest an answer waits for its record. The write itself is not cut
 # short: it finishes, or fails and is logged, in its thread.
 WAIT_SECONDS = 5.0
+# The most records one transaction appends.
+GROUP_MOST = 500
+# Set in the request's state by a handler that appended its call's record in
+# the transaction making its change, to the status it answers with: nothing
+# is then written here.
+RECORDED = "audit_recorded_status"
 _READING = frozenset({"GET", "HEAD", "OPTIONS"})
 # What the ids in paths look like (UUIDs, integers). A value of another shape
 # is whatever the caller typed, perhaps an address: it is not recorded.
@@ -117,6 +126,9 @@ class AuditLog:
         if template is None:
             return
         state = scope.get("state") or {}
+        if state.get(RECORDED) == status:
+            # The handler wrote it with its change (`RECORDED`).
+            return
         call = Call(
             action=f"{scope['method']} {template}",
             status=status,
@@ -131,11 +143,14 @@ class AuditLog:
             if refused is None or secret is None or key_id_of(secret) is None:
                 return
         call = _with_target(call, route, scope.get("path_params") or {}, location)
-        store: Store = scope["app"].state.store
+        app_state = scope["app"].state
         with anyio.move_on_after(WAIT_SECONDS) as waited:
-            await anyio.to_thread.run_sync(
-                write_call, store, call, secret, abandon_on_cancel=True
-            )
+            if call.tenant_id is None:
+                await anyio.to_thread.run_sync(
+                    write_call, app_state.store, call, secret, abandon_on_cancel=True
+                )
+            else:
+                await app_state.audit_writes.submit(None, call)
         if waited.cancelled_caught:
             logger.error(
                 "audit record of %s (%d) not written within %.1f s; answered "
@@ -146,42 +161,74 @@ class AuditLog:
             )
 
 
+def audit_writes(store: Store) -> GroupCommit[Call, bool]:
+    """The records of calls made at about the same time, written together."""
+    return GroupCommit(
+        lambda _, calls: write_calls(store, calls), most=GROUP_MOST, name="audit"
+    )
+
+
 def write_call(store: Store, call: Call, secret: str | None = None) -> bool:
     """Appends the call's record in its own transaction; False when it was not.
 
     A refused call (no tenant yet) is looked up by the id part of `secret`
     and recorded under that key's tenant, or not at all when no key has that
-    id. A failed write is logged as an ERROR naming the route, never raised:
-    the call has happened, and its caller has or will have its answer.
+    id. A failed write is logged as an ERROR naming the route, never raised.
+    """
+    if call.tenant_id is None:
+        try:
+            refusal = _refusal(store, call.detail.get("refused", ""), secret)
+        except Exception as exc:
+            _not_written([call], exc)
+            return False
+        if refusal is None:
+            return False
+        tenant_id, key_id, reason = refusal
+        call = replace(
+            call,
+            tenant_id=tenant_id,
+            key_id=key_id,
+            detail=call.detail | {"refused": reason},
+        )
+    [written] = write_calls(store, [call])
+    return written
+
+
+def write_calls(store: Store, calls: list[Call]) -> list[bool]:
+    """Appends the records of calls whose key is known, in one transaction.
+
+    A failed write is logged as an ERROR naming each route, never raised: the
+    calls have happened, and their callers have or will have their answers.
+
+    Returns:
+        For each call, whether its record was written (all or none are).
     """
     try:
-        if call.tenant_id is None:
-            refusal = _refusal(store, call.detail.get("refused", ""), secret)
-            if refusal is None:
-                return False
-            tenant_id, key_id, reason = refusal
-            call = replace(
-                call,
-                tenant_id=tenant_id,
-                key_id=key_id,
-                detail=call.detail | {"refused": reason},
-            )
-        assert call.tenant_id is not None and call.key_id is not None
-        with store.write(call.tenant_id) as scope:
-            append_request(
-                scope.session,
-                call.tenant_id,
-                call.key_id,
-                call.action,
-                call.status,
-                call.target_type,
-                call.target_id,
-                call.detail,
-            )
-        return True
+        with store.write_across_tenants() as session:
+            append_requests(session, [_record_of(call) for call in calls])
     except Exception as exc:
-        # TODO(#8): a record the store refuses is only logged; keep it in a
-        # local spool and append it once the store takes writes again.
+        _not_written(calls, exc)
+        return [False] * len(calls)
+    return [True] * len(calls)
+
+
+def _record_of(call: Call) -> CallRecord:
+    assert call.tenant_id is not None and call.key_id is not None
+    return CallRecord(
+        call.tenant_id,
+        call.key_id,
+        call.action,
+        call.status,
+        call.target_type,
+        call.target_id,
+        call.detail,
+    )
+
+
+def _not_written(calls: list[Call], exc: Exception) -> None:
+    # TODO(#8): a record the store refuses is only logged; keep it in a
+    # local spool and append it once the store takes writes again.
+    for call in calls:
         # The driver's message may quote values; the class names the failure.
         logger.error(
             "audit record of %s (%d) not written: %s",
@@ -189,7 +236,6 @@ def write_call(store: Store, call: Call, secret: str | None = None) -> bool:
             call.status,
             exc.__class__.__name__,
         )
-        return False
 
 
 def _refusal(
@@ -260,8 +306,6 @@ def _with_target(
             target_id=target_id,
             detail=call.detail | ids,
         )
-    # TODO(#8): a lead updated by `POST /api/leads` (200) is named only in the
-    # body; its `lead.merged` decision, appended just before, names it.
     if location and 200 <= call.status < 300:
         parts = [p for p in urlsplit(location).path.split("/") if p]
         if parts[:1] == ["api"]:

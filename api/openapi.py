@@ -34,8 +34,8 @@ _WITH_JSON_BODY = {415: "The body is not sent as `Content-Type: application/json
 _WITH_INPUT = {422: "Invalid; every error names its field; nothing was written."}
 _WITH_ID = {404: "Nothing of this id is visible to the caller's tenant."}
 _ANYWHERE = {
-    503: "The lead store is busy or unreachable; nothing was written. "
-    "`Retry-After` says when to retry."
+    503: "The lead store is busy or unreachable, or the API is at its limit of "
+    "requests at once; nothing was written. `Retry-After` says when to retry."
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -71,9 +71,15 @@ def api(
         int | None, typer.Option(min=1, max=65535, help="Default: ORCH_API_PORT.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes serving. Default: ORCH_API_WORKERS."
+        ),
+    ] = None,
 ) -> None:
     """Serves the API (docs at /api/docs) until Ctrl-C."""
-    from api.app import StoreNotReady, create_app, open_store
+    from api.app import StoreNotReady, open_store
 
     settings = _settings()
     host = host if host is not None else settings.api_host
@@ -83,23 +89,44 @@ def api(
         else "set ORCH_API_PORT to another port"
     )
     port = port if port is not None else settings.api_port
+    workers = workers or settings.api_workers
     try:
         open_store(settings).dispose()
     except StoreNotReady as exc:
         _fail(str(exc))
     _ensure_port_free(host, port, remedy)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    processes = f", {workers} processes" if workers > 1 else ""
+    typer.echo(
+        f"API on http://{host}:{port}{processes} (docs: http://{host}:{port}/api/docs)"
     )
-    typer.echo(f"API on http://{host}:{port} (docs: http://{host}:{port}/api/docs)")
-    # Our AccessLog replaces uvicorn's, which would log query strings.
+    # Each process builds the app from the environment's settings, as this
+    # one read them. Our AccessLog replaces uvicorn's, which would log query
+    # strings.
     uvicorn.run(
-        create_app(settings),
+        "api.app:create_app",
+        factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_level=log_level,
+        log_config=_log_config(log_level),
         access_log=False,
     )
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """Logging for every API process: one format, our loggers and uvicorn's."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(levelname)s %(name)s: %(message)s"},
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+    }
 
 
 @app.command()
@@ -147,7 +174,11 @@ def serve() -> None:
 
     settings = _settings()
     apply_runner_defaults(settings)
+    from deployments.priority import lower_priority
     from deployments.runner import serve_all
+
+    # Every flow run this starts is a child: the whole background yields to the API.
+    lower_priority(settings.background_niceness)
 
     # Prefect configures logging when imported; our own lines need a handler.
     handler = logging.StreamHandler()

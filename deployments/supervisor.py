@@ -23,6 +23,7 @@ from types import FrameType
 import httpx
 
 from deployments.prefect_env import prefect_environment
+from deployments.priority import lower_priority
 from leads.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     log_path: Path | None = field(default=None)
+    # Above 0 for background work, which yields the CPU to the API.
+    niceness: int = 0
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -96,6 +99,7 @@ class Stack:
                 )
             )
         self.children += [
+            # It lowers its own priority (and so its flow runs'); see `serve`.
             Child("flow-runner", [orchestrator, "serve"], url="(polls the server)"),
             Child(
                 "api",
@@ -120,6 +124,7 @@ class Stack:
             ],
             url=root,
             ready=_answers(f"{self.settings.prefect_url}/health"),
+            niceness=self.settings.background_niceness,
         )
 
     def check_ports(self) -> None:
@@ -160,6 +165,9 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        if child.niceness:
+            # At once, before the server starts its own processes, which inherit it.
+            lower_priority(child.niceness, child.process.pid)
         child.started_at = time.monotonic()
         logger.info("started %s (pid %d)", child.name, child.process.pid)
 

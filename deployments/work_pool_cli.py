@@ -26,6 +26,7 @@ from deployments.definitions import (
     work_pool_name,
 )
 from deployments.prefect_env import prefect_environment
+from deployments.priority import lower_priority
 from leads.settings import Settings
 
 WORKER_TYPE = "process"
@@ -155,6 +156,8 @@ def worker(
         _prefect_executable(), pool, limit or settings.flow_runner_limit
     )
     typer.echo(f"worker for pool {pool!r} on {settings.prefect_url}")
+    # Kept across exec, and by every flow run the worker starts.
+    lower_priority(settings.background_niceness)
     sys.stdout.flush()  # exec drops what is still buffered
     # The worker's environment, ORCH_* included, is every flow run's.
     os.execve(command[0], command, environment)

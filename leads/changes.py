@@ -365,19 +365,18 @@ def _insert_row(lead: Lead) -> dict[str, Any]:
     for every attribute never set; a transient lead has none filled in yet. A
     NULL in a NOT NULL column (`email_opt_out`) fails the whole INSERT, and
     `store_many` then takes every lead of the chunk alone, a dozen statements
-    each, in the chunk's one long transaction.
+    each, in the chunk's one long transaction. The defaults are set on the
+    lead too, so it reads as the stored row does (the API answers with it).
     """
     row: dict[str, Any] = {}
     for column in Lead.__table__.c:
         default = column.default
-        if column.key in vars(lead) or default is None:
-            row[column.key] = getattr(lead, column.key)
-        elif default.is_callable:
-            row[column.key] = default.arg(None)
-        elif default.is_scalar:
-            row[column.key] = default.arg
-        else:
-            row[column.key] = getattr(lead, column.key)
+        if column.key not in vars(lead) and default is not None:
+            if default.is_callable:
+                setattr(lead, column.key, default.arg(None))
+            elif default.is_scalar:
+                setattr(lead, column.key, default.arg)
+        row[column.key] = getattr(lead, column.key)
     return row
 
 

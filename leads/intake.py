@@ -7,7 +7,7 @@ values win and a blank never erases.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -579,6 +579,78 @@ def submit(
             if attempt == 2:
                 raise StoreConflict(reference, describe_error(exc)) from None
     raise AssertionError("unreachable")
+
+
+# Called inside the transaction with each lead's outcome, to add rows of its own.
+AlsoWrite = Callable[[TenantScope, list["IntakeResult | Exception"]], None]
+
+
+def submit_together(
+    store: Store,
+    tenant_id: str,
+    prepared: list[dict[str, Any]],
+    *,
+    channel: str,
+    also: AlsoWrite | None = None,
+) -> list[IntakeResult | Exception]:
+    """Takes in leads sent separately at about the same time, in one transaction.
+
+    Each lead's outcome is what `submit` would have given it alone, in some
+    order of the sends: they were concurrent, so any order is one they could
+    have had. A lead the store refuses gets its own `LeadRejected`. When the
+    transaction fails for one lead (a key race `store_many` could not settle),
+    every lead is taken in again alone, so one cannot fail the others; when
+    the store fails (down, out of space), every lead fails with it.
+
+    Args:
+        store: the lead store.
+        tenant_id: the tenant all the leads are for.
+        prepared: each lead's values from `prepare`.
+        channel: the door they came in by.
+        also: writes what goes with the outcomes (the calls' audit records),
+            committed with them; called once per transaction, with the
+            outcomes of the leads that transaction took.
+
+    Returns:
+        For each lead in order, its `IntakeResult`, or the error it failed with.
+    """
+    try:
+        return _take_together(store, tenant_id, prepared, channel, also)
+    except (StoreConflict, IntegrityError, DataError):
+        return [_submit_alone(store, tenant_id, v, channel, also) for v in prepared]
+
+
+def _take_together(
+    store: Store,
+    tenant_id: str,
+    prepared: list[dict[str, Any]],
+    channel: str,
+    also: AlsoWrite | None,
+) -> list[IntakeResult | Exception]:
+    with store.write(tenant_id) as scope:
+        items = [(None, values) for values in prepared]
+        outcomes = [_outcome(r) for r in store_many(scope, items, channel=channel)]
+        if also is not None:
+            also(scope, outcomes)
+    return outcomes
+
+
+def _submit_alone(
+    store: Store,
+    tenant_id: str,
+    values: dict[str, Any],
+    channel: str,
+    also: AlsoWrite | None,
+) -> IntakeResult | Exception:
+    try:
+        [outcome] = _take_together(store, tenant_id, [values], channel, also)
+    except (StoreConflict, IntegrityError, DataError) as exc:
+        return exc
+    return outcome
+
+
+def _outcome(result: IntakeResult | list[FieldError]) -> IntakeResult | Exception:
+    return result if isinstance(result, IntakeResult) else LeadRejected(result)
 
 
 @dataclass

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     )
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API.")
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "API processes serving the port. One Python process uses about one "
+            "core; on PostgreSQL, one per core answers more leads a second with "
+            "lower latency. On SQLite, writers take turns at the file anyway."
+        ),
+    )
     prefect_port: int = Field(
         4200, ge=1, le=65535, description="Port of the Prefect server and its UI."
     )
@@ -60,6 +70,17 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Most flow runs the flow runner executes at once.",
+    )
+    background_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "Scheduling niceness of the flow runner and its flow runs (imports, "
+            "CRM syncs, e-mail batches) and of the Prefect server `orchestrator "
+            "up` starts: above 0 they yield the CPU to the API, so single leads "
+            "are answered quickly while a large import runs. 0 shares it evenly."
+        ),
     )
     flow_runner_poll_seconds: int = Field(
         1,
@@ -140,6 +161,15 @@ class Settings(BaseSettings):
     )
     default_timezone: str = Field(
         "UTC", description="IANA zone for leads whose zone cannot be told otherwise."
+    )
+    max_requests_in_flight: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description=(
+            "Most requests one API process works on at once; more are answered "
+            "503 with `Retry-After` at once instead of queueing without bound."
+        ),
     )
     max_body_bytes: int = Field(
         1 * MIB,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Hashable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 import httpx
@@ -15,6 +16,7 @@ from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from api.audit_log import RECORDED
 from api.auth import KEYED
 from api.deps import (
     AdminDep,
@@ -25,11 +27,12 @@ from api.deps import (
     StoreDep,
     as_utc,
 )
+from api.group_commit import GroupCommit
 from api.routes.workflows import read_runs, run_ui_url
 from leads import edits, erasure, rulebook
 from leads.encryption import secret_box
 from leads.errors import FieldError, LeadRejected
-from leads.intake import IntakeResult, submit, submit_batch
+from leads.intake import IntakeResult, prepare, submit_batch, submit_together
 from leads.models import (
     LeadInput,
     LeadResult,
@@ -38,8 +41,9 @@ from leads.models import (
     TimelineEventView,
 )
 from leads.normalise import email_key
-from leads.store import Store, timeline
+from leads.store import Store, TenantScope, audit, timeline
 from leads.store import leads as lead_queries
+from leads.store.audit import CallRecord
 from leads.store.email_history import email_history
 from leads.store.flow_runs import LeadRun, runs_of_lead
 
@@ -167,6 +171,60 @@ class BatchResult(BaseModel):
     results: list[BatchItemResult]
 
 
+# The most single leads written in one transaction (see `GroupCommit`).
+GROUP_MOST = 200
+CREATE_ACTION = "POST /api/leads"
+
+
+# A posted lead's cleaned values in; its outcome out.
+Intake = GroupCommit[dict[str, Any], IntakeResult]
+
+
+def lead_intake(store: Store) -> Intake:
+    """Single leads posted at about the same time, taken in together.
+
+    Grouped per tenant and key: the key is who the group's automated decisions
+    (a merge) act for, and each call's audit record is written in the same
+    transaction as its lead.
+    """
+
+    def work(group_key: Hashable, group: list[dict[str, Any]]) -> list[Any]:
+        tenant_id, key_id = cast(tuple[str, str], group_key)
+
+        def record_calls(scope: TenantScope, outcomes: list[Any]) -> None:
+            audit.append_requests(
+                scope.session,
+                [
+                    CallRecord(
+                        tenant_id,
+                        key_id,
+                        CREATE_ACTION,
+                        _status(outcome),
+                        "lead",
+                        outcome.lead.id,
+                    )
+                    for outcome in outcomes
+                    if isinstance(outcome, IntakeResult)
+                ],
+            )
+
+        with audit.acting_for(lambda: key_id):
+            return submit_together(
+                store,
+                tenant_id,
+                group,
+                channel=CHANNEL,
+                also=record_calls,
+            )
+
+    return GroupCommit(work, most=GROUP_MOST, name="lead intake")
+
+
+def _status(result: IntakeResult) -> int:
+    # A possible duplicate is a new lead too: 201, with where to find it.
+    return 201 if result.outcome in ("created", "possible_duplicate") else 200
+
+
 def _result(result: IntakeResult) -> LeadResult:
     view = LeadView.model_validate(result.lead)
     return LeadResult(**view.model_dump(), outcome=result.outcome)
@@ -187,28 +245,24 @@ def _result(result: IntakeResult) -> LeadResult:
         422: {"description": "Invalid; every error names its field; nothing written."},
     },
 )
-def create_lead(
+async def create_lead(
     lead: LeadInput,
+    request: Request,
     response: Response,
-    store: StoreDep,
     settings: SettingsDep,
     context: ContextDep,
     pending: PendingDep,
 ) -> LeadResult:
     """Takes in one lead; the same e-mail again updates the stored lead."""
-    result = submit(
-        store,
-        context.tenant_id,
-        lead,
-        channel=CHANNEL,
-        region=settings.default_region,
-    )
+    values = prepare(lead, settings.default_region)
+    intake: Intake = request.app.state.intake
+    result = await intake.submit((context.tenant_id, context.key_id), values)
     pending.notify()
-    # A possible duplicate is a new lead too: 201, with where to find it.
-    if result.outcome in ("created", "possible_duplicate"):
+    response.status_code = _status(result)
+    if response.status_code == 201:
         response.headers["Location"] = f"/api/leads/{result.lead.id}"
-    else:
-        response.status_code = 200
+    # Recorded with the lead: the audit middleware has nothing to write.
+    setattr(request.state, RECORDED, response.status_code)
     return _result(result)
 
 

@@ -227,7 +227,16 @@ class TestListing:
         assert [r["action"] for r in listed(client, actor=writer_id)] == [
             "PATCH /api/leads/{lead_id}"
         ]
-        assert len(listed(client, target_type="lead", target_id=first["id"])) == 3
+        # Both posts name the lead, the update (200) as well as the create.
+        assert [
+            r["action"]
+            for r in listed(client, target_type="lead", target_id=first["id"])
+        ] == [
+            "PATCH /api/leads/{lead_id}",
+            "POST /api/leads",
+            "lead.merged",
+            "POST /api/leads",
+        ]
         # Naive times are UTC; aware ones may be in any zone.
         assert len(listed(client, since=before.isoformat())) == 4
         assert listed(client, until=before.isoformat()) == []
@@ -394,27 +403,47 @@ def settings_for(store: Store, data_dir: Path) -> Settings:
 
 
 class TestWhenTheStoreFails:
-    def test_a_refused_audit_write_is_logged_and_the_call_still_answered(
-        self, own_store, serve_api, tmp_path, caplog
-    ):
-        with own_store.engine.begin() as connection:
+    @staticmethod
+    def refuse_call_records(store: Store) -> None:
+        with store.engine.begin() as connection:
             connection.exec_driver_sql(
                 "CREATE TRIGGER audit_refuses_calls BEFORE INSERT ON audit_events "
                 "WHEN NEW.kind = 'request' BEGIN SELECT RAISE(ABORT, 'no'); END"
             )
+
+    def test_a_refused_audit_write_is_logged_and_the_call_still_answered(
+        self, own_store, serve_api, tmp_path, caplog
+    ):
         server = serve_api(settings_for(own_store, tmp_path))
         caplog.set_level(logging.ERROR, logger="api.audit_log")
 
         with server.client() as http:
-            answer = http.post("/api/leads", json=PERSON)
+            lead = http.post("/api/leads", json=PERSON).json()
+            self.refuse_call_records(own_store)
+            answer = http.patch(f"/api/leads/{lead['id']}", json={"city": "Oslo"})
 
-        assert answer.status_code == 201, answer.text
+        assert answer.status_code == 200, answer.text
         with own_store.read("default") as scope:
-            assert scope.get(Lead, answer.json()["id"]) is not None
+            assert scope.get(Lead, lead["id"]).city == "Oslo"
         [logged] = [r for r in caplog.records if r.name == "api.audit_log"]
         assert logged.levelno == logging.ERROR
-        assert "POST /api/leads (201)" in logged.getMessage()
+        assert "PATCH /api/leads/{lead_id} (200)" in logged.getMessage()
         assert "zelda" not in logged.getMessage().lower()
+
+    def test_a_lead_is_not_stored_without_the_record_of_the_call_that_sent_it(
+        self, own_store, serve_api, tmp_path
+    ):
+        # A single lead's record is written in the lead's own transaction.
+        self.refuse_call_records(own_store)
+        server = serve_api(settings_for(own_store, tmp_path))
+
+        with server.client() as http:
+            answer = http.post("/api/leads", json=PERSON)
+
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["detail"].endswith("nothing was written")
+        with own_store.read("default") as scope:
+            assert scope.session.scalars(scope.select(Lead)).all() == []
 
     def test_a_busy_store_does_not_hold_the_answer_and_the_record_follows(
         self, own_store, serve_api, tmp_path, caplog, monkeypatch

@@ -115,13 +115,30 @@ def test_unreachable_database_is_a_clear_error(env):
     assert "Traceback" not in result.stderr
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                entry.name.isdigit()
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                == pid
+            ):
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 @pytest.mark.slow
-def test_api_serves_leads_until_terminated(env, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_api_serves_leads_until_terminated(env, tmp_path, workers):
     run("db", "upgrade", env=env)
     key = run("keys", "create", "--tenant", "default", "--scope", "write", env=env)
     headers = {"Authorization": f"Bearer {key.stdout.strip()}"}
     port = free_port()
     env["ORCH_API_PORT"] = str(port)
+    env["ORCH_API_WORKERS"] = str(workers)
     log = tmp_path / "api.log"
     with log.open("wb") as output:
         server = subprocess.Popen(
@@ -140,16 +157,28 @@ def test_api_serves_leads_until_terminated(env, tmp_path):
             assert server.poll() is None, log.read_text()
             time.sleep(0.2)
 
-        created = httpx.post(
-            f"{base}/api/leads", json={"email": "cli@example.com"}, headers=headers
-        )
-        assert created.status_code == 201
-        found = httpx.get(f"{base}{created.headers['location']}", headers=headers)
-        assert found.status_code == 200
+        if workers > 1:
+            # uvicorn's manager, and under it a process per worker (besides
+            # multiprocessing's own resource tracker).
+            deadline = time.monotonic() + 30
+            while len(serving := children_of(server.pid)) < workers:
+                assert time.monotonic() < deadline, serving
+                time.sleep(0.2)
+        for n in range(4):
+            lead = {"email": f"cli{n}@example.com"}
+            created = httpx.post(f"{base}/api/leads", json=lead, headers=headers)
+            assert created.status_code == 201
+            found = httpx.get(f"{base}{created.headers['location']}", headers=headers)
+            assert found.status_code == 200
+        serving = children_of(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=15)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in serving):
+        assert time.monotonic() < deadline, "a worker outlived the API"
+        time.sleep(0.1)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status
     # tells the supervisor why it stopped.
     assert server.returncode in (0, -15)
-    assert "Application shutdown complete" in log.read_text()
+    assert log.read_text().count("Application shutdown complete") == workers

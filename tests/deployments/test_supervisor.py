@@ -40,6 +40,15 @@ def stack_of(tmp_path: Path, *children: Child) -> Stack:
     return stack
 
 
+def written_pid(marker: Path) -> int:
+    """The grandchild's pid, once `PARENT` has written it to `marker`."""
+    deadline = time.monotonic() + 20
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return int(marker.read_text())
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -73,11 +82,7 @@ def test_stop_ends_every_child_and_the_processes_they_started(tmp_path):
     sleeper = Child("sleeper", SLEEPER, url="-")
     stack = stack_of(tmp_path, parent, sleeper)
     stack.start()
-    deadline = time.monotonic() + 20
-    while not marker.exists() or not marker.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    grandchild = int(marker.read_text())
+    grandchild = written_pid(marker)
 
     stack.stop()
 
@@ -252,3 +257,30 @@ class TestCrmSandboxChild:
         assert answered
         assert child.process.poll() is not None
         assert child.log_path == (tmp_path / "logs" / "crm-sandbox.log").resolve()
+
+
+class TestPriority:
+    def test_a_background_child_and_what_it_starts_run_at_its_niceness(self, tmp_path):
+        marker = tmp_path / "grandchild.pid"
+        parent = Child("parent", [*PARENT, str(marker)], url="-", niceness=7)
+        sleeper = Child("sleeper", SLEEPER, url="-")
+        stack = stack_of(tmp_path, parent, sleeper)
+        try:
+            stack.start()
+            grandchild = written_pid(marker)
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+
+            assert os.getpriority(os.PRIO_PROCESS, parent.process.pid) == max(7, ours)
+            assert os.getpriority(os.PRIO_PROCESS, grandchild) == max(7, ours)
+            assert os.getpriority(os.PRIO_PROCESS, sleeper.process.pid) == ours
+        finally:
+            stack.stop()
+
+    def test_the_prefect_server_is_background_and_the_api_is_not(self, tmp_path):
+        stack = Stack(Settings(data_dir=tmp_path, background_niceness=12))
+
+        niceness = {child.name: child.niceness for child in stack.children}
+
+        assert niceness["prefect-server"] == 12
+        # The flow runner lowers its own priority (see test_priority).
+        assert niceness["api"] == niceness["flow-runner"] == 0

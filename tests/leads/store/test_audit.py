@@ -141,8 +141,9 @@ class TestPaging:
         decide(store, "email.suppressed", target="a")
         decide(store, "lead.merged", target="b")
         with store.write("default") as scope:
-            audit.append_request(
-                scope.session, "default", "0123456789ab", "POST /api/leads", 201
+            audit.append_requests(
+                scope.session,
+                [audit.CallRecord("default", "0123456789ab", "POST /api/leads", 201)],
             )
 
         def listed(**given) -> list[tuple[str, str | None]]:

@@ -1,0 +1,163 @@
+"""GroupCommit: items sent together are done together, each caller gets its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable
+
+import pytest
+
+from api.group_commit import GroupCommit
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # The API runs on asyncio (uvicorn); GroupCommit's futures are asyncio's.
+    return "asyncio"
+
+
+class Recorder:
+    """A `work` that records its groups and can be held until released."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[Hashable, list[object]]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+
+    def __call__(self, key: Hashable, items: list[object]) -> list[object]:
+        self.entered.set()
+        assert self.release.wait(10), "the test never released the group"
+        self.groups.append((key, list(items)))
+        return [
+            ValueError(f"item {item} refused")
+            if isinstance(item, str) and item.startswith("bad")
+            else (key, item)
+            for item in items
+        ]
+
+
+async def _held_first_group(
+    committer: GroupCommit, recorder: Recorder, key: Hashable, first: object
+) -> asyncio.Task:
+    """Starts a group of `first` and waits until `work` holds it."""
+    recorder.release.clear()
+    task = asyncio.create_task(committer.submit(key, first))
+    await asyncio.to_thread(recorder.entered.wait, 10)
+    return task
+
+
+class TestGrouping:
+    async def test_a_lone_item_is_done_at_once_in_a_group_of_its_own(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+
+        assert await committer.submit("t", 1) == ("t", 1)
+        assert recorder.groups == [("t", [1])]
+
+    async def test_items_arriving_while_a_group_runs_go_together_in_the_next(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+        first = await _held_first_group(committer, recorder, "t", 0)
+
+        waiting = [asyncio.create_task(committer.submit("t", n)) for n in range(1, 6)]
+        await asyncio.sleep(0.05)
+        recorder.release.set()
+
+        assert await first == ("t", 0)
+        assert await asyncio.gather(*waiting) == [("t", n) for n in range(1, 6)]
+        assert recorder.groups == [("t", [0]), ("t", [1, 2, 3, 4, 5])]
+        assert (committer.groups, committer.items) == (2, 6)
+
+    async def test_a_group_holds_at_most_most_items_and_the_rest_follow(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=2, name="test")
+        first = await _held_first_group(committer, recorder, "t", 0)
+
+        waiting = [asyncio.create_task(committer.submit("t", n)) for n in range(1, 6)]
+        await asyncio.sleep(0.05)
+        recorder.release.set()
+        await asyncio.gather(first, *waiting)
+
+        assert [items for _, items in recorder.groups] == [[0], [1, 2], [3, 4], [5]]
+
+    async def test_each_key_has_groups_of_its_own(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+        first = await _held_first_group(committer, recorder, "a", 0)
+
+        waiting = [
+            asyncio.create_task(committer.submit(key, n))
+            for n, key in enumerate("abab", start=1)
+        ]
+        await asyncio.sleep(0.05)
+        recorder.release.set()
+        answers = await asyncio.gather(first, *waiting)
+
+        assert answers == [("a", 0), ("a", 1), ("b", 2), ("a", 3), ("b", 4)]
+        assert sorted(recorder.groups, key=str) == sorted(
+            [("a", [0]), ("b", [2, 4]), ("a", [1, 3])], key=str
+        )
+
+
+class TestFailures:
+    async def test_an_items_own_error_reaches_its_caller_alone(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+        first = await _held_first_group(committer, recorder, "t", 0)
+
+        good = asyncio.create_task(committer.submit("t", 1))
+        bad = asyncio.create_task(committer.submit("t", "bad one"))
+        await asyncio.sleep(0.05)
+        recorder.release.set()
+
+        assert await first == ("t", 0)
+        assert await good == ("t", 1)
+        with pytest.raises(ValueError, match="item bad one refused"):
+            await bad
+        assert recorder.groups[1] == ("t", [1, "bad one"])
+
+    async def test_an_error_escaping_work_fails_that_group_and_the_next_goes_on(self):
+        calls: list[list[int]] = []
+
+        def work(key: Hashable, items: list[int]) -> list[int]:
+            calls.append(items)
+            if len(calls) == 1:
+                raise ConnectionError("the store went away")
+            return items
+
+        committer = GroupCommit(work, most=10, name="test")
+
+        with pytest.raises(ConnectionError, match="the store went away"):
+            await committer.submit("t", 1)
+        assert await committer.submit("t", 2) == 2
+
+    async def test_too_few_outcomes_fail_the_group_with_a_clear_error(self):
+        committer = GroupCommit(lambda key, items: [], most=10, name="lead intake")
+
+        with pytest.raises(RuntimeError, match="lead intake: 1 items gave 0 outcomes"):
+            await committer.submit("t", 1)
+
+    async def test_an_item_whose_caller_went_away_is_still_done(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+        first = await _held_first_group(committer, recorder, "t", 0)
+
+        gone = asyncio.create_task(committer.submit("t", "bad but unheard"))
+        kept = asyncio.create_task(committer.submit("t", 2))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        recorder.release.set()
+
+        assert await first == ("t", 0)
+        assert await kept == ("t", 2)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert recorder.groups[1] == ("t", ["bad but unheard", 2])
+
+    def test_a_group_of_less_than_one_is_refused(self):
+        with pytest.raises(ValueError, match="most: expected at least 1, got 0"):
+            GroupCommit(lambda key, items: items, most=0, name="test")

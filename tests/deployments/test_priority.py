@@ -1,0 +1,60 @@
+"""Background processes lower their own CPU priority; a higher niceness is kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deployments.priority import lower_priority
+
+CHECK = (
+    "import os, sys;"
+    "from deployments.priority import lower_priority;"
+    "lower_priority(int(sys.argv[1]));"
+    "print(os.getpriority(os.PRIO_PROCESS, 0))"
+)
+
+
+def niceness_after(start: int, wanted: int) -> int:
+    """A fresh process started at `start` niceness, after lower_priority(wanted)."""
+    done = subprocess.run(
+        ["nice", "-n", str(start), sys.executable, "-c", CHECK, str(wanted)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return int(done.stdout)
+
+
+@pytest.fixture(autouse=True)
+def unprivileged_baseline():
+    if os.getpriority(os.PRIO_PROCESS, 0) > 5:
+        pytest.skip("the test run itself is niced above 5; the cases need room")
+
+
+def test_a_process_raises_its_niceness_to_the_setting():
+    assert niceness_after(0, 10) == 10
+
+
+def test_a_niceness_already_higher_is_kept():
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness_after(15 - ours, 10) == 15
+
+
+def test_zero_changes_nothing():
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness_after(0, 0) == ours
+
+
+def test_another_process_is_lowered_by_its_pid():
+    expected = max(9, os.getpriority(os.PRIO_PROCESS, 0))
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as p:
+        try:
+            assert lower_priority(9, p.pid) == expected
+            assert os.getpriority(os.PRIO_PROCESS, p.pid) == expected
+        finally:
+            p.kill()
