@@ -461,10 +461,9 @@ def _delete_rejects(scope: TenantScope, person: Person) -> int:
     import's uploaded file is deleted when the import finishes or fails
     (`leads.importer`), so rejects are all a finished import keeps.
     """
-    # TODO(#8): the file of an import still queued or running is left as it
-    # is (rewriting it would move the offsets a resumed run reads from), so
-    # such an import can take the person in again; `erased` suppressions keep
-    # them out of e-mail, not out of the store.
+    # The file of an import still queued or running is left as it is
+    # (rewriting it would move the offsets a resumed run reads from); the run
+    # refuses the person's records instead (`erased_since`).
     query = (
         select(ImportReject.id, ImportReject.values)
         .where(ImportReject.tenant_id == scope.tenant_id)
@@ -512,6 +511,8 @@ def _delete(scope: TenantScope, model: Any, condition: Any) -> int:
 
 
 def _suppress_erased(scope: TenantScope, digest: str) -> bool:
+    """Adds the address's `erased` entry, or moves its time to now (`erased_since`)."""
+    now = utcnow()
     inserted = insert_if_absent(
         scope,
         EmailSuppression,
@@ -521,10 +522,44 @@ def _suppress_erased(scope: TenantScope, digest: str) -> bool:
             "scope": SCOPE_MARKETING,
             "lead_id": None,
             "source": ERASED,
-            "created_at": utcnow(),
+            "created_at": now,
         },
     )
+    if inserted is None:
+        # Erased before, taken in again since, and erased once more: an import
+        # uploaded in between must not bring the person back either.
+        scope.session.execute(
+            update(EmailSuppression)
+            .where(
+                EmailSuppression.tenant_id == scope.tenant_id,
+                EmailSuppression.address_hash == digest,
+                EmailSuppression.reason == ERASED,
+            )
+            .values(created_at=now)
+        )
     return inserted is not None
+
+
+def erased_since(
+    scope: TenantScope, addresses: Iterable[str], since: datetime
+) -> set[str]:
+    """The addresses among `addresses` whose person was erased at `since` or later.
+
+    An import file uploaded before an erasure still holds the person; its
+    records of them are not taken in (`leads.importer`).
+    """
+    by_hash = {address_hash(a): a for a in addresses if email_key(a) is not None}
+    if not by_hash:
+        return set()
+    found = scope.session.scalars(
+        select(EmailSuppression.address_hash).where(
+            EmailSuppression.tenant_id == scope.tenant_id,
+            EmailSuppression.reason == ERASED,
+            EmailSuppression.created_at >= since,
+            EmailSuppression.address_hash.in_(list(by_hash)),
+        )
+    )
+    return {by_hash[digest] for digest in found}
 
 
 def _queue_crm_erasure(

@@ -15,13 +15,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy.exc import OperationalError
 
 from leads import rulebook
+from leads.erasure import erased_since
 from leads.errors import FieldError, LeadRejected
 from leads.fuzzy import BlockIndex
 from leads.imports import (
@@ -405,14 +406,6 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         chunk = clean_chunk(chunk, job.region, job.headers, job.numbers)
     assert chunk.cleaned is not None
     rejects = list(chunk.cleaned.rejects)
-    # In file order (`store_many` locks rows in key order itself), with the
-    # records of one address folded into its first, before anything is
-    # written: one write per person, and the same file imported again finds
-    # nothing to change.
-    prepared, folded = _fold_repeats(chunk.cleaned.leads)
-
-    merged = sum(map(len, folded.values()))
-    counts: Counter[str] = Counter(rejected=len(rejects), merged=merged)
     keys: set[str] = set()
     with store.write(job.tenant_id) as scope:
         row = stored.get(scope, job.import_id, lock=True)
@@ -422,6 +415,15 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
             # A retry of a chunk whose commit did reach the store, though its
             # answer was lost: it is in already.
             return {}
+        taken, erased = _without_erased(scope, row.created_at, chunk.cleaned.leads)
+        rejects += erased
+        # In file order (`store_many` locks rows in key order itself), with
+        # the records of one address folded into its first, before anything
+        # is written: one write per person, and the same file imported again
+        # finds nothing to change.
+        prepared, folded = _fold_repeats(taken)
+        merged = sum(map(len, folded.values()))
+        counts: Counter[str] = Counter(rejected=len(rejects), merged=merged)
         leads = scope.session.begin_nested()
         references = [
             (_reference(job.import_id, record.number, folded), values)
@@ -450,6 +452,38 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
     job.note(keys)
     _remember(job, made)
     return dict(counts)
+
+
+ERASED_ERROR = FieldError(
+    "email",
+    "erased",
+    "the person was erased after this file was uploaded; the record was not "
+    "taken in, and none of its cells is kept",
+)
+
+
+def _without_erased(
+    scope: TenantScope,
+    uploaded_at: datetime,
+    leads: Iterable[tuple[Record, dict[str, Any]]],
+) -> tuple[list[tuple[Record, dict[str, Any]]], list[dict[str, Any]]]:
+    """The chunk's leads but those of people erased since the upload; their rejects.
+
+    The uploaded file is not rewritten when a person in it is erased (a
+    resumed run reads it by offsets), so their records are refused here.
+    """
+    leads = list(leads)
+    emails = [values["email"] for _, values in leads if values.get("email")]
+    erased = erased_since(scope, emails, uploaded_at)
+    if not erased:
+        return leads, []
+    kept, rejects = [], []
+    for record, values in leads:
+        if values.get("email") in erased:
+            rejects.append(_reject(record.number, record.line, [ERASED_ERROR], {}))
+        else:
+            kept.append((record, values))
+    return kept, rejects
 
 
 def _like_an_earlier_chunk(job: Job, values: dict[str, Any]) -> str:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import JSON, LargeBinary, String, select
 
-from leads import erasure
+from leads import erasure, importer
 from leads.encryption import SecretBox
 from leads.errors import LeadNotFound
 from leads.intake import submit
-from leads.store import duplicates
+from leads.store import duplicates, imports
 from leads.store.imports import add_rejects
 from leads.store.imports import create as create_import
 from leads.store.outbox import CRM_SYNC
@@ -390,3 +391,79 @@ class TestCrmErasureOwed:
 
         assert done.crm_erasure_queued is False
         assert self.owed(store) == []
+
+
+class TestAnImportUploadedBeforeTheErasure:
+    def test_does_not_take_the_person_in_again_nor_keep_their_cells(
+        self, store, tmp_path
+    ):
+        lead = take(store, {"email": EMAIL, "first_name": FIRST})
+        csv = (
+            "email,first_name,last_name\n"
+            f"{EMAIL},{FIRST},{LAST}\n"
+            f"{OTHER_EMAIL},Grace,Hopper\n"
+        )
+        row = importer.accept(
+            store,
+            "default",
+            io.BytesIO(csv.encode()),
+            filename="leads.csv",
+            folder=tmp_path,
+            max_bytes=10**6,
+        )
+
+        erase(store, lead.id)
+        importer.run(store, row.id, owner="run", region="US")
+
+        with store.read("default") as scope:
+            emails = [lead.email for lead in scope.session.scalars(scope.select(Lead))]
+            done = imports.get(scope, row.id)
+            [reject] = imports.rejects(scope, row.id)
+        assert emails == [OTHER_EMAIL]
+        assert (done.status, done.counts["created"], done.counts["rejected"]) == (
+            "finished",
+            1,
+            1,
+        )
+        assert reject.values == {}
+        assert [e["reason"] for e in reject.errors] == ["erased"]
+        assert traces(store, NEEDLES) == []
+
+    def test_an_import_uploaded_after_it_takes_the_person_in_as_a_new_sign_up(
+        self, store, tmp_path
+    ):
+        lead = take(store, {"email": EMAIL})
+        erase(store, lead.id)
+        row = importer.accept(
+            store,
+            "default",
+            io.BytesIO(f"email\n{EMAIL}\n".encode()),
+            filename="leads.csv",
+            folder=tmp_path,
+            max_bytes=10**6,
+        )
+
+        importer.run(store, row.id, owner="run", region="US")
+
+        with store.read("default") as scope:
+            [again] = scope.session.scalars(scope.select(Lead)).all()
+        assert again.email == EMAIL.lower()
+
+    def test_a_second_erasure_also_stops_a_file_uploaded_between_the_two(
+        self, store, tmp_path
+    ):
+        erase(store, take(store, {"email": EMAIL}).id)
+        row = importer.accept(
+            store,
+            "default",
+            io.BytesIO(f"email\n{EMAIL}\n".encode()),
+            filename="leads.csv",
+            folder=tmp_path,
+            max_bytes=10**6,
+        )
+        erase(store, take(store, {"email": EMAIL}).id)
+
+        importer.run(store, row.id, owner="run", region="US")
+
+        with store.read("default") as scope:
+            assert scope.session.scalars(scope.select(Lead)).all() == []
