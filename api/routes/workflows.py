@@ -482,11 +482,9 @@ async def trigger(
         _owns_import, store, context.tenant_id, str(imported)
     ):
         # Another tenant's import is answered as one that does not exist.
-        # TODO(#8): any tenant may still start the workflows that work across
-        # tenants (crm_sync, lead_import without an import, its sweeper,
-        # crm_reconcile, webhook_drain), and read those runs' logs, which may
-        # name other tenants' ids.
         return problem(404, f"no import with id {imported!r}", slug="import-not-found")
+    if context.tenant_id != DEFAULT_TENANT and not _for_one(body, accepted):
+        return _across_tenants(body.workflow_id)
 
     if run_key is None:
         return await _start(body, deployment, None, None, store, settings, context,
@@ -519,6 +517,30 @@ async def trigger(
         )  # fmt: skip
     finally:
         await run_in_threadpool(release, store, context.tenant_id, hold)
+
+
+def _for_one(body: TriggerRequest, accepted: dict[str, Any]) -> bool:
+    """Whether the run is bound to one lead or import (the caller's, checked)."""
+    lead = "lead_id" in accepted and (body.lead_id or body.lead_data) is not None
+    return lead or ("import_id" in accepted and "import_id" in body.parameters)
+
+
+def _across_tenants(workflow_id: str) -> JSONResponse:
+    # A drain (crm_sync, webhook_drain, a sequence without a lead, ...) works
+    # on every tenant's rows, and its logs may name their ids: it is the
+    # installation's, whose tenant untagged runs belong to (`run_belongs_to`).
+    message = (
+        f"{workflow_id!r} run this way works on every tenant's leads; only a key "
+        f"of tenant {DEFAULT_TENANT!r} (the installation's own) may start it. "
+        "Send `lead_id` or `lead_data` (or an `import_id` parameter) to run it "
+        "for one of yours, where it takes one"
+    )
+    return problem(
+        403,
+        message,
+        slug="cross-tenant-workflow",
+        errors=[FieldError("workflow_id", "cross_tenant", message)],
+    )
 
 
 # How long a request waits for another holding its Idempotency-Key: longer

@@ -63,7 +63,9 @@ EXPECTED = {"POST /api/webhooks/{source}": 401}
 
 
 @flow(name="tenant-walk-flow")
-def walk_flow(import_id: str | None = None, count: int = 1) -> int:
+def walk_flow(
+    import_id: str | None = None, lead_id: str | None = None, count: int = 1
+) -> int:
     return count
 
 
@@ -232,7 +234,9 @@ def make_objects(
 
     saved = a.post("/api/crm/config", json=sandbox_account(sandbox))
     assert saved.status_code == 200, saved.text
-    run = a.post("/api/workflows/trigger", json={"workflow_id": workflow})
+    run = a.post(
+        "/api/workflows/trigger", json={"workflow_id": workflow, "lead_id": lead_id}
+    )
     assert run.status_code == 202, run.text
     bounced = a.post(
         "/api/email/events",

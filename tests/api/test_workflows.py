@@ -36,6 +36,7 @@ from api.routes.workflows import (
 from flows.sequence_dispatch import dispatch_sequence
 from leads.settings import Settings
 from leads.store.tables import Lead
+from tests.conftest import LiveServer
 
 
 def test_trigger_with_prefect_down_is_503_and_names_the_cause(client):
@@ -387,6 +388,52 @@ class TestIdempotencyKeys:
         }
 
         assert len(keys) == 4
+
+
+@pytest.mark.slow
+class TestWorkflowsAcrossTenants:
+    """A run not bound to one lead or import works on every tenant's rows."""
+
+    @pytest.fixture
+    def server(self, serve_api, store, prefect_server, tmp_path) -> LiveServer:
+        return serve_api(
+            Settings(
+                data_dir=tmp_path,
+                database_url=store.url,
+                prefect_api_url=prefect_server.api_url,
+                crm="none",
+            )
+        )
+
+    def test_only_the_installations_tenant_may_start_one(
+        self, server, workflow, prefect_server
+    ):
+        with server.client(tenant="acme", scope="write") as acme:
+            refused = acme.post(
+                "/api/workflows/trigger", json={"workflow_id": workflow}
+            )
+        with server.client(scope="write") as own:
+            started = own.post("/api/workflows/trigger", json={"workflow_id": workflow})
+
+        assert refused.status_code == 403, refused.text
+        [error] = refused.json()["errors"]
+        assert (error["field"], error["reason"]) == ("workflow_id", "cross_tenant")
+        assert started.status_code == 202, started.text
+        [run] = runs_of(prefect_server.api_url, workflow)
+        assert str(run.id) == started.json()["run_id"]
+
+    def test_another_tenant_may_start_it_for_one_of_its_leads(
+        self, server, workflow, prefect_server
+    ):
+        with server.client(tenant="acme", scope="write") as acme:
+            started = acme.post(
+                "/api/workflows/trigger",
+                json={"workflow_id": workflow, "lead_data": {"email": "t@example.com"}},
+            )
+
+        assert started.status_code == 202, started.text
+        [run] = runs_of(prefect_server.api_url, workflow)
+        assert run.parameters["lead_id"] == started.json()["lead_id"]
 
 
 @pytest.mark.slow
