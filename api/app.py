@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from api import problems
 from api.access_log import AccessLog
-from api.audit_log import AuditLog, audit_writes
+from api.audit_log import WAIT_SECONDS, AuditLog, audit_writes
 from api.auth import KeyCache
 from api.cors import CrossOrigin, allowed_origins
 from api.events import PendingSignal
@@ -88,6 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             emitter.cancel()
             with suppress(asyncio.CancelledError):
                 await emitter
+            # Requests are answered by now; audit records whose callers stopped
+            # waiting may still be on their way to the store.
+            await app.state.audit_writes.aclose(timeout=WAIT_SECONDS)
+            await app.state.intake.aclose(timeout=WAIT_SECONDS)
             app.state.store.dispose()
 
     app = FastAPI(

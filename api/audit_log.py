@@ -3,7 +3,9 @@
 A call with any method but GET, HEAD and OPTIONS that carried a valid key is
 recorded once, after its handler, in a transaction it shares only with the
 records of calls answered at about the same time (`GroupCommit`), or by the
-handler itself in the transaction making its change (`RECORDED`): the key's id
+handler itself in the transaction making its change (`RECORDED`; a single
+lead is not stored without its record, and a failed write fails the call):
+the key's id
 and tenant, the route's template (`PUT /api/leads/{lead_id}`, never the
 values), the status, and the object it named or created. The record is
 written before the answer leaves, so a caller who has the answer can find

@@ -54,6 +54,12 @@ class GroupCommit(Generic[Item, Result]):
         self.groups = 0
         self.items = 0
 
+    async def aclose(self, timeout: float) -> None:
+        """Waits up to `timeout` s for the groups being written and those waiting."""
+        writers = [w for queue in self._queues.values() for w in queue.writers]
+        if writers:
+            await asyncio.wait(writers, timeout=timeout)
+
     async def submit(self, key: Hashable, item: Item) -> Result:
         """Queues `item` under `key` and waits for its outcome.
 
@@ -80,6 +86,15 @@ class GroupCommit(Generic[Item, Result]):
                 group = queue.waiting[: self._most]
                 del queue.waiting[: self._most]
                 await self._commit(key, group)
+        except BaseException:
+            # Stopped (the server shutting down): no one is left to write
+            # what still waits, and its callers must not wait for ever.
+            stopped = RuntimeError(f"{self._name}: stopped before this was written")
+            for _, future in queue.waiting:
+                if not future.done():
+                    future.set_exception(stopped)
+            queue.waiting.clear()
+            raise
         finally:
             queue.worker = None
             if not queue.waiting:
@@ -97,6 +112,12 @@ class GroupCommit(Generic[Item, Result]):
                 )
         except Exception as exc:  # noqa: BLE001 - each caller gets the failure
             outcomes = [exc] * len(items)
+        except BaseException:
+            stopped = RuntimeError(f"{self._name}: stopped while this was written")
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(stopped)
+            raise
         self.groups += 1
         self.items += len(items)
         for (_, future), outcome in zip(group, outcomes, strict=True):

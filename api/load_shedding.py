@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem
 
@@ -25,7 +25,11 @@ _WARN_EVERY_SECONDS = 10.0
 
 
 class LoadShedding:
-    """Answers 503 with `Retry-After` to requests past `most` in flight."""
+    """Answers 503 with `Retry-After` to requests past `most` in flight.
+
+    In flight means being worked on: from the head's arrival to the answer,
+    less any time spent waiting for more of the body.
+    """
 
     def __init__(self, app: ASGIApp, most: int) -> None:
         self.app = app
@@ -52,8 +56,18 @@ class LoadShedding:
             await refusal(scope, receive, send)
             return
         self.in_flight += 1
+
+        async def receiving() -> Message:
+            # A request waiting for its body to arrive is not being worked on:
+            # slow senders cannot hold every slot.
+            self.in_flight -= 1
+            try:
+                return await receive()
+            finally:
+                self.in_flight += 1
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receiving, send)
         finally:
             self.in_flight -= 1
 

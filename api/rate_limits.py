@@ -23,8 +23,9 @@ and `RateLimit-Reset` (the fields of draft-ietf-httpapi-ratelimit-headers up to
 its sixth draft, which most clients read): the bucket's size, the whole tokens
 left, and the seconds until it is full again.
 
-TODO(#8): each API process keeps its own buckets, so N replicas allow N times
-the budget; a shared bucket (Redis) needs a setting naming the Redis to use.
+TODO(#8): each API process keeps its own buckets, so N replicas (or
+ORCH_API_WORKERS=N) allow up to N times the budget; a shared bucket (Redis)
+needs a setting naming the Redis to use.
 """
 
 from __future__ import annotations

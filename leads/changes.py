@@ -320,6 +320,7 @@ def commit_creations(
     lead_rows, events, owed = [], [], []
     for lead, detail in zip(leads, details, strict=True):
         lead.tenant_id = scope.tenant_id
+        _fill_defaults(lead)
         lead.warnings = derive_warnings(lead)
         apply_score(lead)
         lead.created_at = lead.updated_at = now
@@ -358,26 +359,29 @@ def commit_creations(
     scope.session.execute(insert(OutboxItem.__table__), owed)
 
 
-def _insert_row(lead: Lead) -> dict[str, Any]:
-    """A transient lead's row as the ORM would insert it, for a multi-row INSERT.
+def _fill_defaults(lead: Lead) -> None:
+    """Sets a transient lead's unset columns to their defaults, as a flush would.
 
     The ORM fills a column's Python-side default (`False`, `dict`, …) at flush,
-    for every attribute never set; a transient lead has none filled in yet. A
-    NULL in a NOT NULL column (`email_opt_out`) fails the whole INSERT, and
-    `store_many` then takes every lead of the chunk alone, a dozen statements
-    each, in the chunk's one long transaction. The defaults are set on the
-    lead too, so it reads as the stored row does (the API answers with it).
+    for every attribute never set; a lead inserted with many others is never
+    flushed. Filled before the lead is scored and warned about, so they see it
+    as it will be stored, and the API answers with it as stored. A NULL in a
+    NOT NULL column (`email_opt_out`) would also fail the whole INSERT, and
+    `store_many` then takes every lead of the chunk alone.
     """
-    row: dict[str, Any] = {}
     for column in Lead.__table__.c:
         default = column.default
-        if column.key not in vars(lead) and default is not None:
-            if default.is_callable:
-                setattr(lead, column.key, default.arg(None))
-            elif default.is_scalar:
-                setattr(lead, column.key, default.arg)
-        row[column.key] = getattr(lead, column.key)
-    return row
+        if column.key in vars(lead) or default is None:
+            continue
+        if default.is_callable:
+            setattr(lead, column.key, default.arg(None))
+        elif default.is_scalar:
+            setattr(lead, column.key, default.arg)
+
+
+def _insert_row(lead: Lead) -> dict[str, Any]:
+    """A transient lead's row, for a multi-row INSERT."""
+    return {column.key: getattr(lead, column.key) for column in Lead.__table__.c}
 
 
 def _owed(

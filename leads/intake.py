@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from leads import rulebook
 from leads.changes import (
@@ -581,6 +581,8 @@ def submit(
     raise AssertionError("unreachable")
 
 
+# PostgreSQL's deadlock and serialisation failure.
+_LOCK_CONFLICTS = ("40P01", "40001")
 # Called inside the transaction with each lead's outcome, to add rows of its own.
 AlsoWrite = Callable[[TenantScope, list["IntakeResult | Exception"]], None]
 
@@ -617,7 +619,14 @@ def submit_together(
     try:
         return _take_together(store, tenant_id, prepared, channel, also)
     except (StoreConflict, IntegrityError, DataError):
-        return [_submit_alone(store, tenant_id, v, channel, also) for v in prepared]
+        pass
+    except OperationalError as exc:
+        # A deadlock with another group (a fuzzy match's row is locked in the
+        # items' order): alone, no lead holds locks another waits for. A store
+        # that is down fails the group at once instead.
+        if getattr(exc.orig, "sqlstate", None) not in _LOCK_CONFLICTS:
+            raise
+    return [_submit_alone(store, tenant_id, v, channel, also) for v in prepared]
 
 
 def _take_together(

@@ -173,7 +173,6 @@ class BatchResult(BaseModel):
 
 # The most single leads written in one transaction (see `GroupCommit`).
 GROUP_MOST = 200
-CREATE_ACTION = "POST /api/leads"
 
 
 # A posted lead's cleaned values in; its outcome out.
@@ -188,6 +187,10 @@ def lead_intake(store: Store) -> Intake:
     transaction as its lead.
     """
 
+    # As the audit middleware names the call: the method and route template.
+    [route] = [r for r in router.routes if getattr(r, "endpoint", 0) is create_lead]
+    action = f"{next(iter(route.methods))} {route.path_format}"
+
     def work(group_key: Hashable, group: list[dict[str, Any]]) -> list[Any]:
         tenant_id, key_id = cast(tuple[str, str], group_key)
 
@@ -198,7 +201,7 @@ def lead_intake(store: Store) -> Intake:
                     CallRecord(
                         tenant_id,
                         key_id,
-                        CREATE_ACTION,
+                        action,
                         _status(outcome),
                         "lead",
                         outcome.lead.id,
