@@ -318,6 +318,7 @@ def store_many(
     items: list[tuple[str | None, dict[str, Any]]],
     *,
     channel: str,
+    contained: bool = True,
 ) -> list[IntakeResult | list[FieldError]]:
     """Writes many prepared leads as `store_prepared` would, one at a time, in order.
 
@@ -332,6 +333,10 @@ def store_many(
         scope: the tenant's open write transaction.
         items: (reference, values from `prepare`) pairs, in the order to apply.
         channel: the door they came in by.
+        contained: whether a conflict of the new leads' insert is settled
+            here (in a savepoint, each then taken alone); when False it is
+            raised, for a caller that takes the items again another way,
+            and two statements are saved.
 
     Returns:
         For each item, its result, or the errors that refused it in the store
@@ -362,16 +367,25 @@ def store_many(
     later = sorted(later + alike)
 
     results: list[IntakeResult | list[FieldError]] = [[] for _ in items]
+
+    def create() -> list[Lead]:
+        return _create_many(
+            scope,
+            [items[p] for p in fresh],
+            channel,
+            [keys.get(p) for p in fresh],
+            [flagged.get(p) for p in fresh],
+        )
+
     try:
-        with scope.session.begin_nested():
-            created = _create_many(
-                scope,
-                [items[p] for p in fresh],
-                channel,
-                [keys.get(p) for p in fresh],
-                [flagged.get(p) for p in fresh],
-            )
+        if contained:
+            with scope.session.begin_nested():
+                created = create()
+        else:
+            created = create()
     except (IntegrityError, DataError):
+        if not contained:
+            raise
         # A concurrent writer took a key (or deleted a lead one is like), or
         # one value is refused: each item then goes alone, and only the
         # offending one fails.
@@ -617,7 +631,11 @@ def submit_together(
         For each lead in order, its `IntakeResult`, or the error it failed with.
     """
     try:
-        return _take_together(store, tenant_id, prepared, channel, also)
+        # A conflict is settled below, by taking each lead alone: the first
+        # try needs no savepoint of its own.
+        return _take_together(
+            store, tenant_id, prepared, channel, also, contained=False
+        )
     except (StoreConflict, IntegrityError, DataError):
         pass
     except OperationalError as exc:
@@ -635,10 +653,13 @@ def _take_together(
     prepared: list[dict[str, Any]],
     channel: str,
     also: AlsoWrite | None,
+    *,
+    contained: bool = True,
 ) -> list[IntakeResult | Exception]:
     with store.write(tenant_id) as scope:
         items = [(None, values) for values in prepared]
-        outcomes = [_outcome(r) for r in store_many(scope, items, channel=channel)]
+        stored = store_many(scope, items, channel=channel, contained=contained)
+        outcomes = [_outcome(result) for result in stored]
         if also is not None:
             also(scope, outcomes)
     return outcomes
