@@ -297,11 +297,12 @@ def test_an_unexpected_error_logs_no_value_of_the_request(
 ):
     address = "zq7hygiene.bug@example.com"
 
-    def a_bug(store, tenant_id, lead, **options):
+    def a_bug(store, tenant_id, prepared, **options):
         # As a database or validation error quotes what it was given.
-        raise ValueError(f"Key (tenant_id, email)=(default, {lead.email}) exists")
+        email = prepared[0]["email"]
+        raise ValueError(f"Key (tenant_id, email)=(default, {email}) exists")
 
-    monkeypatch.setattr("api.routes.leads.submit", a_bug)
+    monkeypatch.setattr("api.routes.leads.submit_together", a_bug)
     with live_api.client() as client:
         answer = client.post("/api/leads", json={"email": address})
 
