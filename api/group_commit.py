@@ -16,6 +16,7 @@ request already handed to a thread would have been; only the answer is lost.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -56,7 +57,7 @@ class GroupCommit(Generic[Item, Result]):
 
     async def aclose(self, timeout: float) -> None:
         """Waits up to `timeout` s for the groups being written and those waiting."""
-        writers = [w for queue in self._queues.values() for w in queue.writers]
+        writers = [q.worker for q in self._queues.values() if q.worker is not None]
         if writers:
             await asyncio.wait(writers, timeout=timeout)
 
@@ -74,7 +75,10 @@ class GroupCommit(Generic[Item, Result]):
         queue.waiting.append((item, future))
         if queue.worker is None:
             queue.worker = loop.create_task(
-                self._drain(key, queue), name=f"{self._name} group commit"
+                self._drain(key, queue),
+                name=f"{self._name} group commit",
+                # Not the first caller's context: the writer serves them all.
+                context=contextvars.Context(),
             )
         # Shielded: a caller that goes away must not cancel the group its item
         # is in; the item is written, and only this wait ends.
@@ -113,7 +117,12 @@ class GroupCommit(Generic[Item, Result]):
         except Exception as exc:  # noqa: BLE001 - each caller gets the failure
             outcomes = [exc] * len(items)
         except BaseException:
-            stopped = RuntimeError(f"{self._name}: stopped while this was written")
+            # The thread may still finish the write: whether it was stored is
+            # not known here.
+            stopped = RuntimeError(
+                f"{self._name}: stopped while this was written; it may or may not "
+                "be stored"
+            )
             for _, future in group:
                 if not future.done():
                     future.set_exception(stopped)

@@ -35,6 +35,7 @@ class LoadShedding:
         self.app = app
         self.most = most
         self.in_flight = 0
+        self.taken = 0
         self.shed = 0
         self._warned_at = 0.0
 
@@ -56,15 +57,24 @@ class LoadShedding:
             await refusal(scope, receive, send)
             return
         self.in_flight += 1
+        self.taken += 1
+        body_read = False
 
         async def receiving() -> Message:
+            nonlocal body_read
+            if body_read:
+                # Watching for a disconnect while answering (a streamed file):
+                # still at work.
+                return await receive()
             # A request waiting for its body to arrive is not being worked on:
             # slow senders cannot hold every slot.
             self.in_flight -= 1
             try:
-                return await receive()
+                message = await receive()
             finally:
                 self.in_flight += 1
+            body_read = not message.get("more_body", False)
+            return message
 
         try:
             await self.app(scope, receiving, send)

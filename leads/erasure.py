@@ -27,8 +27,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from leads.email_sends import EMAIL_SEND
+from leads.matching import mailbox_key
 from leads.normalise import email_key
-from leads.store import audit, outbox, timeline
+from leads.store import audit, duplicates, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.duplicates import FLAG_PREFIX
 from leads.store.inserts import insert_if_absent
@@ -159,12 +160,12 @@ def erase(
     Raises:
         LeadNotFound: no such lead in the tenant.
     """
+    # The person's mailboxes before the lead's row, in the order intake takes
+    # them (no deadlock): an import chunk holding this person waits, then
+    # finds the `erased` entry this transaction adds (`erased_since`).
+    _lock_mailboxes_of(scope, get_lead(scope, lead_id))
     lead = get_lead(scope, lead_id, lock=True)
-    events = list(
-        scope.session.scalars(
-            scope.select(TimelineEvent).where(TimelineEvent.lead_id == lead.id)
-        )
-    )
+    events = _events_of(scope, lead)
     person = _person(scope, lead, events)
     crm_targets, available_at = _crm_targets(scope, lead, events, person, seal)
     crm_targets = [t for t in crm_targets if t.get("crm_id") not in set(crm_gone)]
@@ -510,6 +511,16 @@ def _delete(scope: TenantScope, model: Any, condition: Any) -> int:
     return int(result.rowcount or 0)
 
 
+def _events_of(scope: TenantScope, lead: Lead) -> list[TimelineEvent]:
+    query = scope.select(TimelineEvent).where(TimelineEvent.lead_id == lead.id)
+    return list(scope.session.scalars(query))
+
+
+def _lock_mailboxes_of(scope: TenantScope, lead: Lead) -> None:
+    person = _person(scope, lead, _events_of(scope, lead))
+    duplicates.lock_mailboxes(scope, map(mailbox_key, person.addresses))
+
+
 def _suppress_erased(scope: TenantScope, digest: str) -> bool:
     """Adds the address's `erased` entry, or moves its time to now (`erased_since`)."""
     now = utcnow()
@@ -543,12 +554,15 @@ def _suppress_erased(scope: TenantScope, digest: str) -> bool:
 def erased_since(
     scope: TenantScope, addresses: Iterable[str], since: datetime
 ) -> set[str]:
-    """The addresses among `addresses` whose person was erased at `since` or later.
+    """The addresses among `addresses` (as spelled) erased at `since` or later.
 
     An import file uploaded before an erasure still holds the person; its
     records of them are not taken in (`leads.importer`).
     """
-    by_hash = {address_hash(a): a for a in addresses if email_key(a) is not None}
+    by_hash: dict[str, set[str]] = {}
+    for address in addresses:
+        if email_key(address) is not None:
+            by_hash.setdefault(address_hash(address), set()).add(address)
     if not by_hash:
         return set()
     found = scope.session.scalars(
@@ -559,7 +573,7 @@ def erased_since(
             EmailSuppression.address_hash.in_(list(by_hash)),
         )
     )
-    return {by_hash[digest] for digest in found}
+    return {address for digest in found for address in by_hash[digest]}
 
 
 def _queue_crm_erasure(

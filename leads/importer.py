@@ -37,7 +37,7 @@ from leads.imports import (
 from leads.intake import IntakeResult, fold, prepare, store_many
 from leads.matching import mailbox_key
 from leads.normalise import email_key
-from leads.store import Store, TenantScope
+from leads.store import Store, TenantScope, duplicates
 from leads.store import imports as stored
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import LeadImport, utcnow
@@ -416,7 +416,7 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
             # answer was lost: it is in already.
             return {}
         taken, erased = _without_erased(scope, row.created_at, chunk.cleaned.leads)
-        rejects += erased
+        rejects = _scrub_erased(scope, row.created_at, rejects) + erased
         # In file order (`store_many` locks rows in key order itself), with
         # the records of one address folded into its first, before anything
         # is written: one write per person, and the same file imported again
@@ -474,6 +474,10 @@ def _without_erased(
     """
     leads = list(leads)
     emails = [values["email"] for _, values in leads if values.get("email")]
+    # Before the check, as an erasure takes them: one erasing a person of this
+    # chunk commits first, or waits for the chunk and then removes what it
+    # wrote. `store_many` takes the same locks again, which holds them.
+    duplicates.lock_mailboxes(scope, map(mailbox_key, emails))
     erased = erased_since(scope, emails, uploaded_at)
     if not erased:
         return leads, []
@@ -484,6 +488,27 @@ def _without_erased(
         else:
             kept.append((record, values))
     return kept, rejects
+
+
+def _scrub_erased(
+    scope: TenantScope, uploaded_at: datetime, rejects: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Rejects, with those holding an address erased since the upload emptied.
+
+    A record refused for another field (a bad phone) still holds the person's
+    cells. Only addresses are matched: `erased` entries are hashes of them.
+    """
+    cells = {v for reject in rejects for v in reject["values"].values() if v}
+    addresses = [cell for cell in cells if email_key(cell) is not None]
+    erased = erased_since(scope, addresses, uploaded_at)
+    if not erased:
+        return rejects
+    return [
+        reject | {"errors": [ERASED_ERROR.as_dict()], "values": {}}
+        if erased.intersection(reject["values"].values())
+        else reject
+        for reject in rejects
+    ]
 
 
 def _like_an_earlier_chunk(job: Job, values: dict[str, Any]) -> str:

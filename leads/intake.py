@@ -674,7 +674,9 @@ def _submit_alone(
 ) -> IntakeResult | Exception:
     try:
         [outcome] = _take_together(store, tenant_id, [values], channel, also)
-    except (StoreConflict, IntegrityError, DataError) as exc:
+    except (StoreConflict, IntegrityError, DataError, OperationalError) as exc:
+        # This lead's failure only: the leads before it are stored, and those
+        # after it are still tried.
         return exc
     return outcome
 

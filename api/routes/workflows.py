@@ -522,7 +522,9 @@ async def trigger(
 def _for_one(body: TriggerRequest, accepted: dict[str, Any]) -> bool:
     """Whether the run is bound to one lead or import (the caller's, checked)."""
     lead = "lead_id" in accepted and (body.lead_id or body.lead_data) is not None
-    return lead or ("import_id" in accepted and "import_id" in body.parameters)
+    # A null import_id is the sweep of every tenant's imports.
+    imported = body.parameters.get("import_id") is not None
+    return lead or ("import_id" in accepted and imported)
 
 
 def _across_tenants(workflow_id: str) -> JSONResponse:

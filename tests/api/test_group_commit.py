@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Hashable
 
@@ -11,6 +12,7 @@ import pytest
 from api.group_commit import GroupCommit
 
 pytestmark = pytest.mark.anyio
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
 
 
 @pytest.fixture
@@ -103,6 +105,35 @@ class TestGrouping:
         )
 
 
+class TestLifetime:
+    async def test_a_writer_does_not_run_in_its_first_callers_context(self):
+        seen: list[str] = []
+
+        def work(key: Hashable, items: list[int]) -> list[int]:
+            seen.append(CALLER.get())
+            return items
+
+        committer = GroupCommit(work, most=10, name="test")
+        CALLER.set("the first caller")
+
+        await committer.submit("t", 1)
+
+        assert seen == ["nobody"]
+
+    async def test_closing_waits_for_the_group_being_written(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+        first = await _held_first_group(committer, recorder, "t", 0)
+
+        closing = asyncio.create_task(committer.aclose(timeout=10))
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+        recorder.release.set()
+        await closing
+
+        assert first.done() and first.result() == ("t", 0)
+
+
 class TestFailures:
     async def test_an_items_own_error_reaches_its_caller_alone(self):
         recorder = Recorder()
@@ -157,6 +188,24 @@ class TestFailures:
         with pytest.raises(asyncio.CancelledError):
             await gone
         assert recorder.groups[1] == ("t", ["bad but unheard", 2])
+
+    async def test_cancelled_writers_fail_what_waits_instead_of_leaving_it(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=1, name="test")
+        first = await _held_first_group(committer, recorder, "t", 0)
+        waiting = asyncio.create_task(committer.submit("t", 1))
+        await asyncio.sleep(0.05)
+        [writer] = [
+            t for t in asyncio.all_tasks() if t.get_name() == "test group commit"
+        ]
+
+        writer.cancel()
+        recorder.release.set()
+
+        with pytest.raises(RuntimeError, match="may or may not be stored"):
+            await first
+        with pytest.raises(RuntimeError, match="stopped before this was written"):
+            await waiting
 
     def test_a_group_of_less_than_one_is_refused(self):
         with pytest.raises(ValueError, match="most: expected at least 1, got 0"):

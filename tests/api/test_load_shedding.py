@@ -118,6 +118,11 @@ def test_a_request_waiting_for_its_body_holds_no_slot(server):
                 + b"Content-Length: 1000\r\n\r\n{"
             )
             sockets.append(connection)
+        shedding = load_shedding_of(server)
+        deadline = time.monotonic() + 20
+        while shedding.taken < IN_FLIGHT + 1:
+            assert time.monotonic() < deadline, "the slow posts never arrived"
+            time.sleep(0.02)
         with server.client() as http:
             answer = http.post("/api/leads", json=PERSON)
     finally:

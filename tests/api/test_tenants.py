@@ -462,6 +462,18 @@ class TestLists:
 
 class TestIdsInBodies:
     @pytest.mark.slow
+    def test_a_null_import_id_is_the_sweep_of_every_tenant_and_refused(
+        self, b, workflow
+    ):
+        sweep = b.post(
+            "/api/workflows/trigger",
+            json={"workflow_id": workflow, "parameters": {"import_id": None}},
+        )
+
+        assert sweep.status_code == 403, sweep.text
+        assert sweep.json()["errors"][0]["reason"] == "cross_tenant"
+
+    @pytest.mark.slow
     def test_another_tenants_ids_in_a_body_are_not_found(
         self, api, a, b, sandbox, workflow
     ):

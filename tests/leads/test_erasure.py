@@ -429,6 +429,28 @@ class TestAnImportUploadedBeforeTheErasure:
         assert [e["reason"] for e in reject.errors] == ["erased"]
         assert traces(store, NEEDLES) == []
 
+    def test_a_record_of_theirs_refused_for_another_field_keeps_no_cell(
+        self, store, tmp_path
+    ):
+        lead = take(store, {"email": EMAIL})
+        too_long = "N" * 5000
+        row = importer.accept(
+            store,
+            "default",
+            io.BytesIO(f"email,first_name\n{EMAIL},{too_long}\n".encode()),
+            filename="leads.csv",
+            folder=tmp_path,
+            max_bytes=10**6,
+        )
+
+        erase(store, lead.id)
+        importer.run(store, row.id, owner="run", region="US")
+
+        with store.read("default") as scope:
+            [reject] = imports.rejects(scope, row.id)
+        assert reject.values == {}
+        assert [e["reason"] for e in reject.errors] == ["erased"]
+
     def test_an_import_uploaded_after_it_takes_the_person_in_as_a_new_sign_up(
         self, store, tmp_path
     ):
