@@ -393,6 +393,17 @@ class TestCrmErasureOwed:
         assert self.owed(store) == []
 
 
+def upload(store, folder, csv: str):
+    return importer.accept(
+        store,
+        "default",
+        io.BytesIO(csv.encode()),
+        filename="leads.csv",
+        folder=folder,
+        max_bytes=10**6,
+    )
+
+
 class TestAnImportUploadedBeforeTheErasure:
     def test_does_not_take_the_person_in_again_nor_keep_their_cells(
         self, store, tmp_path
@@ -403,14 +414,7 @@ class TestAnImportUploadedBeforeTheErasure:
             f"{EMAIL},{FIRST},{LAST}\n"
             f"{OTHER_EMAIL},Grace,Hopper\n"
         )
-        row = importer.accept(
-            store,
-            "default",
-            io.BytesIO(csv.encode()),
-            filename="leads.csv",
-            folder=tmp_path,
-            max_bytes=10**6,
-        )
+        row = upload(store, tmp_path, csv)
 
         erase(store, lead.id)
         importer.run(store, row.id, owner="run", region="US")
@@ -434,14 +438,7 @@ class TestAnImportUploadedBeforeTheErasure:
     ):
         lead = take(store, {"email": EMAIL})
         too_long = "N" * 5000
-        row = importer.accept(
-            store,
-            "default",
-            io.BytesIO(f"email,first_name\n{EMAIL},{too_long}\n".encode()),
-            filename="leads.csv",
-            folder=tmp_path,
-            max_bytes=10**6,
-        )
+        row = upload(store, tmp_path, f"email,first_name\n{EMAIL},{too_long}\n")
 
         erase(store, lead.id)
         importer.run(store, row.id, owner="run", region="US")
@@ -456,14 +453,7 @@ class TestAnImportUploadedBeforeTheErasure:
     ):
         lead = take(store, {"email": EMAIL})
         erase(store, lead.id)
-        row = importer.accept(
-            store,
-            "default",
-            io.BytesIO(f"email\n{EMAIL}\n".encode()),
-            filename="leads.csv",
-            folder=tmp_path,
-            max_bytes=10**6,
-        )
+        row = upload(store, tmp_path, f"email\n{EMAIL}\n")
 
         importer.run(store, row.id, owner="run", region="US")
 
@@ -475,14 +465,7 @@ class TestAnImportUploadedBeforeTheErasure:
         self, store, tmp_path
     ):
         erase(store, take(store, {"email": EMAIL}).id)
-        row = importer.accept(
-            store,
-            "default",
-            io.BytesIO(f"email\n{EMAIL}\n".encode()),
-            filename="leads.csv",
-            folder=tmp_path,
-            max_bytes=10**6,
-        )
+        row = upload(store, tmp_path, f"email\n{EMAIL}\n")
         erase(store, take(store, {"email": EMAIL}).id)
 
         importer.run(store, row.id, owner="run", region="US")
