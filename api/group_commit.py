@@ -1,16 +1,18 @@
 """Group commit: writes that arrive together are done together, in one transaction.
 
-A single lead costs the store about as much in round trips, statement set-up
-and the commit as ten leads written together (`bench/mixed_load.py`). So the
-API does not give each request a transaction of its own: a request hands its
+A lead written alone costs nearly as much in round trips, statement set-up
+and the commit as several written together (on PostgreSQL, 4.6 ms of CPU for
+one lead alone, 6.8 ms for eight together). So the API does not give each
+request a transaction of its own: a request hands its
 item to a `GroupCommit` and waits; a worker takes every item waiting, up to
 `most`, and does them in one call of `work` in a thread. While that group is
 being written the next one gathers, so the groups grow with the load and
 nothing waits on a timer: a lone request is written at once.
 
-Each key (a tenant) has its own queue and worker, so one tenant's groups hold
-only its items. A request whose caller goes away is still written, as a
-request already handed to a thread would have been; only the answer is lost.
+Each key (for leads, a tenant and an API key) has its own queue and worker,
+so a group holds only that key's items. A request whose caller goes away is
+still written, as a request already handed to a thread would have been; only
+the answer is lost.
 """
 
 from __future__ import annotations
