@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -470,5 +471,33 @@ class TestAnImportUploadedBeforeTheErasure:
 
         importer.run(store, row.id, owner="run", region="US")
 
+        with store.read("default") as scope:
+            assert scope.session.scalars(scope.select(Lead)).all() == []
+
+    def test_a_chunk_running_while_the_erasure_commits_waits_and_then_refuses(
+        self, store, tmp_path
+    ):
+        if store.backend != "postgresql":
+            pytest.skip("SQLite lets one writer at a time: the two cannot overlap")
+        lead = take(store, {"email": EMAIL})
+        row = upload(store, tmp_path, f"email,city\n{EMAIL},Oslo\n")
+        job = importer.start(store, row.id, owner="run", region="US")
+        [chunk] = importer.chunks(store, job)
+        outcome: list[dict] = []
+
+        with store.write("default") as scope:
+            erasure.erase(
+                scope, lead.id, actor="key-1", seal=BOX.seal, trigger={"via": "test"}
+            )
+            # The erasure holds the person's mailbox until it commits.
+            chunk_run = threading.Thread(
+                target=lambda: outcome.append(importer.run_chunk(store, job, chunk))
+            )
+            chunk_run.start()
+            chunk_run.join(timeout=1)
+            assert chunk_run.is_alive(), "the chunk did not wait for the erasure"
+        chunk_run.join(timeout=30)
+
+        assert outcome == [{"rejected": 1, "merged": 0}]
         with store.read("default") as scope:
             assert scope.session.scalars(scope.select(Lead)).all() == []
