@@ -40,7 +40,12 @@ test-default: install
 test-scaled: install
 	ORCH_TEST_SCALED=1 $(BIN)/python -m pytest
 
-bench: install
+# The matching benchmark's peers (the `bench` extra), under their own stamp.
+$(VENV)/.installed-bench: $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
 lint: install
