@@ -23,12 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import machine
 from leads.control_characters import to_one_line
 from leads.fuzzy import BlockIndex, MatchRules, load_rules
 from leads.normalise import clean_text, email_key
+
+# bench.matching_peers imports this module, so this one imports it where it is
+# used rather than at the top.
+if TYPE_CHECKING:
+    from bench.matching_peers import PeerOutcome
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "matching-latest.md"
@@ -42,17 +47,27 @@ SYNTHETIC_SIZE = 1_000_000
 SYNTHETIC_QUERIES = 2_000
 SYNTHETIC_SEED = 20_240_601
 
+# New records matched one at a time against the rest, the same ones for ours
+# and for each peer: enough for a stable median, few enough that a peer taking
+# a tenth of a second each keeps the run short.
+LOOKUPS = 30
+
 _ENTITY = re.compile(r"rec-(\d+)")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One input row: an id, the lead's values, its true entity, its exact key."""
+    """One input row: an id, the lead's values, its true entity, its exact key.
+
+    `source` is the row as the file gives it, for the peers, which read their
+    own columns.
+    """
 
     record_id: Hashable
     values: dict[str, Any]
     entity: Hashable
     exact_key: str | None
+    source: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,7 @@ class Outcome:
         return self.records / self.seconds if self.seconds else math.inf
 
 
-class _Clusters:
+class Clusters:
     """Union–find over record ids."""
 
     def __init__(self) -> None:
@@ -151,7 +166,7 @@ def run_data_set(rules: MatchRules, data: DataSet) -> Outcome:
     """
     rules = rules.with_frequencies(record.values for record in data.records)
     index = BlockIndex.for_rules(rules)
-    loose, strict = _Clusters(), _Clusters()
+    loose, strict = Clusters(), Clusters()
     match_times: list[float] = []
     comparisons = 0
     started = perf_counter()
@@ -189,6 +204,72 @@ def run_data_set(rules: MatchRules, data: DataSet) -> Outcome:
         comparisons=comparisons,
         match_times=match_times,
     )
+
+
+def held_out(data: DataSet, count: int) -> tuple[list[Record], list[Record]]:
+    """The records already linked, and `count` new ones spread through the file.
+
+    Deduplication holds every n-th record out of the rest; linkage (FEBRL 4)
+    keeps the indexed file whole and takes every n-th record of the other. At
+    most half the records are held out, so a tiny data set keeps some to match.
+    """
+    pool = data.records if data.queries is None else data.queries
+    if data.queries is None:
+        count = min(count, len(pool) // 2)
+    step = max(1, len(pool) // count) if count else len(pool) + 1
+    chosen = pool[step // 2 :: step][:count]
+    if data.queries is not None:
+        return data.records, chosen
+    taken = {record.record_id for record in chosen}
+    return [r for r in data.records if r.record_id not in taken], chosen
+
+
+def time_lookups(rules: MatchRules, data: DataSet, count: int) -> list[float]:
+    """Seconds ours takes to match each held-out record against the rest."""
+    rules = rules.with_frequencies(record.values for record in data.records)
+    existing, queries = held_out(data, count)
+    index = BlockIndex.for_rules(rules)
+    for record in existing:
+        index.add(record.record_id, rules.profile(record.values))
+    times = []
+    for record in queries:
+        begun = perf_counter()
+        profile = rules.profile(record.values)
+        rules.best_match(profile, index.candidate_profiles(profile))
+        times.append(perf_counter() - begun)
+    return times
+
+
+@dataclass
+class SideBySide:
+    """Ours and the peers on one data set; a peer that could not run is skipped."""
+
+    ours: Outcome
+    our_lookups: list[float]
+    peers: list[PeerOutcome] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_peers(
+    key: str, data: DataSet, rules: MatchRules, ours: Outcome, peers: list[str]
+) -> SideBySide:
+    """Times ours on the held-out records, then runs each named peer on the data."""
+    from bench.matching_peers import PEERS, PeerUnavailableError
+
+    side = SideBySide(ours, time_lookups(rules, data, LOOKUPS))
+    for name in peers:
+        try:
+            side.peers.append(PEERS[name](key, data, LOOKUPS))
+        except PeerUnavailableError as exc:
+            side.skipped.append(f"{name} on {data.name}: {exc}")
+        # A peer failing on some data is a finding to report, not a reason to
+        # lose the other measurements of the run.
+        except Exception as exc:
+            side.skipped.append(
+                f"{name} on {data.name} failed: {type(exc).__name__}: {exc}"
+            )
+        print(f"done {name} on {data.name}", file=sys.stderr)
+    return side
 
 
 def _read_csv(path: Path, **options: Any) -> list[dict[str, str]]:
@@ -230,6 +311,7 @@ def _febrl_records(path: Path, prefix: str = "") -> list[Record]:
                 values,
                 int(match.group(1)),
                 clean_text(row["soc_sec_id"]),
+                row,
             )
         )
     return records
@@ -273,6 +355,7 @@ def _splink(folder: Path, stem: str, entity_column: str) -> DataSet:
                 values,
                 row[entity_column],
                 raw_email.lower() if raw_email else None,
+                row,
             )
         )
     return DataSet(f"Splink {stem}", "splink", "exact e-mail", records)
@@ -305,7 +388,13 @@ def _chicago(folder: Path) -> DataSet:
             },
         }
         records.append(
-            Record(int(row["Id"]), values, row["True Id"], _chicago_phone(row["Phone"]))
+            Record(
+                int(row["Id"]),
+                values,
+                row["True Id"],
+                _chicago_phone(row["Phone"]),
+                row,
+            )
         )
     return DataSet("Chicago ECE", "chicago", "exact phone", records)
 
@@ -531,6 +620,117 @@ def _quality_table(outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
+def _our_best(outcome: Outcome) -> tuple[str, Quality]:
+    """The better of ours' two ways of counting, as the target above takes it."""
+    if outcome.with_possible.f1 >= outcome.without_possible.f1:
+        return "with possible", outcome.with_possible
+    return "match only", outcome.without_possible
+
+
+def _peer_target(side: SideBySide, peer: PeerOutcome) -> tuple[bool, str]:
+    """Whether ours beat one peer on F1, whole-set time and one lead, with numbers."""
+    ours = _our_best(side.ours)[1]
+    our_lead = statistics.median(side.our_lookups)
+    their_lead = statistics.median(peer.lookup_times)
+    checks = [
+        (
+            ours.f1 >= peer.quality.f1,
+            f"F1 {ours.f1:.3f} {'≥' if ours.f1 >= peer.quality.f1 else '<'} "
+            f"{peer.quality.f1:.3f}",
+        ),
+        (
+            side.ours.seconds < peer.seconds,
+            f"{side.ours.seconds:.2f} s "
+            f"{'<' if side.ours.seconds < peer.seconds else '≥'} {peer.seconds:.2f} s",
+        ),
+        (
+            our_lead < their_lead,
+            f"one lead {_milliseconds(our_lead)} "
+            f"{'<' if our_lead < their_lead else '≥'} {_milliseconds(their_lead)} ms",
+        ),
+    ]
+    met = all(passed for passed, _ in checks)
+    return met, f"{'met' if met else 'missed'}: {', '.join(t for _, t in checks)}"
+
+
+def _side_by_side_table(sides: list[SideBySide]) -> list[str]:
+    lines = [
+        "",
+        "| Data set | Tool | P / R / F1 | Seconds | Records/s | One lead p50 ms "
+        "| F1 ours − tool | Time tool ÷ ours | One lead tool ÷ ours | Target |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for side in sides:
+        counted, quality = _our_best(side.ours)
+        our_lead = statistics.median(side.our_lookups)
+        verdicts = [(peer.peer, *_peer_target(side, peer)) for peer in side.peers]
+        missed = [name for name, met, _ in verdicts if not met]
+        if not verdicts:
+            overall = "no peer ran"
+        elif missed:
+            overall = f"missed against {' and '.join(missed)}"
+        else:
+            overall = f"met against {' and '.join(name for name, _, _ in verdicts)}"
+        lines.append(
+            f"| {side.ours.name} | ours ({counted}) | {' / '.join(quality.cells())} "
+            f"| {side.ours.seconds:.2f} | {side.ours.throughput:,.0f} "
+            f"| {_milliseconds(our_lead)} | | | | {overall} |"
+        )
+        for peer, (_, _, verdict) in zip(side.peers, verdicts, strict=True):
+            their_lead = statistics.median(peer.lookup_times)
+            cells = [
+                side.ours.name,
+                peer.peer,
+                " / ".join(peer.quality.cells()),
+                f"{peer.seconds:.2f}",
+                f"{peer.throughput:,.0f}",
+                _milliseconds(their_lead),
+                f"{quality.f1 - peer.quality.f1:+.3f}",
+                f"{peer.seconds / side.ours.seconds:,.1f}×",
+                f"{their_lead / our_lead:,.0f}×",
+                verdict,
+            ]
+            lines.append(f"| {' | '.join(cells)} |")
+    lines.append("")
+    return lines
+
+
+def _side_by_side(sides: list[SideBySide], packages: str) -> list[str]:
+    lines = [
+        "",
+        "## Side by side with Splink and recordlinkage",
+        "",
+        f"- Peers: {packages}; same machine, same run, same records.",
+        "- Settings: each peer as its own tutorial or example sets it up for "
+        "the data, or the closest one it publishes; the file that ran, and "
+        "which tutorial it follows, is "
+        "`bench/matching_peers/<peer>-<data set>.yaml`. Splink runs on DuckDB, "
+        "without the intermediate columns its tutorials keep for charts.",
+        "- Quality: each peer's links are clustered (Splink: its connected "
+        "components at the settings' threshold; recordlinkage: the linked "
+        "pairs, transitively) and scored pairwise against the true entities "
+        "with the same function as ours. Ours counts the better of its two "
+        "ways (as the target above).",
+        "- Seconds: the whole data set, from the records in memory to clusters "
+        "(peers: loading into their frames, training, predicting and "
+        "clustering; ours: profiling, indexing and matching every record).",
+        f"- One lead: {LOOKUPS} records spread through the file are held out; "
+        "the rest (FEBRL 4: all of 4a) is the data set already linked, and "
+        "each held-out record is matched against it alone. Ours: profile, "
+        "index lookup, comparisons. Splink: the record registered as a table "
+        "and `linker.inference.predict_between` (Splink 5's successor of "
+        "`find_matches_to_new_records`) read back. recordlinkage: the record "
+        "as a DataFrame, then index, compare and classify against the rest. "
+        "p50 of the lookups.",
+        "- Target: F1 at least the peer's, in less time, and one lead matched "
+        "faster, against each peer.",
+    ]
+    lines += _side_by_side_table(sides)
+    for side in sides:
+        lines += [f"- Skipped: {line}" for line in side.skipped]
+    return lines
+
+
 def render(
     argv: list[str],
     data_folder: Path,
@@ -539,6 +739,8 @@ def render(
     synthetic: SyntheticOutcome | None,
     began: datetime,
     load: str,
+    sides: list[SideBySide] | None = None,
+    peer_packages: str = "",
 ) -> str:
     """The report as Markdown."""
     facts = [
@@ -573,6 +775,8 @@ def render(
     if outcomes:
         lines += _quality_table(outcomes)
     lines += [f"- Skipped: {line}" for line in skipped]
+    if sides:
+        lines += _side_by_side(sides, peer_packages)
     if synthetic is not None:
         lines += [
             "",
@@ -604,6 +808,8 @@ def render(
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
+    from bench.matching_peers import PEERS
+
     parser = argparse.ArgumentParser(
         prog="python -m bench.matching",
         description="Measures fuzzy matching quality and speed on labelled data.",
@@ -630,9 +836,20 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         help="leads in the synthetic index; 0 skips it",
     )
     parser.add_argument(
+        "--peer",
+        choices=list(PEERS),
+        action="append",
+        help="compare with this peer only (repeatable; default: every peer)",
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="measure ours alone, as before"
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS, help="where to write the report"
     )
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    options.peers = [] if options.no_peers else options.peer or list(PEERS)
+    return options
 
 
 def main(argv: list[str]) -> int:
@@ -641,6 +858,7 @@ def main(argv: list[str]) -> int:
     began = datetime.now(UTC)
     load = machine.load_average()
     outcomes: list[Outcome] = []
+    sides: list[SideBySide] = []
     skipped: list[str] = []
     for name in options.only or list(DATA_SETS):
         needed, build = DATA_SETS[name]
@@ -654,13 +872,27 @@ def main(argv: list[str]) -> int:
         rules = load_rules(RULES_DIR / f"{data.rules}.yaml")
         outcomes.append(run_data_set(rules, data))
         print(f"done {data.name}", file=sys.stderr)
+        if options.peers:
+            sides.append(run_peers(name, data, rules, outcomes[-1], options.peers))
 
     synthetic = None
     if options.synthetic_size > 0:
         synthetic = run_synthetic(
             load_rules(LEAD_RULES), options.synthetic_size, SYNTHETIC_QUERIES
         )
-    report = render(argv, options.data, outcomes, skipped, synthetic, began, load)
+    from bench.matching_peers import PACKAGES as PEER_PACKAGES
+
+    report = render(
+        argv,
+        options.data,
+        outcomes,
+        skipped,
+        synthetic,
+        began,
+        load,
+        sides,
+        machine.package_versions(PEER_PACKAGES),
+    )
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(report, encoding="utf-8")
     print(report, end="")
