@@ -640,8 +640,8 @@ def _peer_target(side: SideBySide, peer: PeerOutcome) -> tuple[bool, str]:
         ),
         (
             side.ours.seconds < peer.seconds,
-            f"{side.ours.seconds:.2f} s "
-            f"{'<' if side.ours.seconds < peer.seconds else '≥'} {peer.seconds:.2f} s",
+            f"{side.ours.seconds:.3f} s "
+            f"{'<' if side.ours.seconds < peer.seconds else '≥'} {peer.seconds:.3f} s",
         ),
         (
             our_lead < their_lead,
@@ -673,7 +673,7 @@ def _side_by_side_table(sides: list[SideBySide]) -> list[str]:
             overall = f"met against {' and '.join(name for name, _, _ in verdicts)}"
         lines.append(
             f"| {side.ours.name} | ours ({counted}) | {' / '.join(quality.cells())} "
-            f"| {side.ours.seconds:.2f} | {side.ours.throughput:,.0f} "
+            f"| {side.ours.seconds:.3f} | {side.ours.throughput:,.0f} "
             f"| {_milliseconds(our_lead)} | | | | {overall} |"
         )
         for peer, (_, _, verdict) in zip(side.peers, verdicts, strict=True):
@@ -682,7 +682,7 @@ def _side_by_side_table(sides: list[SideBySide]) -> list[str]:
                 side.ours.name,
                 peer.peer,
                 " / ".join(peer.quality.cells()),
-                f"{peer.seconds:.2f}",
+                f"{peer.seconds:.3f}",
                 f"{peer.throughput:,.0f}",
                 _milliseconds(their_lead),
                 f"{quality.f1 - peer.quality.f1:+.3f}",
