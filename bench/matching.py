@@ -51,6 +51,10 @@ SYNTHETIC_SEED = 20_240_601
 # and for each peer: enough for a stable median, few enough that a peer taking
 # a tenth of a second each keeps the run short.
 LOOKUPS = 30
+# Each data set is run this many times by ours and by each peer, and the
+# fastest run is reported: the machine is shared, and one slow run should not
+# decide a verdict.
+REPEATS = 3
 
 _ENTITY = re.compile(r"rec-(\d+)")
 
@@ -259,7 +263,8 @@ def run_peers(
     side = SideBySide(ours, time_lookups(rules, data, LOOKUPS))
     for name in peers:
         try:
-            side.peers.append(PEERS[name](key, data, LOOKUPS))
+            runs = [PEERS[name](key, data, LOOKUPS) for _ in range(REPEATS)]
+            side.peers.append(min(runs, key=lambda run: run.seconds))
         except PeerUnavailableError as exc:
             side.skipped.append(f"{name} on {data.name}: {exc}")
         # A peer failing on some data is a finding to report, not a reason to
@@ -713,7 +718,9 @@ def _side_by_side(sides: list[SideBySide], packages: str) -> list[str]:
         "ways (as the target above).",
         "- Seconds: the whole data set, from the records in memory to clusters "
         "(peers: loading into their frames, training, predicting and "
-        "clustering; ours: profiling, indexing and matching every record).",
+        "clustering; ours: profiling, indexing and matching every record); "
+        f"the fastest of {REPEATS} runs, each tool alike, with that run's "
+        "quality and lookups.",
         f"- One lead: {LOOKUPS} records spread through the file are held out; "
         "the rest (FEBRL 4: all of 4a) is the data set already linked, and "
         "each held-out record is matched against it alone. Ours: profile, "
@@ -770,7 +777,8 @@ def render(
         "at least 0.95 on FEBRL and 0.90 elsewhere, by the better of the two "
         "ways of counting.",
         "- Timing: one record's match is its profile, the index lookup and "
-        "the comparisons with the candidates; records/s includes indexing.",
+        "the comparisons with the candidates; records/s includes indexing. "
+        f"Each data set runs {REPEATS} times; the fastest run is reported.",
     ]
     if outcomes:
         lines += _quality_table(outcomes)
@@ -870,7 +878,8 @@ def main(argv: list[str]) -> int:
             continue
         data = build(options.data)
         rules = load_rules(RULES_DIR / f"{data.rules}.yaml")
-        outcomes.append(run_data_set(rules, data))
+        runs = [run_data_set(rules, data) for _ in range(REPEATS)]
+        outcomes.append(min(runs, key=lambda run: run.seconds))
         print(f"done {data.name}", file=sys.stderr)
         if options.peers:
             sides.append(run_peers(name, data, rules, outcomes[-1], options.peers))
