@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "scoring": [],
     "crm_sync": [],
     "email_sending": [],
+    "orchestration": [],
     "mixed_load": [],
 }
 
