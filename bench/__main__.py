@@ -11,6 +11,7 @@ import sys
 
 # In the order `make bench` runs them, with the arguments it gives.
 BENCHMARKS: dict[str, list[str]] = {
+    "ingest": [],
     "lead_api": [],
     "imports": [],
     "matching": [],
