@@ -45,7 +45,13 @@ $(VENV)/.installed-bench: $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
+# wrk (Debian's package) drives bench.ingest's saturation runs; without it
+# those runs are skipped and say so.
 bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || apt-get install -y wrk \
+		|| (apt-get update && apt-get install -y wrk) \
+		|| sudo -n apt-get install -y wrk \
+		|| echo "make bench: could not install wrk (Debian package 'wrk'); bench.ingest skips its wrk runs"
 	$(BIN)/python -m bench
 
 lint: install
