@@ -760,6 +760,8 @@ def render(
         *[(label, value) for label, value in machine.describe() if label != "Packages"],
         ("Packages", machine.package_versions(PACKAGES)),
         ("Load average when the run began", load),
+        # Others share the machine: a reader judges the timings by both ends.
+        ("Load average when it ended", machine.load_average()),
         ("Data", f"`{machine.shown_path(data_folder)}`"),
     ]
     lines = ["# Fuzzy matching benchmark", ""]
