@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from leads.errors import FieldError
 from leads.store import Store
@@ -54,12 +55,19 @@ class KeyCache:
         self._known: dict[str, tuple[float, KeyInfo | None]] = {}
         self._lock = threading.Lock()
 
-    def find(self, store: Store, secret: str) -> KeyInfo | None:
-        now = time.monotonic()
+    def held(self, secret: str) -> tuple[bool, KeyInfo | None]:
+        """Whether `secret` was looked up within `ttl`, and what it was then."""
         with self._lock:
             held = self._known.get(secret)
-        if held is not None and now - held[0] < self.ttl:
-            return held[1]
+        if held is not None and time.monotonic() - held[0] < self.ttl:
+            return True, held[1]
+        return False, None
+
+    def find(self, store: Store, secret: str) -> KeyInfo | None:
+        known, info = self.held(secret)
+        if known:
+            return info
+        now = time.monotonic()
         info = find_key(store, secret)
         with self._lock:
             if len(self._known) > 10_000:
@@ -98,7 +106,7 @@ _HEADER = APIKeyHeader(
 )
 
 
-def request_context(
+async def request_context(
     request: Request,
     _bearer: Annotated[object, Depends(_BEARER)] = None,
     _header: Annotated[object, Depends(_HEADER)] = None,
@@ -123,7 +131,11 @@ def request_context(
             "an API key is required",
         )
     cache: KeyCache = request.app.state.keys
-    info = cache.find(request.app.state.store, secret)
+    # Most calls find their key verified moments ago; only a lookup in the
+    # store leaves the event loop for a thread.
+    known, info = cache.held(secret)
+    if not known:
+        info = await run_in_threadpool(cache.find, request.app.state.store, secret)
     if info is None:
         raise KeyProblem(
             401,
@@ -152,7 +164,7 @@ def _check_scope(have: Scope, needed: Scope) -> None:
         )
 
 
-def admin_context(
+async def admin_context(
     context: Annotated[RequestContext, Depends(request_context)],
 ) -> RequestContext:
     """`request_context`, for routes that need an `admin` key."""

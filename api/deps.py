@@ -24,15 +24,15 @@ __all__ = [
 ]
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pending(request: Request) -> PendingSignal:
+async def get_pending(request: Request) -> PendingSignal:
     return request.app.state.pending
 
 
@@ -41,7 +41,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PendingDep = Annotated[PendingSignal, Depends(get_pending)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Refuses a body that is not declared as JSON, saying what to send."""
     declared = request.headers.get("content-type", "")
     media = declared.split(";", 1)[0].strip().lower()

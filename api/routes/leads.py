@@ -251,22 +251,27 @@ def _result(result: IntakeResult) -> LeadResult:
 async def create_lead(
     lead: LeadInput,
     request: Request,
-    response: Response,
     settings: SettingsDep,
     context: ContextDep,
     pending: PendingDep,
-) -> LeadResult:
+) -> Response:
     """Takes in one lead; the same e-mail again updates the stored lead."""
     values = prepare(lead, settings.default_region)
     intake: Intake = request.app.state.intake
     result = await intake.submit((context.tenant_id, context.key_id), values)
     pending.notify()
-    response.status_code = _status(result)
-    if response.status_code == 201:
-        response.headers["Location"] = f"/api/leads/{result.lead.id}"
+    status = _status(result)
+    headers = {"Location": f"/api/leads/{result.lead.id}"} if status == 201 else None
     # Recorded with the lead: the audit middleware has nothing to write.
-    setattr(request.state, RECORDED, response.status_code)
-    return _result(result)
+    setattr(request.state, RECORDED, status)
+    # Serialised here from the model just built: returned as a model, it
+    # would be validated against `response_model` a second time.
+    return Response(
+        _result(result).model_dump_json(),
+        status,
+        headers,
+        media_type="application/json",
+    )
 
 
 _BATCH_SCHEMA = {

@@ -28,10 +28,6 @@ from leads.store.tables import AuditEvent, utcnow
 # each (they are stored one by one too), not with `append_decisions`.
 SYSTEM = "system"
 Kind = Literal["request", "decision"]
-# Rows per INSERT of `append_decisions`: ten columns each stays far below the
-# bind-parameter limits (SQLite 32,766; PostgreSQL 65,535).
-_ROWS_PER_STATEMENT = 1000
-
 # Who the work in progress acts for: set around an API call, read when its
 # key is known (the key is checked inside the call, after this is set).
 _acting_key: ContextVar[Callable[[], str | None] | None] = ContextVar(
@@ -138,10 +134,15 @@ def append_decisions(
         common | {"target_id": target_id, "detail": detail or {}}
         for target_id, detail in details.items()
     ]
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        # A multi-row VALUES list: one statement, not an executemany.
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        session.execute(insert(_TABLE).values(chunk))
+    _insert_rows(session, rows)
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    # An executemany of one compiled statement: SQLAlchemy sends it as
+    # multi-row VALUES batches, and compiles it once per process, where a
+    # `.values(rows)` list would be compiled again for every call.
+    if rows:
+        session.execute(insert(_TABLE), rows)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class CallRecord:
 
 
 def append_requests(session: Session, calls: Sequence[CallRecord]) -> None:
-    """Records mutating API calls, in one INSERT per thousand."""
+    """Records mutating API calls, in one executemany."""
     now = utcnow()
     rows = [
         {
@@ -175,9 +176,7 @@ def append_requests(session: Session, calls: Sequence[CallRecord]) -> None:
         }
         for call in calls
     ]
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        session.execute(insert(_TABLE).values(chunk))
+    _insert_rows(session, rows)
 
 
 @dataclass(frozen=True)
