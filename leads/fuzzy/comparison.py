@@ -9,6 +9,7 @@ never counts as disagreement.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -90,34 +91,60 @@ class NameKind:
     similar: float = 0.92
     partial: float = 0.8
 
-    def prepare(self, value: Any) -> str | None:
-        return fold(_text(value))
+    def prepare(self, value: Any) -> Name | None:
+        folded = fold(_text(value))
+        return Name(folded) if folded else None
 
     def level(self, a: str, b: str) -> int:
         if a == b:
             return EXACT
-        a_joined, b_joined = a.replace(" ", ""), b.replace(" ", "")
-        if a_joined == b_joined:
+        a, b = Name.of(a), Name.of(b)
+        if a.joined == b.joined:
             return EXACT
-        shortest = min(len(a_joined), len(b_joined))
-        if shortest >= 3 and _one_typo(a_joined, b_joined):
+        shortest = min(len(a.joined), len(b.joined))
+        if shortest >= 3 and _one_typo(a.joined, b.joined):
             return SIMILAR
         similarity = JaroWinkler.similarity(a, b)
         if similarity >= self.similar:
             return SIMILAR
         # Letters typed out of order (`Rbeort`) keep the name's letters; all
         # but one of them kept is a weaker sign.
-        a_sorted, b_sorted = sorted(a_joined), sorted(b_joined)
-        if shortest >= 4 and a_sorted == b_sorted:
+        if shortest >= 4 and a.letters == b.letters:
             return SIMILAR
         if (
             _initial_of(a, b)
             or _shares_a_word(a, b)
             or similarity >= self.partial
-            or (shortest >= 5 and _one_typo("".join(a_sorted), "".join(b_sorted)))
+            or (shortest >= 5 and _one_typo(a.letters, b.letters))
         ):
             return PARTIAL
         return DIFFERENT
+
+
+class Name(str):
+    """A folded name part, with the forms `NameKind.level` compares made once.
+
+    It is the folded text itself to everything else (equal, hashed and
+    counted as that text): a stored lead's name is compared with many.
+
+    Attributes:
+        joined: the name without its spaces (`mary ann` → `maryann`).
+        letters: the joined name's letters in sorted order.
+    """
+
+    joined: str
+    letters: str
+
+    def __new__(cls, folded: str) -> Name:
+        name = super().__new__(cls, folded)
+        name.joined = folded.replace(" ", "")
+        name.letters = "".join(sorted(name.joined))
+        return name
+
+    @classmethod
+    def of(cls, value: str) -> Name:
+        """`value` as a Name (made now when it is a plain string)."""
+        return value if isinstance(value, Name) else cls(value)
 
 
 def _initial_of(a: str, b: str) -> bool:
@@ -369,6 +396,8 @@ _ROLE_MAILBOXES = frozenset(
 
 # A local part this short is initials (`jd@`, `j.d@`), which many people share.
 _SHORT_LOCAL = 3
+# What is not a letter or digit (as `str.isalnum` says): `\w` is those and `_`.
+_NOT_ALNUM = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True)
@@ -406,8 +435,8 @@ class EmailLocalKind:
         if not local:
             return None
         undotted = local.replace(".", "")
-        vague = local in _ROLE_MAILBOXES or sum(c.isalnum() for c in local) <= (
-            _SHORT_LOCAL
+        vague = local in _ROLE_MAILBOXES or (
+            len(_NOT_ALNUM.sub("", local)) <= _SHORT_LOCAL
         )
         return Mailbox(local, undotted, vague)
 

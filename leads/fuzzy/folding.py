@@ -23,6 +23,7 @@ _WHOLE_LETTERS = str.maketrans(
 # ONeil); every other run of punctuation separates words.
 _APOSTROPHES = re.compile(r"['’‘`´ʼ]")
 _SEPARATORS = re.compile(r"[^0-9a-z]+")
+_NOT_DIGITS = re.compile(r"[^0-9]+")
 
 
 def fold(text: str | None) -> str | None:
@@ -47,5 +48,4 @@ def digits(text: str | None) -> str | None:
     """Only the digits of the text, or None when it has none."""
     if not text:
         return None
-    found = "".join(c for c in text if c.isdigit() and c.isascii())
-    return found or None
+    return _NOT_DIGITS.sub("", text) or None

@@ -78,6 +78,11 @@ def _as_text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+# Stored leads' profiles kept per rules (see `MatchRules._stored_profile`): a
+# few tens of megabytes at most.
+_REMEMBERED_PROFILES = 20_000
+
+
 class MatchRules:
     """Compiled matching rules; build them with `load_rules` or `parse_rules`.
 
@@ -130,6 +135,7 @@ class MatchRules:
         self.max_candidates = spec.blocking.max_candidates
         self._best_total = sum(step.best for step in self._steps)
         self._no_rarity = (0.0,) * len(self._comparisons)
+        self._remembered: dict[tuple[Any, ...], Profile] = {}
         if self.match_at > self._best_total:
             raise RulesError(
                 source,
@@ -153,16 +159,44 @@ class MatchRules:
             keys: False leaves the blocking keys out (empty), for a stored
                 lead that is only compared.
         """
-        prepared = tuple(
-            item.kind.prepare(_lookup(values, item.field)) for item in self._comparisons
-        )
+        looked_up = tuple(_lookup(values, item.field) for item in self._comparisons)
+        if not keys:
+            return self._stored_profile(looked_up)
         texts = {}
-        for field in self._blocking_fields if keys else ():
+        for field in self._blocking_fields:
             text = _as_text(_lookup(values, field))
             if text:
                 texts[field] = text
         found = frozenset(
             key for rule in self._blocking if (key := rule.key(texts)) is not None
+        )
+        return self._profile(looked_up, found)
+
+    def _stored_profile(self, looked_up: tuple[Any, ...]) -> Profile:
+        """A profile without keys, remembered by the values it was made of.
+
+        A stored lead is a candidate of every new lead in its blocks, so the
+        same values are prepared again and again; a profile depends on nothing
+        else, so a remembered one is never stale.
+        """
+        try:
+            return self._remembered[looked_up]
+        except KeyError:
+            pass
+        except TypeError:
+            # A custom field holding a list or mapping: not a key.
+            return self._profile(looked_up, frozenset())
+        made = self._profile(looked_up, frozenset())
+        if len(self._remembered) >= _REMEMBERED_PROFILES:
+            # The oldest first: dicts keep insertion order.
+            self._remembered.pop(next(iter(self._remembered), None), None)
+        self._remembered[looked_up] = made
+        return made
+
+    def _profile(self, looked_up: tuple[Any, ...], found: frozenset[str]) -> Profile:
+        prepared = tuple(
+            item.kind.prepare(value)
+            for item, value in zip(self._comparisons, looked_up, strict=True)
         )
         rarity = self._no_rarity
         if self._frequencies:

@@ -305,3 +305,54 @@ class TestLoading:
     def test_a_missing_file_is_a_rules_error(self, tmp_path):
         with pytest.raises(RulesError, match="cannot be read"):
             load_rules(tmp_path / "absent.yaml")
+
+
+class TestStoredProfiles:
+    """A stored lead's profile (no keys) is remembered by its values."""
+
+    def test_the_same_values_give_the_same_profile_object(self):
+        rules = load_rules(DEFAULT_RULES)
+
+        first = rules.profile(JANE, keys=False)
+
+        assert rules.profile(dict(JANE), keys=False) is first
+        assert first.keys == frozenset()
+
+    def test_a_remembered_profile_compares_as_a_fresh_one(self):
+        remembering, fresh = load_rules(DEFAULT_RULES), load_rules(DEFAULT_RULES)
+        remembering.profile(JANE, keys=False)
+        new = {**JANE, "email": "jane@roe.example"}
+
+        again = remembering.compare(
+            remembering.profile(new), remembering.profile(JANE, keys=False)
+        )
+
+        assert again == fresh.compare(fresh.profile(new), fresh.profile(JANE))
+
+    def test_changed_values_are_never_answered_from_memory(self):
+        rules = load_rules(DEFAULT_RULES)
+        before = rules.profile(JANE, keys=False)
+
+        after = rules.profile({**JANE, "last_name": "Doe"}, keys=False)
+
+        assert after is not before
+        assert after.values != before.values
+
+    def test_unhashable_custom_values_are_profiled_without_memory(self, birth_rules):
+        lead = {**JANE, "custom": {"date_of_birth": ["1980", "01", "02"]}}
+
+        profile = birth_rules.profile(lead, keys=False)
+
+        assert profile.values == birth_rules.profile(lead).values
+
+    def test_memory_is_bounded(self, monkeypatch):
+        monkeypatch.setattr("leads.fuzzy.rules._REMEMBERED_PROFILES", 3)
+        rules = load_rules(DEFAULT_RULES)
+        first = rules.profile({**JANE, "phone": "+13125550000"}, keys=False)
+        for n in range(1, 5):
+            rules.profile({**JANE, "phone": f"+1312555000{n}"}, keys=False)
+
+        again = rules.profile({**JANE, "phone": "+13125550000"}, keys=False)
+
+        assert again is not first
+        assert again.values == first.values
