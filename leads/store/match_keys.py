@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from leads.fuzzy import MatchRules
 from leads.store.database import TenantScope
@@ -31,37 +31,53 @@ def candidates(
 ) -> list[list[str]]:
     """For each set of keys, the ids of stored leads sharing any, most shared first.
 
-    One pass over the store for all the sets (a chunk of an import costs a few
-    statements, not a few per lead). Keys over `max_block_size` are left out;
-    each set gets at most `max_candidates` ids.
+    One statement over the store for all the sets (a chunk of an import, or a
+    group of posted leads, costs one round trip, not one per lead). Keys over
+    `max_block_size` are left out; each set gets at most `max_candidates` ids.
     """
     everything = set().union(*key_sets) if key_sets else set()
     if not everything:
         return [[] for _ in key_sets]
-    sizes: dict[str, int] = {}
-    for part in _parts(everything):
-        query = (
-            select(MatchKey.key, func.count())
-            .where(MatchKey.tenant_id == scope.tenant_id, MatchKey.key.in_(part))
-            .group_by(MatchKey.key)
-        )
-        sizes.update((key, size) for key, size in scope.session.execute(query))
-    usable = {key for key, size in sizes.items() if size <= rules.max_block_size}
-
+    # Leads added in this transaction count too (an ORM query would flush).
+    scope.session.flush()
     members: dict[str, list[str]] = {}
-    for part in _parts(usable):
-        query = select(MatchKey.key, MatchKey.lead_id).where(
-            MatchKey.tenant_id == scope.tenant_id, MatchKey.key.in_(part)
+    for part in _parts(everything):
+        rows = scope.session.connection().execute(
+            _MEMBERS,
+            {
+                "tenant_id": scope.tenant_id,
+                "keys": part,
+                "most": rules.max_block_size,
+            },
         )
-        for key, lead_id in scope.session.execute(query):
+        for key, lead_id in rows:
             members.setdefault(key, []).append(lead_id)
 
     found = []
     for keys in key_sets:
-        shared = Counter(lead for key in keys & usable for lead in members.get(key, ()))
+        shared = Counter(lead for key in keys for lead in members.get(key, ()))
         ranked = sorted(shared, key=lambda lead: (-shared[lead], lead))
         found.append(ranked[: rules.max_candidates])
     return found
+
+
+_KEYS = MatchKey.__table__
+# The members of the asked keys that no more than `most` leads share: the
+# sizes are counted in the index, and an oversized block's members are never
+# read. Core columns: no ORM work on a statement run for every intake.
+_MEMBERS = select(_KEYS.c.key, _KEYS.c.lead_id).where(
+    _KEYS.c.tenant_id == bindparam("tenant_id"),
+    _KEYS.c.key.in_(bindparam("keys", expanding=True)),
+    _KEYS.c.key.in_(
+        select(_KEYS.c.key)
+        .where(
+            _KEYS.c.tenant_id == bindparam("tenant_id"),
+            _KEYS.c.key.in_(bindparam("keys", expanding=True)),
+        )
+        .group_by(_KEYS.c.key)
+        .having(func.count() <= bindparam("most"))
+    ),
+)
 
 
 def compared_values(

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import delete, insert, text
 
+from leads.fuzzy import load_rules
 from leads.intake import submit
+from leads.store import match_keys
 from leads.store.database import Store, create_store_engine
 from leads.store.schema import MIGRATIONS
+from leads.store.tables import MatchKey
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_migration_gives_stored_leads_their_keys_and_they_are_matched(
@@ -51,3 +58,53 @@ def test_the_migration_gives_stored_leads_their_keys_and_they_are_matched(
         store.dispose()
 
     assert (again.outcome, again.lead.email) == ("merged", "bob@acme.example")
+
+
+def _leads_with_keys(
+    store, tenant: str, keys_by_lead: list[frozenset[str]]
+) -> list[str]:
+    """New leads of `tenant` holding exactly these blocking keys, in order."""
+    ids = []
+    for number in range(len(keys_by_lead)):
+        lead = submit(
+            store,
+            tenant,
+            {"email": f"person{number}@{tenant}.example", "first_name": f"P{number}"},
+            channel="api",
+            region="US",
+        ).lead
+        ids.append(lead.id)
+    with store.write(tenant) as scope:
+        scope.session.execute(delete(MatchKey).where(MatchKey.lead_id.in_(ids)))
+        match_keys.add(scope, list(zip(ids, keys_by_lead, strict=True)))
+    return ids
+
+
+def test_candidates_rank_by_keys_shared_and_leave_out_oversized_blocks(store):
+    rules = load_rules(REPO_ROOT / "config" / "matching.yaml")
+    rules.max_block_size = 2
+    one, two, three, four = _leads_with_keys(
+        store,
+        "default",
+        [
+            frozenset({"a", "b"}),
+            frozenset({"b"}),
+            frozenset({"crowded"}),
+            frozenset({"crowded", "a"}),
+        ],
+    )
+    # Another tenant's leads share the keys and crowd no block of this one.
+    _leads_with_keys(store, "other", [frozenset({"a"}), frozenset({"b"})] * 2)
+    with store.write("default") as scope:
+        scope.session.execute(
+            insert(MatchKey).values(lead_id=two, key="crowded", tenant_id="default")
+        )
+
+        found = match_keys.candidates(
+            scope,
+            rules,
+            [frozenset({"a", "b"}), frozenset({"crowded"}), frozenset({"none"})],
+        )
+
+    assert found[0] == [one, *sorted([two, four])]
+    assert found[1:] == [[], []]
