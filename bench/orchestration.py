@@ -61,11 +61,11 @@ DATABASES = ("sqlite", "postgresql")
 PACKAGES = ("prefect", "sqlalchemy", "aiosqlite", "asyncpg", "hubspot-api-client")
 
 FULL = {
-    "calls": 20,
+    "calls": 12,
     "runs": 10,
     "leads": 1_000,
     "drains": 3,
-    "lead_runs": 30,
+    "lead_runs": 20,
     "idle_seconds": 10,
 }
 QUICK = {
@@ -328,24 +328,33 @@ def window(
 
 
 def _await_reaped(runner: int) -> None:
-    """Waits until no flow-run process of the runner is left.
+    """Waits until the runner has reaped every flow-run process it started.
 
-    `serve` starts each run as `python -m prefect.engine` (a deployment whose
-    entrypoint is a module path), or, for a flow it holds, as a
-    multiprocessing child.
+    A run's CPU reaches the runner's `cutime` only when the runner has waited
+    for its process; an exited one not yet waited for is a zombie, with no
+    command line. Only multiprocessing's resource tracker, should `serve` have
+    started one, stays a child for good.
+
+    Raises:
+        ServerFailed: a run's process was still there after `REAP_TIMEOUT_S`.
     """
     from bench.cpu_time import processes
+    from bench.server import ServerFailed
 
     deadline = time.monotonic() + REAP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        running = [
+    while True:
+        left = [
             p
             for p in processes().values()
-            if p.parent == runner
-            and ("prefect.engine" in p.command or "spawn_main" in p.command)
+            if p.parent == runner and "resource_tracker" not in p.command
         ]
-        if not running:
+        if not left:
             return
+        if time.monotonic() > deadline:
+            raise ServerFailed(
+                f"the flow runner had not reaped {len(left)} run processes "
+                f"{REAP_TIMEOUT_S:.0f} s after their runs ended"
+            )
         time.sleep(0.1)
 
 
