@@ -13,9 +13,9 @@ database on the server `ORCH_TEST_POSTGRES_URL` names, dropped afterwards):
    latency runs from each request's scheduled moment, so queueing counts.
 3. verify: every lead answered 201 is looked up in the store, by id (wrk) or
    by e-mail (fixed rates).
-4. stages: in this process, on the same store topped up to `--store-leads`, the
-   intake's own functions timed on the CPU, in groups the size the API's group
-   commit made in the runs measured, against the API's CPU per lead there.
+4. stages: in this process, on the same store (filled to `--store-leads`
+   first), the intake's own functions timed on the CPU, in groups the size the
+   API's group commit made in a measured run, against the API's CPU per lead there.
 
 Everything runs on this machine, on loopback; the load generators share its
 cores with the server and the database.
@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy import select as sql_select
@@ -294,6 +294,7 @@ class WrkRun:
     transactions: int | None = None
     synced: tuple[int, int] | None = None
     drains_seen: bool = False
+    store_before: int = 0
 
     @property
     def accepted(self) -> int:
@@ -344,15 +345,30 @@ def _sampling(ledger: Ledger) -> Iterator[None]:
 
 
 def wrk_window(
-    run: WrkRun, wrk: str, base_url: str, key: str, seconds: int, role_of: RoleOf
+    run: WrkRun,
+    wrk: str,
+    server: tuple[str, str],
+    store_url: str,
+    seconds: int,
+    role_of: RoleOf,
 ) -> None:
-    """Runs wrk once into `run`, with CPU by role and the ids it was answered.
+    """Runs wrk once into `run`: CPU by role, and which leads answered 201 are stored.
+
+    Args:
+        run: where the figures go.
+        wrk: the wrk executable.
+        server: the API's loopback address and a `write` key.
+        store_url: the store the API writes to.
+        seconds: how long wrk sends.
+        role_of: names the processes whose CPU counts.
 
     Raises:
         WrkFailed: wrk failed.
     """
+    base_url, key = server
     ledger = Ledger(role_of)
     run.load_before = machine.load_average()
+    run.store_before = count_leads(store_url)
     ids_folder = Path(tempfile.mkdtemp(prefix="orch_bench_wrk_"))
     try:
         prefix = ids_folder / "ids-"
@@ -368,6 +384,7 @@ def wrk_window(
         run.ids = _read_ids(prefix)
     finally:
         shutil.rmtree(ids_folder, ignore_errors=True)
+    run.stored, run.transactions = stored_of(store_url, Lead.id, run.ids)
 
 
 # The store -----------------------------------------------------------------------
@@ -423,6 +440,8 @@ class BackendResults:
     wrk: list[WrkRun] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
     transactions: dict[str, int] = field(default_factory=dict)
+    store_before: dict[str, int] = field(default_factory=dict)
+    filled: int = 0
     stages: list[Stages] = field(default_factory=list)
     leads_at_end: int | None = None
     leftovers: list[str] = field(default_factory=list)
@@ -482,8 +501,8 @@ def saturation(
                 wrk_window(
                     run,
                     wrk,
-                    server.base_url,
-                    server.key,
+                    (server.base_url, server.key),
+                    backend.store_url,
                     plan.wrk_seconds,
                     _roles(_database(backend), api_port=port),
                 )
@@ -536,8 +555,8 @@ def beside_drains(
             wrk_window(
                 run,
                 wrk,
-                base_url,
-                stack.key,
+                (base_url, stack.key),
+                backend.store_url,
                 plan.wrk_seconds,
                 _roles(_database(backend), stack=stack.process.pid),
             )
@@ -570,6 +589,7 @@ def fixed_rates(
                 window = Window(
                     f"rate{rate}", rate, plan.rate_seconds, f"r{run_id}x{rate}x"
                 )
+                results.store_before[window.name] = count_leads(backend.store_url)
                 measure(window, server.base_url, server.key, ledger, backend.data_dir)
                 results.windows.append(window)
                 _progress(
@@ -582,9 +602,8 @@ def fixed_rates(
 
 
 def verify(backend: Backend, results: BackendResults) -> None:
-    """Looks up every lead answered 201; counts the transactions that made them."""
-    for run in results.wrk:
-        run.stored, run.transactions = stored_of(backend.store_url, Lead.id, run.ids)
+    """Looks up every lead the generator was answered 201 for (wrk's are looked up
+    after each run); counts the transactions that made them."""
     for window in results.windows:
         emails = [lead(window.prefix, i)["email"] for i in window.ok]
         window.stored, transactions = stored_of(backend.store_url, Lead.email, emails)
@@ -613,6 +632,7 @@ class Stages:
     database_us: float | None = None
     groups_written: float = 0.0
     refused: int = 0
+    reference_store: int = 0
 
     @property
     def total_us(self) -> float:
@@ -749,50 +769,63 @@ def measure_stages(backend: Backend, count: int, group: int, tag: str) -> Stages
     return stages
 
 
-def stage_references(results: BackendResults) -> list[tuple[str, int, float]]:
-    """The runs the stages are set beside: name, leads a transaction, API µs a lead.
+class Reference(NamedTuple):
+    """A run the stages are set beside: what it was, the leads its transactions
+    held, the API's CPU per lead in it (µs) and the leads the store held first."""
 
-    The fixed rate of the latency target (or the lowest one run), and the
-    saturation run of one API process at the most connections.
-    """
-    found = []
+    name: str
+    group: int
+    api_us: float
+    store_before: int
+
+
+def rate_reference(results: BackendResults) -> Reference | None:
+    """The fixed rate of the latency target, or the lowest one run."""
     paced = [w for w in results.windows if w.ok]
-    if paced:
-        window = next((w for w in paced if w.rate == TARGET_P99_AT), paced[0])
-        transactions = results.transactions.get(window.name) or len(window.ok)
-        found.append(
-            (
-                f"{window.rate:,.0f}/s fixed rate",
-                round(len(window.ok) / transactions),
-                1e6 * window.cpu.get(API_ROLE, 0.0) / len(window.ok),
-            )
-        )
+    if not paced:
+        return None
+    window = next((w for w in paced if w.rate == TARGET_P99_AT), paced[0])
+    transactions = results.transactions.get(window.name) or len(window.ok)
+    return Reference(
+        f"{window.rate:,.0f}/s fixed rate",
+        round(len(window.ok) / transactions),
+        1e6 * window.cpu.get(API_ROLE, 0.0) / len(window.ok),
+        results.store_before.get(window.name, 0),
+    )
+
+
+def wrk_reference(results: BackendResults) -> Reference | None:
+    """The saturation run of one API process at the most connections."""
     alone = [r for r in results.wrk if not r.drains and r.workers == 1 and r.accepted]
-    if alone:
-        run = max(alone, key=lambda r: r.connections)
-        found.append(
-            (
-                f"wrk, 1 API process, {run.connections} connections",
-                round(len(run.ids) / max(run.transactions or 1, 1)),
-                1000 * run.cpu_ms(API_ROLE),
-            )
-        )
-    return found or [("none (no run answered)", 1, math.nan)]
+    if not alone:
+        return None
+    run = max(alone, key=lambda r: r.connections)
+    return Reference(
+        f"wrk, 1 API process, {run.connections} connections",
+        round(len(run.ids) / max(run.transactions or 1, 1)),
+        1000 * run.cpu_ms(API_ROLE),
+        run.store_before,
+    )
+
+
+NO_REFERENCE = Reference("no run to compare", 1, math.nan, 0)
 
 
 def stages_part(
-    backend: Backend, plan: Plan, run_id: str, results: BackendResults
+    backend: Backend, plan: Plan, tag: str, results: BackendResults, found: Reference
 ) -> None:
-    """Tops the store up, then measures the stages beside each reference run."""
-    held = top_up(backend.store_url, plan.store_leads, f"t{run_id}")
-    _progress(f"[{results.name}] store holds {held:,} leads; timing the stages")
-    for number, (name, group, api_us) in enumerate(stage_references(results)):
-        stages = measure_stages(
-            backend, plan.stage_leads, max(group, 1), f"s{run_id}x{number}x"
-        )
-        stages.reference = name
-        stages.api_us = None if math.isnan(api_us) else api_us
-        results.stages.append(stages)
+    """Measures the stages in groups the size `found` had, beside its API CPU.
+
+    Run right after the reference run's part, so the store has grown little
+    since (matching's candidates grow with it).
+    """
+    stages = measure_stages(backend, plan.stage_leads, max(found.group, 1), tag)
+    stages.reference, stages.reference_store = found.name, found.store_before
+    stages.api_us = None if math.isnan(found.api_us) else found.api_us
+    results.stages.append(stages)
+    _progress(
+        f"[{results.name}] stages beside {found.name}: {stages.total_us:,.0f} µs a lead"
+    )
 
 
 # The plot and the report -------------------------------------------------------------
@@ -905,9 +938,9 @@ def wrk_table(results: list[BackendResults]) -> list[str]:
         "| Backend | API processes | Drains | Connections | Requests | Leads/s "
         "(201) | p50 ms | p90 ms | p95 ms | p99 ms | max ms | Non-201 "
         "| Socket errors | API CPU ms/lead | PostgreSQL CPU ms/lead "
-        "| Leads a transaction | Load before |",
+        "| Leads a transaction | Store before | Load before |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: | ---: | ---: | --- |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         for run in r.wrk:
@@ -927,7 +960,7 @@ def wrk_table(results: list[BackendResults]) -> list[str]:
                 + " | ".join(_ms(w.latency_ms[name]) for name in LATENCIES)
                 + f" | {w.refused} | {errors or 0} | {run.cpu_ms(API_ROLE):.2f} "
                 f"| {'–' if database is None else f'{database:.2f}'} "
-                f"| {per_transaction} | {run.load_before} |"
+                f"| {per_transaction} | {run.store_before:,} | {run.load_before} |"
             )
     return lines
 
@@ -965,9 +998,9 @@ def rates_table(results: list[BackendResults]) -> list[str]:
     lines = [
         "| Backend | Offered | Sent | 201 | Achieved | p50 ms | p95 ms | p99 ms "
         "| max ms | Errors | Sent late p99 ms | API CPU ms/lead "
-        "| Leads a transaction | Load before |",
+        "| Leads a transaction | Store before | Load before |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: "
-        "| ---: | ---: | --- |",
+        "| ---: | ---: | ---: | --- |",
     ]
     for r in results:
         for w in r.windows:
@@ -981,7 +1014,7 @@ def rates_table(results: list[BackendResults]) -> list[str]:
                 f"| {_ms(w.latency(100))} | {errors} | {_ms(w.late(99))} "
                 f"| {_ms(api)} "
                 f"| {len(w.ok) / transactions if transactions else math.nan:.1f} "
-                f"| {w.load_before} |"
+                f"| {r.store_before.get(w.name, 0):,} | {w.load_before} |"
             )
     return lines
 
@@ -1017,7 +1050,8 @@ def stages_table(stages: list[Stages]) -> list[str]:
     lines = [
         "| Stage | "
         + " | ".join(
-            f"{s.reference}: groups of {s.group} ({s.groups_written:.1f} written)"
+            f"{s.reference} (store {s.reference_store:,}): groups of {s.group} "
+            f"({s.groups_written:.1f} written), store {s.store_leads:,}"
             for s in stages
         )
         + " |",
@@ -1073,7 +1107,10 @@ def report(
         f"`ORCH_RATE_LIMIT_PER_MINUTE={BENCH_RATE_LIMIT_PER_MINUTE}` (the limiter "
         "still runs and charges each request), other settings at their defaults; "
         "every request sends a `write` key of tenant `default`. One store per "
-        "backend for every run, so it grows from empty through the runs.",
+        f"backend, filled first to {plan.store_leads:,} invented leads "
+        "(`submit_batch`, 1,000 a call, in the benchmark's process), so every run "
+        "meets a store at least that big; it grows through the runs ('Store "
+        "before'), and matching's candidates grow with it.",
         f"- Saturation: `wrk -t{WRK_THREADS} -c<connections> -d{plan.wrk_seconds}s "
         f"--timeout={WRK_TIMEOUT_S}s -s bench/wrk/post_leads.lua` after a "
         f"{WRK_WARMUP_S} s warm-up at {WRK_WARMUP_CONNECTIONS} connections; each "
@@ -1101,10 +1138,10 @@ def report(
         "with the server and the database.",
         "- Stored: each id wrk was answered 201 with, and each e-mail the "
         "generator was answered 201 for, looked up in the store afterwards.",
-        f"- Stages: in the benchmark's process, after the runs, the store topped "
-        f"up to {plan.store_leads:,} leads (`submit_batch`, 1,000 a call); then "
-        f"{STAGE_WARMUP_LEADS} unmeasured, then {plan.stage_leads:,} new leads, timed "
-        "with `time.thread_time()`: "
+        "- Stages: in the benchmark's process, right after the reference run's "
+        "part (the wrk runs; the fixed rates), on the same store with the "
+        f"servers stopped: {STAGE_WARMUP_LEADS} leads unmeasured, then "
+        f"{plan.stage_leads:,} new leads timed with `time.thread_time()`: "
         "parse = `json.loads` of the body; validate = `LeadInput.model_validate` "
         "(FastAPI does both its own way in the server: the nearest "
         "equivalent); clean = `prepare`; then the API's own group commit "
@@ -1152,8 +1189,9 @@ def report(
     for r in results:
         lines += [
             "",
-            f"{r.name}, against a store of "
-            f"{min((s.store_leads for s in r.stages), default=0):,} leads or more:",
+            f"{r.name} (each column: the run it is set beside, the leads the "
+            "store held when that run began, the group size, and the leads the "
+            "store held when the stages were timed):",
             "",
             *stages_table(r.stages),
         ]
@@ -1273,9 +1311,16 @@ def run_backend(name: str, plan: Plan, wrk: str | None) -> BackendResults:
     with _open_backend(name) as backend:
         results.label = backend.label
         _progress(f"[{name}] {upgrade_store(backend)}")
+        with _part(results, "filling the store"):
+            results.filled = top_up(backend.store_url, plan.store_leads, f"t{run_id}")
+            _progress(f"[{name}] the store holds {results.filled:,} leads")
         if wrk is not None:
             with _part(results, "saturation"):
                 saturation(backend, plan, wrk, run_id, results)
+            found = wrk_reference(results)
+            if found is not None:
+                with _part(results, "stages"):
+                    stages_part(backend, plan, f"s{run_id}a", results, found)
             if plan.drains:
                 with _part(results, "beside the drains"):
                     beside_drains(backend, plan, wrk, run_id, results)
@@ -1283,8 +1328,12 @@ def run_backend(name: str, plan: Plan, wrk: str | None) -> BackendResults:
             fixed_rates(backend, plan, run_id, results)
         with _part(results, "verify"):
             verify(backend, results)
-        with _part(results, "stages"):
-            stages_part(backend, plan, run_id, results)
+        found = rate_reference(results)
+        if found is not None or not results.stages:
+            with _part(results, "stages beside the fixed rate"):
+                stages_part(
+                    backend, plan, f"s{run_id}b", results, found or NO_REFERENCE
+                )
     return results
 
 

@@ -22,9 +22,10 @@ from bench.ingest import (
     _timing,
     parse_plan,
     parse_wrk,
+    rate_reference,
     saturated,
-    stage_references,
     stages_table,
+    wrk_reference,
 )
 from bench.mixed_load import Shot, Window
 
@@ -168,32 +169,57 @@ class TestStages:
         assert "| HTTP and framework (API measured − sum) | 695 | – |" in lines
         assert "| **sum of the stages** | 1,305 | 1,305 |" in lines
 
-    def test_references_are_the_target_rate_and_one_api_process_at_most_load(self):
+    def test_the_fixed_rate_reference_is_the_target_rate_with_its_groups(self):
         results = BackendResults("sqlite")
         paced = window(500, 1_000)
         paced.cpu = Counter({API_ROLE: 2.0})
         results.windows = [window(100, 200), paced]
         results.transactions = {paced.name: 250}
-        for connections, transactions in ((16, 100), (64, 50)):
-            run = WrkRun("sqlite", 1, connections, False, f"c{connections}")
+        results.store_before = {paced.name: 51_000}
+
+        found = rate_reference(results)
+
+        assert found == ("500/s fixed rate", 4, pytest.approx(2_000), 51_000)
+
+    def test_without_the_target_rate_the_lowest_rate_is_the_reference(self):
+        results = BackendResults("sqlite")
+        results.windows = [window(100, 200), window(250, 500)]
+
+        found = rate_reference(results)
+
+        assert found is not None
+        assert found.name == "100/s fixed rate"
+        assert found.group == 1
+
+    def test_the_wrk_reference_is_one_api_process_at_the_most_connections(self):
+        results = BackendResults("sqlite")
+        for workers, connections, transactions in (
+            (1, 16, 100),
+            (1, 64, 50),
+            (2, 64, 20),
+        ):
+            run = WrkRun("sqlite", workers, connections, False, f"c{connections}")
             run.result = WrkResult(400, 1.0, 400, 0, {}, {})
             run.ids = ["id"] * 400
             run.transactions = transactions
             run.cpu = Counter({API_ROLE: 0.8})
+            run.store_before = 50_000 + connections
             results.wrk.append(run)
 
-        found = stage_references(results)
+        found = wrk_reference(results)
 
-        assert found == [
-            ("500/s fixed rate", 4, pytest.approx(2_000)),
-            ("wrk, 1 API process, 64 connections", 8, pytest.approx(2_000)),
-        ]
+        assert found == (
+            "wrk, 1 API process, 64 connections",
+            8,
+            pytest.approx(2_000),
+            50_064,
+        )
 
-    def test_with_no_run_answered_the_stages_are_timed_alone(self):
-        [(name, group, api_us)] = stage_references(BackendResults("sqlite"))
+    def test_with_no_run_answered_there_is_no_reference(self):
+        results = BackendResults("sqlite")
 
-        assert group == 1
-        assert math.isnan(api_us)
+        assert rate_reference(results) is None
+        assert wrk_reference(results) is None
 
 
 class TestTiming:
