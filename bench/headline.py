@@ -238,8 +238,10 @@ def read(name: str, results: Path = RESULTS) -> Entry:
 
 
 def number(value: float) -> str:
-    """A value with as many digits as its size needs: 12,345 · 12.3 · 1.23 · 0.0123."""
+    """A value with the digits its size needs: 12,345 · 12.3 · 1.23 · 0.0123 · 0."""
     size = abs(value)
+    if value == int(value) and size < 1e15:
+        return f"{int(value):,}"
     if size >= 100:
         return f"{value:,.0f}"
     if size >= 10:
@@ -278,7 +280,8 @@ def _peers(figure: dict[str, Any]) -> str:
 def _value(figure: dict[str, Any]) -> str:
     if figure.get("value") is None:
         return "not measured"
-    shown = f"{number(figure['value'])} {figure['unit']}".strip()
+    unit = figure["unit"]
+    shown = number(figure["value"]) + (unit if unit == "×" else f" {unit}".rstrip())
     return f"{shown} ({figure['note']})" if figure.get("note") else shown
 
 

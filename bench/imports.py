@@ -399,7 +399,7 @@ def headlines(
                 target=f"flat: ≤ {TARGET_GROWTH}×",
                 met=large / small <= TARGET_GROWTH,
                 note=f"{small:,.0f} → {large:,.0f} µs per row; one sequence of "
-                f"imports ({runs} run{'s' if runs > 1 else ''} per size)",
+                f"imports, {runs} run{'s' if runs > 1 else ''} per size",
             )
         )
     return figures
