@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,12 +11,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 
 # Seconds a SQLite writer waits for the lock before SQLITE_BUSY.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A pooled PostgreSQL connection idle this long is pinged before it is used.
+PING_AFTER_IDLE_S = 1.0
+_RETURNED = "orch_returned_at"
 # Seconds a new PostgreSQL connection may take to be established.
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
@@ -29,7 +34,7 @@ def create_store_engine(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(
+        engine = create_engine(
             url,
             # libpq waits for ever on a server that accepts and never answers;
             # a `connect_timeout` in the URL wins over this.
@@ -39,7 +44,6 @@ def create_store_engine(url: str) -> Engine:
                 and "connect_timeout" not in parsed.query
                 else {}
             ),
-            pool_pre_ping=True,
             # As many connections as the API has request threads (40), so a
             # burst queues in the pool briefly instead of timing out.
             pool_size=10,
@@ -47,6 +51,8 @@ def create_store_engine(url: str) -> Engine:
             # Statement parameters are lead data: never in logs or errors.
             hide_parameters=True,
         )
+        _ping_when_idle(engine)
+        return engine
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,33 @@ def create_store_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Checks a pooled connection before use when it has been idle a while.
+
+    A connection the server closed while it sat in the pool (a restart, an
+    idle timeout) is replaced instead of failing the next transaction. One
+    returned moments ago is used as it is: a ping before every transaction
+    (`pool_pre_ping`) would cost each posted lead's group a round trip.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED)
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_S:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool drops this connection and checks out another.
+            raise DisconnectionError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
