@@ -61,12 +61,12 @@ DATABASES = ("sqlite", "postgresql")
 PACKAGES = ("prefect", "sqlalchemy", "aiosqlite", "asyncpg", "hubspot-api-client")
 
 FULL = {
-    "calls": 12,
+    "calls": 10,
     "runs": 10,
     "leads": 1_000,
     "drains": 3,
     "lead_runs": 20,
-    "idle_seconds": 10,
+    "idle_seconds": 5,
 }
 QUICK = {
     "calls": 4,
@@ -1069,16 +1069,23 @@ def conclusions(measured: list[Measured], cores: int) -> list[str]:
         served, called = mine.get("deployment"), mine.get("in-process")
         drain, per_lead = mine.get("drain"), mine.get("per-lead")
         parts = []
-        if served and served.durations:
+        if served and served.durations and served.running:
             parts.append(
                 "a served run of a flow that does nothing takes "
                 f"{Spread.of(served.durations).median:.1f} s from creation to its "
-                f"end and {served.cpu_per(served.runs):.1f} CPU-s"
+                f"end, of which it is RUNNING "
+                f"{Spread.of(served.running).median:.2f} s (the rest is the "
+                "runner's poll and a new Python process starting), and "
+                f"{served.cpu_per(served.runs):.1f} CPU-s, "
+                f"{served.cpu_per(served.runs, (RUNS,)):.1f} of them the run's "
+                "process"
             )
         if called and called.durations:
             parts.append(
-                f"an in-process call {Spread.of(called.durations).median:.2f} s "
-                f"and {called.cpu_per(called.runs):.2f} CPU-s"
+                f"an in-process call takes {Spread.of(called.durations).median:.2f}"
+                " s, mostly waiting (a sync flow ends by joining its heartbeat "
+                "thread, which sleeps in 1 s steps: `prefect.flow_engine`), and "
+                f"{called.cpu_per(called.runs):.2f} CPU-s"
             )
         if drain and per_lead:
             compared = per_lead_comparison(drain, per_lead, cores)
@@ -1086,7 +1093,23 @@ def conclusions(measured: list[Measured], cores: int) -> list[str]:
                 parts.append(compared)
         if parts:
             lines.append(f"- {database}: " + "; ".join(parts) + ".")
+    busiest = max((_one_minute(m.load) for m in measured), default=0.0)
+    if busiest > cores:
+        lines.append(
+            f"- Other work shared the {cores} cores: the 1-minute load average "
+            f"reached {busiest:.1f} as measurements began. Wall-clock figures "
+            "are therefore upper bounds; CPU seconds are what each process "
+            "used, whatever the contention, and are the firmer figures."
+        )
     return lines
+
+
+def _one_minute(load: str) -> float:
+    """The 1-minute figure of `machine.load_average()`, or 0 when unknown."""
+    try:
+        return float(load.split(",")[0])
+    except ValueError:
+        return 0.0
 
 
 def report(argv: list[str], plan: Plan, results: Results) -> list[str]:

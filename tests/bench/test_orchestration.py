@@ -24,6 +24,7 @@ from bench.orchestration import (
     Roles,
     RunTimes,
     Spread,
+    conclusions,
     cpu_cells,
     lifetime_cpu_s,
     parse_plan,
@@ -136,6 +137,30 @@ class TestPerLeadComparison:
         alone = measured("per-lead", 1, 1, {RUNS: 1.0})
 
         assert per_lead_comparison(drain, alone, cores=2) is None
+
+
+class TestConclusions:
+    def test_compare_one_run_per_lead_with_a_drain_per_database(self):
+        drain = measured("drain", 1, 1000, {RUNS: 5.0})
+        alone = measured("per-lead", 5, 5, {RUNS: 25.0})
+
+        [line] = conclusions([drain, alone], cores=2)
+
+        assert line.startswith("- PostgreSQL: a lead synced in a run of its own")
+        assert "1,000× the Prefect-side CPU" in line
+
+    def test_warn_when_other_work_loaded_the_cores(self):
+        drain = measured("drain", 1, 1000, {RUNS: 5.0})
+        drain.load = "3.50, 2.00, 1.00"
+
+        lines = conclusions([drain], cores=2)
+
+        assert lines == [
+            "- Other work shared the 2 cores: the 1-minute load average reached "
+            "3.5 as measurements began. Wall-clock figures are therefore upper "
+            "bounds; CPU seconds are what each process used, whatever the "
+            "contention, and are the firmer figures."
+        ]
 
 
 class TestRoles:
