@@ -30,7 +30,7 @@ from leads.matching import mailbox_key
 from leads.models import LeadInput, Outcome
 from leads.normalise import clean_fields, clean_text
 from leads.store import Store, TenantScope, audit, duplicates, match_keys, timeline
-from leads.store.leads import find_by_email, stored_keys
+from leads.store.leads import find_by_email, stored_addresses
 from leads.store.schema import describe_error
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import Lead, new_id
@@ -347,8 +347,7 @@ def store_many(
     # The stored leads these addresses update, locked now in key order: the
     # items are then applied in their own order, and two writers still take
     # row locks in one order (no deadlock on PostgreSQL).
-    taken = stored_keys(scope, Lead.email, emails, lock=True)
-    boxes = stored_keys(scope, Lead.mailbox_key, map(mailbox_key, emails))
+    taken, boxes = stored_addresses(scope, emails)
     fresh: list[int] = []
     later: list[int] = []
     for position, (_, values) in enumerate(items):

@@ -6,12 +6,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from leads.errors import LeadNotFound
+from leads.matching import mailbox_key
 from leads.store.database import TenantScope
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
 from leads.store.tables import Lead
@@ -57,48 +56,62 @@ def find_by_email(scope: TenantScope, email: str, *, lock: bool = False) -> Lead
 IN_LIST_SIZE = 500
 
 
-def stored_keys(
-    scope: TenantScope,
-    column: Any,
-    keys: Iterable[str | None],
-    *,
-    lock: bool = False,
-) -> set[str]:
-    """Which of `keys` some lead of the tenant holds in `column` (an indexed key).
+def stored_addresses(
+    scope: TenantScope, emails: Iterable[str | None]
+) -> tuple[set[str], set[str]]:
+    """Which of these e-mail keys, and which of their mailbox keys, the tenant's
+    leads hold, in one statement.
 
-    With `lock`, those leads are locked until the transaction ends, in key
-    order (FOR UPDATE on PostgreSQL; SQLite serialises writers already).
+    The leads found are locked until the transaction ends, in e-mail order
+    (FOR UPDATE on PostgreSQL; SQLite serialises writers already): those
+    holding one of the addresses are the ones the caller updates, and those
+    holding only a mailbox are read again when the caller compares with them.
+
+    Returns:
+        The e-mail keys found, and the mailbox keys found.
     """
-    wanted = sorted({key for key in keys if key})
-    found: set[str] = set()
+    wanted = sorted({email for email in emails if email})
+    taken: set[str] = set()
+    boxes: set[str] = set()
     if not wanted:
-        return found
+        return taken, boxes
     # Leads added in this transaction count too (an ORM query would flush).
     scope.session.flush()
-    statement = _stored_keys(column.key, lock)
+    connection = scope.session.connection()
     for start in range(0, len(wanted), IN_LIST_SIZE):
         part = wanted[start : start + IN_LIST_SIZE]
-        found.update(
-            scope.session.connection()
-            .execute(statement, {"tenant_id": scope.tenant_id, "keys": part})
-            .scalars()
+        asked = set(part)
+        found = connection.execute(
+            _STORED_ADDRESSES,
+            {
+                "tenant_id": scope.tenant_id,
+                "emails": part,
+                "boxes": sorted({box for e in part if (box := mailbox_key(e))}),
+            },
         )
-    return found
+        for email, box in found:
+            if email in asked:
+                taken.add(email)
+            if box:
+                boxes.add(box)
+    return taken, boxes
 
 
-@lru_cache(maxsize=8)
-def _stored_keys(name: str, lock: bool) -> Select[tuple[str]]:
-    """`stored_keys`' statement for one column, built once, on Core columns:
-    it runs for every intake, and an ORM statement costs more to run."""
-    leads = Lead.__table__
-    column = leads.c[name]
-    query = select(column).where(
-        leads.c.tenant_id == bindparam("tenant_id"),
-        column.in_(bindparam("keys", expanding=True)),
+_LEADS = Lead.__table__
+# Core columns, built once: it runs for every intake, and an ORM statement
+# costs more to run.
+_STORED_ADDRESSES = (
+    select(_LEADS.c.email, _LEADS.c.mailbox_key)
+    .where(
+        _LEADS.c.tenant_id == bindparam("tenant_id"),
+        or_(
+            _LEADS.c.email.in_(bindparam("emails", expanding=True)),
+            _LEADS.c.mailbox_key.in_(bindparam("boxes", expanding=True)),
+        ),
     )
-    if lock:
-        query = query.order_by(column).with_for_update()
-    return query
+    .order_by(_LEADS.c.email)
+    .with_for_update()
+)
 
 
 @dataclass(frozen=True)
