@@ -21,7 +21,7 @@ from time import perf_counter
 
 import httpx
 
-from bench import machine
+from bench import headline, machine
 from bench.server import (
     BENCH_RATE_LIMIT_PER_MINUTE,
     Backend,
@@ -44,6 +44,7 @@ MAX_REQUESTS = 200_000
 MAX_CONCURRENCY = 256
 MAX_BATCHES = 1_000
 MAX_BATCH_SIZE = 1_000
+MAX_RUNS = 20
 REQUEST_TIMEOUT_S = 60.0
 PHASE_TIMEOUT_S = 900.0
 BATCH_WARMUP_LEADS = 10
@@ -64,6 +65,8 @@ class Plan:
     batches: int
     batch_size: int
     backends: tuple[str, ...]
+    runs: int = 1
+    quick: bool = False
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Measurement:
     clients: int
     unit: str
     tail: bool
+    run: int = 1
     done: int = 0
     wall_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
@@ -92,6 +96,11 @@ class Measurement:
     def failed(self) -> int:
         """How many requests or items failed, of every kind."""
         return sum(self.failures.values())
+
+    @property
+    def rate(self) -> float:
+        """Requests or leads a second, NaN when nothing was timed."""
+        return self.done / self.wall_s if self.wall_s > 0 else math.nan
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -241,7 +250,7 @@ def _batch_bodies(prefix: str, batches: int, size: int) -> list[bytes]:
 
 
 async def measure(
-    base_url: str, headers: dict[str, str], backend: str, plan: Plan
+    base_url: str, headers: dict[str, str], backend: str, plan: Plan, run: int = 1
 ) -> list[Measurement]:
     """Runs the warm-up, the single-lead and the batch measurements on one server.
 
@@ -250,11 +259,12 @@ async def measure(
         headers: sent with every request: the API key.
         backend: the backend's name, for the report's rows.
         plan: how many requests, clients and batches.
+        run: which run on this server this is, for the report's rows.
 
     Returns:
         The single-lead row, then the batch row.
     """
-    run = secrets.token_hex(4)
+    tag = secrets.token_hex(4)
     single = Measurement(
         backend,
         "single `POST /api/leads`",
@@ -262,6 +272,7 @@ async def measure(
         plan.concurrency,
         "req/s",
         tail=True,
+        run=run,
     )
     batch = Measurement(
         backend,
@@ -270,6 +281,7 @@ async def measure(
         1,
         "leads/s",
         tail=False,
+        run=run,
     )
     limits = httpx.Limits(
         max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
@@ -283,11 +295,11 @@ async def measure(
     ) as client:
         warmup = Measurement(backend, "warm-up", "", plan.concurrency, "", tail=False)
         await _post_singles(
-            client, _encoded(f"w{run}", plan.warmup), plan.concurrency, warmup
+            client, _encoded(f"w{tag}", plan.warmup), plan.concurrency, warmup
         )
         await _post_batch(
             client,
-            _batch_bodies(f"wb{run}", 1, BATCH_WARMUP_LEADS)[0],
+            _batch_bodies(f"wb{tag}", 1, BATCH_WARMUP_LEADS)[0],
             BATCH_WARMUP_LEADS,
             warmup,
         )
@@ -296,11 +308,11 @@ async def measure(
         single.samples.extend(warmup.samples)
 
         await _post_singles(
-            client, _encoded(f"s{run}", plan.requests), plan.concurrency, single
+            client, _encoded(f"s{tag}", plan.requests), plan.concurrency, single
         )
         await _post_batches(
             client,
-            _batch_bodies(f"b{run}", plan.batches, plan.batch_size),
+            _batch_bodies(f"b{tag}", plan.batches, plan.batch_size),
             plan.batch_size,
             batch,
         )
@@ -314,18 +326,20 @@ def _ms(value: float) -> str:
 def table(rows: list[Measurement]) -> list[str]:
     """The Markdown table, one line per backend × measurement."""
     lines = [
-        "| Backend | Measurement | Work | Clients | Throughput | p50 ms | p95 ms "
-        "| p99 ms | max ms | Failures |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Backend | Measurement | Run | Work | Clients | Throughput | p50 ms "
+        "| p95 ms | p99 ms | max ms | Failures |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in rows:
-        rate = row.done / row.wall_s if row.wall_s > 0 else math.nan
+    for row in sorted(
+        rows, key=lambda r: (BACKENDS.index(r.backend), not r.tail, r.run)
+    ):
         lat = row.latencies_ms
         p95 = _ms(percentile(lat, 95)) if row.tail else "–"
         p99 = _ms(percentile(lat, 99)) if row.tail else "–"
         lines.append(
-            f"| {row.backend} | {row.name} | {row.work} | {row.clients} "
-            f"| {rate:,.0f} {row.unit} | {_ms(percentile(lat, 50))} | {p95} | {p99} "
+            f"| {row.backend} | {row.name} | {row.run} | {row.work} | {row.clients} "
+            f"| {row.rate:,.0f} {row.unit} | {_ms(percentile(lat, 50))} | {p95} "
+            f"| {p99} "
             f"| {_ms(max(lat, default=math.nan))} | {row.failed} |"
         )
     return lines
@@ -373,6 +387,9 @@ def report(
         f"- Single: {plan.warmup} warm-up requests, then {plan.requests:,} requests "
         f"with new e-mails from {plan.concurrency} concurrent `httpx.AsyncClient` "
         "tasks sharing one connection pool; latency is from send to full response.",
+        f"- Runs: {plan.runs} per backend, one after another on the same server "
+        "and store (the store grows by each run's leads); each run has its own "
+        "warm-up.",
         f"- Batch: one {BATCH_WARMUP_LEADS}-lead warm-up batch, then "
         f"{plan.batches} batches of {plan.batch_size:,} new leads sent one after "
         "another; throughput counts leads answered `created` (or "
@@ -396,6 +413,44 @@ def report(
     if notes or problems:
         lines += ["", "## Notes", "", *(f"- {note}" for note in notes), *problems]
     return "\n".join(lines) + "\n"
+
+
+def headlines(rows: list[Measurement], notes: list[str]) -> list[headline.Figure]:
+    """Per backend: single requests/s and their p99, batch leads/s, over the runs."""
+    figures = []
+    for backend in BACKENDS:
+        singles = [r for r in rows if r.backend == backend and r.tail]
+        batches = [r for r in rows if r.backend == backend and not r.tail]
+        if not singles:
+            why = next(
+                (note for note in notes if backend in note.lower()),
+                "not in --backends",
+            )
+            figures.append(headline.skipped(f"{backend}: lead API", why))
+            continue
+        failed = sum(r.failed for r in [*singles, *batches])
+        note = f"{failed:,} failed" if failed else None
+        figures += [
+            headline.measured(
+                f"{backend}: single `POST /api/leads`, {singles[0].clients} clients, "
+                "one API process",
+                "req/s",
+                [r.rate for r in singles],
+                note=note,
+            ),
+            headline.measured(
+                f"{backend}: single `POST /api/leads`, p99 latency",
+                "ms",
+                [percentile(r.latencies_ms, 99) for r in singles],
+            ),
+            headline.measured(
+                f"{backend}: batch `POST /api/leads/batch`, {batches[0].work}",
+                "leads/s",
+                [r.rate for r in batches],
+                note=note,
+            ),
+        ]
+    return figures
 
 
 def _positive(most: int) -> Callable[[str], int]:
@@ -461,6 +516,12 @@ def parse_plan(argv: list[str]) -> Plan:
         help="comma-separated, from sqlite,postgresql (default both)",
     )
     parser.add_argument(
+        "--runs",
+        type=_positive(MAX_RUNS),
+        default=3,
+        help="runs per backend on the same server (default 3)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: "
@@ -476,6 +537,8 @@ def parse_plan(argv: list[str]) -> Plan:
         batches=args.batches or defaults["batches"],
         batch_size=args.batch_size or defaults["batch_size"],
         backends=args.backends,
+        runs=args.runs,
+        quick=args.quick,
     )
 
 
@@ -508,9 +571,10 @@ def main(argv: list[str]) -> int:
                 _progress(f"[{name}] {upgrade_store(backend)}")
                 with api_server(backend) as server:
                     _progress(f"[{name}] API up at {server.base_url}; measuring")
-                    rows += asyncio.run(
-                        measure(server.base_url, server.headers, name, plan)
-                    )
+                    for run in range(1, plan.runs + 1):
+                        rows += asyncio.run(
+                            measure(server.base_url, server.headers, name, plan, run)
+                        )
                 stores.append(f"{name}: {backend.label}")
         except BackendUnavailable as exc:
             skipped = f"PostgreSQL rows skipped: {exc}"
@@ -526,6 +590,9 @@ def main(argv: list[str]) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text, encoding="utf-8")
     _progress(f"report written to {os.path.relpath(RESULTS)}")
+    headline.record(
+        "lead_api", argv, headlines(rows, notes), report=RESULTS, smoke=plan.quick
+    )
     if any(row.failed for row in rows):
         print("FAILED: some requests did not succeed; see Notes above.", flush=True)
         return 1

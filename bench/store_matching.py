@@ -5,7 +5,7 @@ intake takes: blocking keys looked up in `lead_match_keys`, candidates read
 from `leads`, compared. The store is filled directly (rows and keys in bulk),
 not through intake, so that a million leads take minutes, not an hour.
 
-    python -m bench.store_matching [--size 1000000] [--queries 1000]
+    python -m bench.store_matching [--size 1000000] [--queries 1000] [--runs 3]
         [--backend sqlite|postgresql]
 """
 
@@ -16,12 +16,13 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, insert, text
 
-from bench import machine
+from bench import headline, machine
 from bench.matching import SYNTHETIC_SEED, Population
 from leads.changes import lead_values
 from leads.fuzzy import MatchRules, load_rules
@@ -52,6 +53,9 @@ def _row(lead: dict[str, Any], number: int, now: Any) -> dict[str, Any]:
         "warnings": [],
         "flags": [],
         "custom": {},
+        "crm_state": {},
+        "email_opt_out": False,
+        "email_state": {},
         "crm_sync_status": "pending",
         "created_at": now,
         "updated_at": now,
@@ -105,7 +109,31 @@ def query(store: Store, population: Population, kept: list[dict[str, Any]], coun
     return times, found
 
 
-def run(size: int, queries: int, backend: str) -> list[str]:
+@dataclass(frozen=True)
+class QueryRun:
+    """One pass of the queries over the filled store."""
+
+    times: list[float]
+    found: int
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times) * 1000
+
+    @property
+    def p95_ms(self) -> float:
+        ordered = sorted(self.times)
+        return ordered[int(0.95 * (len(ordered) - 1))] * 1000
+
+
+def run(
+    size: int, queries: int, runs: int, backend: str
+) -> tuple[float, list[QueryRun]]:
+    """Fills a store of `size` leads, then asks `queries` queries `runs` times.
+
+    Returns:
+        The seconds the fill took, and each run's times.
+    """
     rules = load_rules(get_settings().config_dir / "matching.yaml")
     population = Population.invent(SYNTHETIC_SEED)
     with tempfile.TemporaryDirectory(prefix="bench-store-matching-") as scratch:
@@ -118,22 +146,54 @@ def run(size: int, queries: int, backend: str) -> list[str]:
             started = time.perf_counter()
             kept = fill(store, rules, population, size, max(1, size // queries))
             filled = time.perf_counter() - started
-            times, found = query(store, population, kept, queries)
+            done = [
+                QueryRun(*query(store, population, kept, queries)) for _ in range(runs)
+            ]
             store.dispose()
         finally:
             if drop is not None:
                 drop()
-    times.sort()
-    median = statistics.median(times) * 1000
-    p95 = times[int(0.95 * (len(times) - 1))] * 1000
+    return filled, done
+
+
+def results_table(
+    size: int, queries: int, backend: str, filled: float, runs: list[QueryRun]
+) -> list[str]:
+    """One row per run of the queries, then their median against the target."""
+    medians = [one.median_ms for one in runs]
+    median = statistics.median(medians)
     verdict = "met" if median <= TARGET_MEDIAN_MS else "MISSED"
     return [
-        f"Store of {size:,} leads on {backend}, filled in {filled:.0f} s.",
+        f"Store of {size:,} leads on {backend}, filled in {filled:.0f} s; "
+        f"{len(runs)} runs of the queries over it (each resubmits the same stored "
+        "leads with new typos, and asks new people).",
         "",
-        "| Queries | Median | p95 | Resubmissions matched | Target (median) |",
-        "| ---: | ---: | ---: | ---: | --- |",
-        f"| {queries:,} | {median:.2f} ms | {p95:.2f} ms "
-        f"| {found:,} of {queries // 2:,} | ≤ {TARGET_MEDIAN_MS:.0f} ms: {verdict} |",
+        "| Run | Queries | Median | p95 | Resubmissions matched |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {number} | {queries:,} | {one.median_ms:.2f} ms | {one.p95_ms:.2f} ms "
+            f"| {one.found:,} of {queries // 2:,} |"
+            for number, one in enumerate(runs, start=1)
+        ),
+        "",
+        f"Median of the runs' medians: {median:.2f} ms ({min(medians):.2f} – "
+        f"{max(medians):.2f}); target ≤ {TARGET_MEDIAN_MS:.0f} ms: {verdict}.",
+    ]
+
+
+def headlines(size: int, backend: str, runs: list[QueryRun]) -> list[headline.Figure]:
+    """The median per query against the target, and the p95."""
+    medians = [one.median_ms for one in runs]
+    what = f"one new lead matched against {size:,} stored ({backend})"
+    return [
+        headline.measured(
+            f"Median, {what}",
+            "ms",
+            medians,
+            target=f"≤ {TARGET_MEDIAN_MS:.0f} ms",
+            met=statistics.median(medians) <= TARGET_MEDIAN_MS,
+        ),
+        headline.measured(f"p95, {what}", "ms", [one.p95_ms for one in runs]),
     ]
 
 
@@ -158,9 +218,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.store_matching")
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="passes of the queries over the one filled store (default 3)",
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args(argv)
-    body = run(args.size, args.queries, args.backend)
+    filled, runs = run(args.size, args.queries, args.runs, args.backend)
+    body = results_table(args.size, args.queries, args.backend, filled, runs)
     report = [
         "# Matching one lead against the store",
         "",
@@ -173,6 +240,9 @@ def main(argv: list[str]) -> int:
         *body,
     ]
     machine.publish(RESULTS, report)
+    headline.record(
+        "store_matching", argv, headlines(args.size, args.backend, runs), report=RESULTS
+    )
     return 0
 
 
