@@ -13,6 +13,7 @@ import hashlib
 import json
 import shlex
 import statistics
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -307,6 +308,21 @@ def table(entries: Sequence[Entry]) -> list[str]:
     return lines
 
 
+def _wrapped(lines: Iterable[str]) -> list[str]:
+    """Prose and bullets wrapped at 88 columns, as the README's own text is."""
+    wrapped = []
+    for line in lines:
+        indent = "  " if line.startswith("- ") else ""
+        wrapped += textwrap.wrap(
+            line,
+            88,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [""]
+    return wrapped
+
+
 def provenance(entries: Sequence[Entry]) -> list[str]:
     """Where each benchmark's figures came from: command, date, code, machine, data."""
     lines = []
@@ -326,15 +342,19 @@ def provenance(entries: Sequence[Entry]) -> list[str]:
 def section(entries: Sequence[Entry]) -> list[str]:
     """The block the top-level README shows between its markers."""
     return [
-        "Written by `python -m bench report` (run at the end of `make bench`) from "
-        "`bench/results/*-headline.json`; `bench/results/README.md` has each "
-        "run's values.",
+        *_wrapped(
+            [
+                "Written by `python -m bench report` (run at the end of `make "
+                "bench`) from `bench/results/*-headline.json`; "
+                "`bench/results/README.md` has each run's values."
+            ]
+        ),
         "",
         *table(entries),
         "",
         "Each benchmark's figures came from this command and machine:",
         "",
-        *(provenance(entries) or ["- none yet: no benchmark has recorded headlines"]),
+        *_wrapped(provenance(entries) or ["- none yet: no benchmark has recorded any"]),
     ]
 
 
@@ -363,25 +383,29 @@ def results_page(entries: Sequence[Entry]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        "Written by `python -m bench report` from the `*-headline.json` files "
-        "here, each recorded by its benchmark beside its `*-latest.md` report. "
-        "A median is of the runs counted; the spread is their lowest and highest. "
-        "A benchmark whose headlines are missing, stale or from a smoke run "
-        "shows as not run.",
+        *_wrapped(
+            [
+                "Written by `python -m bench report` from the `*-headline.json` "
+                "files here, each recorded by its benchmark beside its "
+                "`*-latest.md` report. A median is of the runs counted; the spread "
+                "is their lowest and highest. A benchmark whose headlines are "
+                "missing, stale or from a smoke run shows as not run."
+            ]
+        ),
         "",
         *table(entries),
         "",
         "## Where the figures came from",
         "",
-        *(provenance(entries) or ["- none yet"]),
+        *_wrapped(provenance(entries) or ["- none yet"]),
         "",
         "## Each run's values",
         "",
-        *(_runs(entries) or ["- no figure has more than one run"]),
+        *_wrapped(_runs(entries) or ["- no figure has more than one run"]),
         "",
         "## Machines",
         "",
-        *(machines or ["- none yet"]),
+        *_wrapped(machines or ["- none yet"]),
     ]
     return "\n".join(lines) + "\n"
 
