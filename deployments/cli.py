@@ -22,6 +22,9 @@ from leads.settings import Settings, get_settings
 from leads.store.database import create_store_engine
 from leads.store.schema import schema_state, upgrade
 
+# Seconds an API worker process may take to answer uvicorn's health ping.
+WORKER_HEALTHCHECK_S = 30
+
 app = typer.Typer(
     help="Automation Orchestrator: lead automation as code.",
     no_args_is_help=True,
@@ -111,6 +114,10 @@ def api(
         log_level=log_level,
         log_config=_log_config(log_level),
         access_log=False,
+        # uvicorn kills a worker that misses a health ping for this long: its
+        # default of 5 s killed workers still starting on a busy two-core
+        # machine, again and again.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
 
 
