@@ -25,7 +25,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from bench import machine
+from bench import headline, machine
 from leads.control_characters import to_one_line
 from leads.fuzzy import BlockIndex, MatchRules, load_rules
 from leads.normalise import clean_text, email_key
@@ -588,8 +588,13 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
 
 
+def _goal(outcome: Outcome) -> float:
+    """The F1 the target asks of a data set: 0.95 on FEBRL, 0.90 elsewhere."""
+    return 0.95 if outcome.name.startswith("FEBRL") else 0.90
+
+
 def _target(outcome: Outcome) -> str:
-    goal = 0.95 if outcome.name.startswith("FEBRL") else 0.90
+    goal = _goal(outcome)
     best = max(outcome.with_possible.f1, outcome.without_possible.f1)
     return f"{'met' if best >= goal else 'missed'} (≥ {goal:.2f})"
 
@@ -632,12 +637,12 @@ def _our_best(outcome: Outcome) -> tuple[str, Quality]:
     return "match only", outcome.without_possible
 
 
-def _peer_target(side: SideBySide, peer: PeerOutcome) -> tuple[bool, str]:
-    """Whether ours beat one peer on F1, whole-set time and one lead, with numbers."""
+def _peer_checks(side: SideBySide, peer: PeerOutcome) -> list[tuple[bool, str]]:
+    """Ours against one peer on F1, whole-set time and one lead: passed, and numbers."""
     ours = _our_best(side.ours)[1]
     our_lead = statistics.median(side.our_lookups)
     their_lead = statistics.median(peer.lookup_times)
-    checks = [
+    return [
         (
             ours.f1 >= peer.quality.f1,
             f"F1 {ours.f1:.3f} {'≥' if ours.f1 >= peer.quality.f1 else '<'} "
@@ -654,6 +659,11 @@ def _peer_target(side: SideBySide, peer: PeerOutcome) -> tuple[bool, str]:
             f"{'<' if our_lead < their_lead else '≥'} {_milliseconds(their_lead)} ms",
         ),
     ]
+
+
+def _peer_target(side: SideBySide, peer: PeerOutcome) -> tuple[bool, str]:
+    """Whether ours beat one peer on F1, whole-set time and one lead, with numbers."""
+    checks = _peer_checks(side, peer)
     met = all(passed for passed, _ in checks)
     return met, f"{'met' if met else 'missed'}: {', '.join(t for _, t in checks)}"
 
@@ -817,6 +827,85 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def headlines(
+    outcomes: list[Outcome], sides: list[SideBySide], absent: dict[str, str]
+) -> list[headline.Figure]:
+    """Per data set: our F1, records/s and one lead's match, each beside the peers'.
+
+    Args:
+        outcomes: ours on each data set run (the fastest of its runs).
+        sides: the peers on those data sets; none with `--no-peers`.
+        absent: why each data set not run was not (its key: the reason).
+    """
+    fastest = f"the fastest of {REPEATS} runs; the others are not kept"
+    figures = []
+    for outcome in outcomes:
+        side = next((side for side in sides if side.ours is outcome), None)
+        peers = side.peers if side is not None else []
+        checks = [_peer_checks(side, peer) for peer in peers] if side else []
+        if side is None:
+            compared = "no peers: --no-peers"
+        elif side.skipped:
+            compared = f"{len(side.skipped)} peer run(s) failed: see the report"
+        else:
+            compared = None
+        counted, quality = _our_best(outcome)
+        figures.append(
+            headline.measured(
+                f"{outcome.name}: F1 ({outcome.records:,} records)",
+                "",
+                [quality.f1],
+                target=f"≥ {_goal(outcome):.2f}",
+                met=quality.f1 >= _goal(outcome),
+                note=f"{counted}; {fastest}",
+                peers=[headline.Peer(peer.peer, peer.quality.f1) for peer in peers],
+            )
+        )
+        figures.append(
+            headline.measured(
+                f"{outcome.name}: records/s, the whole data set",
+                "records/s",
+                [outcome.throughput],
+                target="F1 ≥ each peer's, in less time" if checks else None,
+                met=all(f1 and time for (f1, _), (time, _), _ in checks)
+                if checks
+                else None,
+                note="; ".join(filter(None, [fastest, compared])),
+                peers=[headline.Peer(peer.peer, peer.throughput) for peer in peers],
+            )
+        )
+        label = f"{outcome.name}: one new lead matched against the rest, p50"
+        if side is None:
+            figures.append(
+                headline.skipped(
+                    label, "timed beside the peers only: --no-peers", unit="ms"
+                )
+            )
+            continue
+        figures.append(
+            headline.measured(
+                label,
+                "ms",
+                [1000 * statistics.median(side.our_lookups)],
+                target="faster than each peer" if checks else None,
+                met=all(lead for _, _, (lead, _) in checks) if checks else None,
+                note=f"p50 of {len(side.our_lookups)} lookups in one run; each "
+                f"peer's from its fastest of {REPEATS} runs"
+                + (f"; {compared}" if compared else ""),
+                peers=[
+                    headline.Peer(
+                        peer.peer, 1000 * statistics.median(peer.lookup_times)
+                    )
+                    for peer in peers
+                ],
+            )
+        )
+    figures += [
+        headline.skipped(f"Data set `{key}`", reason) for key, reason in absent.items()
+    ]
+    return figures
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
     from bench.matching_peers import PEERS
 
@@ -870,11 +959,17 @@ def main(argv: list[str]) -> int:
     outcomes: list[Outcome] = []
     sides: list[SideBySide] = []
     skipped: list[str] = []
-    for name in options.only or list(DATA_SETS):
+    chosen = options.only or list(DATA_SETS)
+    absent = {name: "not in --only" for name in DATA_SETS if name not in chosen}
+    for name in chosen:
         needed, build = DATA_SETS[name]
         missing = [path for path in needed if not (options.data / path).is_file()]
         if missing:
             line = f"{name}: {options.data / missing[0]} not found"
+            absent[name] = (
+                f"`{machine.shown_path(options.data / missing[0])}` not found; set "
+                f"{machine.DATA_ENV} or --data to the folder holding it"
+            )
             skipped.append(line)
             print(f"skip {line}", file=sys.stderr)
             continue
@@ -907,6 +1002,16 @@ def main(argv: list[str]) -> int:
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(report, encoding="utf-8")
     print(report, end="")
+    # Beside the report, so a report written elsewhere (--output) does not
+    # leave the committed one's headlines stale.
+    headline.record(
+        "matching",
+        argv,
+        headlines(outcomes, sides, absent),
+        report=options.output,
+        data=options.data,
+        results=options.output.parent,
+    )
     return 0
 
 
