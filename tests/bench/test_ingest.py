@@ -11,8 +11,10 @@ import leads.intake
 from bench.ingest import (
     API_ROLE,
     FULL,
+    P99_TARGET,
     QUICK,
     TIMED,
+    WRK_MISSING,
     BackendResults,
     Stages,
     WrkFailed,
@@ -20,6 +22,7 @@ from bench.ingest import (
     WrkRun,
     _stopwatch,
     _timing,
+    headlines,
     parse_plan,
     parse_wrk,
     rate_reference,
@@ -241,3 +244,114 @@ class TestTiming:
             )
 
         assert all(getattr(m, n) is f for (m, n), f in before.items())
+
+
+def wrk_run(workers: int, connections: int, accepted: int, drains: bool = False):
+    run = WrkRun("sqlite", workers, connections, drains, f"w{workers}c{connections}")
+    run.result = WrkResult(accepted, 10.0, accepted, 0, {}, {})
+    return run
+
+
+def ran(*windows: Window, wrk: tuple[WrkRun, ...] = ()) -> BackendResults:
+    results = BackendResults("sqlite", wrk=list(wrk), windows=list(windows))
+    results.durations = {"fixed rates": 60.0}
+    return results
+
+
+def labelled(figures) -> dict[str, dict]:
+    return {figure.label: figure.as_json() for figure in figures}
+
+
+class TestHeadlines:
+    def test_saturation_is_the_best_set_up_judged_against_the_target(self):
+        beside = wrk_run(2, 64, 6_000, drains=True)
+        beside.synced, beside.wall_s, beside.drains_seen = (100, 2_100), 10.0, True
+        runs = (wrk_run(1, 16, 9_000), wrk_run(2, 64, 12_000), beside)
+
+        figures = labelled(headlines(FULL, [ran(wrk=runs)], []))
+
+        idle = figures["sqlite: leads/s with wrk, drains idle"]
+        assert (idle["value"], idle["verdict"]) == (1_200.0, "met")
+        assert idle["target"].startswith("≥ 1,000 leads/s")
+        assert "n8n documents about 220" in idle["target"]
+        assert "`ORCH_API_WORKERS=2`, 64 connections: the best of 2" in idle["note"]
+        running = figures["sqlite: leads/s with wrk, drains running"]
+        assert (running["value"], running["verdict"]) == (600.0, "no target")
+        assert "200 leads/s synced" in running["note"]
+        assert "NOT seen" not in running["note"]
+
+    def test_p99_at_each_rate_run_and_the_target_rate_judged(self):
+        figures = labelled(
+            headlines(FULL, [ran(window(100, 200), window(500, 1_000))], [WRK_MISSING])
+        )
+
+        low = figures["sqlite: p99 at 100 leads/s offered, open loop"]
+        judged = figures["sqlite: p99 at 500 leads/s offered, open loop"]
+        assert (low["value"], low["verdict"]) == (5.0, "no target")
+        assert (judged["value"], judged["target"]) == (5.0, P99_TARGET)
+        assert judged["verdict"] == "met"
+
+    def test_errors_at_the_target_rate_miss_it(self):
+        refused = window(500, 1_000, statuses=503)
+
+        figures = labelled(headlines(FULL, [ran(refused)], [WRK_MISSING]))
+
+        assert (
+            figures["sqlite: p99 at 500 leads/s offered, open loop"]["verdict"]
+            == "missed"
+        )
+
+    def test_a_ladder_saturated_below_the_target_rate_says_it_missed_it(self):
+        paced = window(250, 500)
+        slow = Window(
+            paced.name,
+            paced.rate,
+            paced.seconds,
+            "p",
+            shots=[shot._replace(due_s=shot.due_s * 2) for shot in paced.shots],
+        )
+
+        figures = labelled(headlines(FULL, [ran(window(100, 200), slow)], []))
+
+        target = figures["sqlite: p99 at 500 leads/s offered, open loop"]
+        assert (target["verdict"], target["target"]) == ("skipped", P99_TARGET)
+        assert target["reason"].startswith("not reached, so missed: offered 250/s")
+        assert (
+            "saturated"
+            in figures["sqlite: p99 at 250 leads/s offered, open loop"]["note"]
+        )
+
+    def test_a_target_rate_not_offered_says_so(self):
+        plan = parse_plan(["--rates", "100,250", "--no-drains"])
+
+        figures = labelled(headlines(plan, [ran(window(100, 200))], [WRK_MISSING]))
+
+        target = figures["sqlite: p99 at 500 leads/s offered, open loop"]
+        assert target["reason"] == "500/s is not among --rates"
+        assert figures["sqlite: leads/s with wrk, drains idle"]["reason"] == (
+            WRK_MISSING
+        )
+        assert figures["sqlite: leads/s with wrk, drains running"]["reason"] == (
+            "--no-drains"
+        )
+
+    def test_a_failed_part_gives_its_problem_as_the_reason(self):
+        results = ran()
+        results.problems = ["saturation: wrk exited with 1: boom"]
+
+        figures = labelled(headlines(FULL, [results], []))
+
+        idle = figures["sqlite: leads/s with wrk, drains idle"]
+        assert idle["reason"] == "saturation: wrk exited with 1: boom"
+
+    def test_a_backend_that_did_not_run_is_one_skipped_row(self):
+        plan = parse_plan(["--backends", "postgresql"])
+        note = "postgresql skipped: ORCH_TEST_POSTGRES_URL is not set"
+
+        (figure,) = headlines(plan, [], [note])
+
+        assert (figure.label, figure.verdict, figure.reason) == (
+            "postgresql: ingest",
+            "skipped",
+            note,
+        )
