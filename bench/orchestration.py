@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
     from bench.crm_sync import Sandbox
+    from bench.headline import Figure
     from bench.server import Backend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1193,6 +1194,108 @@ def report(argv: list[str], plan: Plan, results: Results) -> list[str]:
     return lines
 
 
+# Headlines --------------------------------------------------------------------------
+
+
+def _ended(measured: Measured) -> str:
+    """How the runs ended when not every one completed; else nothing."""
+    if measured.all_completed or not measured.runs:
+        return ""
+    return f"; runs ended {dict(measured.states)}"
+
+
+def headlines(plan: Plan, results: Results) -> list[Figure]:
+    """Per Prefect database: a served `noop` run's seconds and CPU, CPU per lead.
+
+    CPU is counted over each measurement's whole window, so it is one figure
+    per measurement, divided by its runs or leads; seconds are each run's.
+    """
+    # Imported here: the flow runs import this module (see its docstring).
+    from bench import headline
+
+    figures = []
+    for name in plan.databases:
+        # `Measured.database` is the database as shown: SQLite, PostgreSQL.
+        mine = {m.how: m for m in results.measured if m.database.lower() == name}
+        why = next(
+            (p for p in results.problems if p.startswith(f"{name}: ")), "not measured"
+        )
+        shown = next(iter(mine.values())).database if mine else name
+        served = mine.get("deployment")
+        label = f"{shown}: a served `noop` flow run, creation to end"
+        cpu_label = f"{shown}: Prefect CPU per served `noop` flow run"
+        if served is None or not served.durations:
+            figures += [
+                headline.skipped(label, why, unit="s"),
+                headline.skipped(cpu_label, why, unit="CPU-s"),
+            ]
+        else:
+            running = (
+                f"RUNNING {statistics.median(served.running):.2f} s of it (median); "
+                if served.running
+                else ""
+            )
+            figures += [
+                headline.measured(
+                    label,
+                    "s",
+                    served.durations,
+                    note=f"{running}{served.runs} runs one after another"
+                    + _ended(served),
+                ),
+                headline.measured(
+                    cpu_label,
+                    "CPU-s",
+                    [served.cpu_per(served.runs)],
+                    note=f"the {served.runs} runs' window ÷ runs; "
+                    f"{served.cpu_per(served.runs, (RUNS,)):.2f} of it the run's "
+                    "process" + _ended(served),
+                ),
+            ]
+        drain, alone = mine.get("drain"), mine.get("per-lead")
+        per_drain = drain.leads // max(drain.runs, 1) if drain else plan.leads
+        label = f"{shown}: Prefect CPU per synced lead, one `crm_sync` run per "
+        if drain is None or not drain.leads:
+            figures.append(headline.skipped(label + "drain", why, unit="CPU-ms"))
+        else:
+            figures.append(
+                headline.measured(
+                    f"{label}drain of {per_drain:,}",
+                    "CPU-ms",
+                    [1000 * drain.cpu_per(drain.leads)],
+                    note=f"{drain.runs} drains' windows ÷ {drain.leads:,} leads"
+                    + _ended(drain),
+                )
+            )
+        if alone is None or not alone.leads:
+            figures.append(headline.skipped(label + "lead", why, unit="CPU-ms"))
+        else:
+            figures.append(
+                headline.measured(
+                    label + "lead",
+                    "CPU-ms",
+                    [1000 * alone.cpu_per(alone.leads)],
+                    note=f"{alone.runs} runs created together; their window ÷ "
+                    f"{alone.leads:,} leads" + _ended(alone),
+                )
+            )
+        times = (
+            ratio(alone.cpu_per(alone.leads), drain.cpu_per(drain.leads))
+            if drain and alone and drain.leads and alone.leads
+            else None
+        )
+        label = f"{shown}: Prefect CPU per synced lead, one run per lead ÷ one drain"
+        if times is None:
+            figures.append(headline.skipped(label, why, unit="×"))
+        else:
+            figures.append(
+                headline.measured(
+                    label, "×", [times], note=f"drains of {per_drain:,} leads"
+                )
+            )
+    return figures
+
+
 # Command line ----------------------------------------------------------------------
 
 
@@ -1252,6 +1355,15 @@ def main(argv: list[str]) -> int:
     results = Results()
     run(plan, results)
     machine.publish(RESULTS, report(argv, plan, results))
+    from bench import headline
+
+    headline.record(
+        "orchestration",
+        argv,
+        headlines(plan, results),
+        report=RESULTS,
+        smoke="--quick" in argv,
+    )
     return 1 if results.problems else 0
 
 

@@ -21,11 +21,13 @@ from bench.orchestration import (
     SANDBOX,
     SERVER,
     Measured,
+    Results,
     Roles,
     RunTimes,
     Spread,
     conclusions,
     cpu_cells,
+    headlines,
     lifetime_cpu_s,
     parse_plan,
     per_lead_comparison,
@@ -232,3 +234,62 @@ class TestPlan:
             "postgresql",
             "sqlite",
         )
+
+
+class TestHeadlines:
+    def results(self) -> Results:
+        served = measured("deployment", 3, 0, {SERVER: 3.0, RUNS: 6.0})
+        served.durations = [4.0, 3.0, 5.0]
+        served.running = [1.0, 1.2, 1.1]
+        drain = measured("drain", 2, 400, {RUNS: 4.0})
+        alone = measured("per-lead", 10, 10, {RUNS: 20.0, SERVER: 10.0})
+        return Results(measured=[served, drain, alone])
+
+    def figures(self, results: Results, *databases: str) -> dict[str, dict]:
+        plan = parse_plan(["--databases", ",".join(databases or ("postgresql",))])
+        return {f.label: f.as_json() for f in headlines(plan, results)}
+
+    def test_a_served_runs_seconds_are_each_runs_and_its_cpu_the_windows_share(self):
+        figures = self.figures(self.results())
+
+        seconds = figures["PostgreSQL: a served `noop` flow run, creation to end"]
+        assert (seconds["value"], seconds["runs"]) == (4.0, [4.0, 3.0, 5.0])
+        assert seconds["note"].startswith("RUNNING 1.10 s of it (median); 3 runs")
+        cpu = figures["PostgreSQL: Prefect CPU per served `noop` flow run"]
+        assert (cpu["value"], cpu["unit"], cpu["count"]) == (3.0, "CPU-s", 1)
+        assert "2.00 of it the run's process" in cpu["note"]
+
+    def test_cpu_per_synced_lead_in_a_drain_against_a_run_per_lead(self):
+        figures = self.figures(self.results())
+
+        label = "PostgreSQL: Prefect CPU per synced lead, one `crm_sync` run per "
+        drain = figures[label + "drain of 200"]
+        alone = figures[label + "lead"]
+        times = figures[
+            "PostgreSQL: Prefect CPU per synced lead, one run per lead ÷ one drain"
+        ]
+        assert drain["value"] == pytest.approx(10.0)
+        assert alone["value"] == pytest.approx(3_000.0)
+        assert (times["value"], times["unit"]) == (pytest.approx(300.0), "×")
+
+    def test_runs_that_did_not_complete_are_named(self):
+        results = self.results()
+        results.measured[2].states = Counter({"COMPLETED": 9, "CRASHED": 1})
+
+        figures = self.figures(results)
+
+        alone = figures[
+            "PostgreSQL: Prefect CPU per synced lead, one `crm_sync` run per lead"
+        ]
+        assert alone["note"].endswith("runs ended {'COMPLETED': 9, 'CRASHED': 1}")
+
+    def test_a_database_not_measured_is_skipped_with_its_problem(self):
+        results = self.results()
+        results.problems = ["sqlite: PostgreSQL only, this time"]
+
+        figures = self.figures(results, "sqlite", "postgresql")
+
+        skipped = [f for f in figures.values() if f["verdict"] == "skipped"]
+        assert len(skipped) == 5
+        assert {f["reason"] for f in skipped} == {"sqlite: PostgreSQL only, this time"}
+        assert all(f["label"].startswith("sqlite: ") for f in skipped)
