@@ -89,20 +89,23 @@ def window(rate: float, answered: int, statuses: int = 201) -> Window:
     return Window(f"rate{rate:.0f}", rate, answered / rate, "p", shots=shots)
 
 
+def half_answered(paced: Window) -> Window:
+    """The same requests answered over twice the time: half the rate."""
+    return Window(
+        paced.name,
+        paced.rate,
+        paced.seconds,
+        "p",
+        shots=[shot._replace(due_s=shot.due_s * 2) for shot in paced.shots],
+    )
+
+
 class TestTheRateLadder:
     def test_a_rate_answered_in_full_is_not_saturated(self):
         assert not saturated(window(100, 100))
 
     def test_a_rate_answered_below_nine_tenths_is_saturated(self):
-        paced = window(100, 100)
-        # The same requests answered over twice the time: half the rate.
-        slow = Window(
-            paced.name,
-            paced.rate,
-            paced.seconds,
-            "p",
-            shots=[shot._replace(due_s=shot.due_s * 2) for shot in paced.shots],
-        )
+        slow = half_answered(window(100, 100))
 
         assert saturated(slow)
 
@@ -302,14 +305,7 @@ class TestHeadlines:
         )
 
     def test_a_ladder_saturated_below_the_target_rate_says_it_missed_it(self):
-        paced = window(250, 500)
-        slow = Window(
-            paced.name,
-            paced.rate,
-            paced.seconds,
-            "p",
-            shots=[shot._replace(due_s=shot.due_s * 2) for shot in paced.shots],
-        )
+        slow = half_answered(window(250, 500))
 
         figures = labelled(headlines(FULL, [ran(window(100, 200), slow)], []))
 
