@@ -273,7 +273,7 @@ def _peers(figure: dict[str, Any]) -> str:
     shown = []
     for peer in figure.get("peers", []):
         ratio = peer.get("ratio")
-        times = "" if ratio is None else f": ours ×{ratio:.2f}"
+        times = "" if ratio is None else f": ours ×{number(ratio)}"
         shown.append(f"{peer['name']} {number(peer['value'])}{times}")
     return "; ".join(shown) or "–"
 

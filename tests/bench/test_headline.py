@@ -190,6 +190,16 @@ class TestTable:
 
         assert "splink 0.75: ours ×1.20" in row
 
+    def test_a_ratio_far_below_one_keeps_its_significant_digits(self, tmp_path):
+        figures = [
+            headline.measured("One lead", "ms", [0.05], peers=[Peer("splink", 80.0)])
+        ]
+        _recorded(tmp_path, figures=figures)
+
+        (row,) = headline.table([headline.read("imports", tmp_path)])[2:]
+
+        assert "splink 80: ours ×0.000625" in row
+
     def test_a_benchmark_without_headlines_is_one_not_run_row(self, tmp_path):
         (row,) = headline.table([headline.read("matching", tmp_path)])[2:]
 
