@@ -32,7 +32,10 @@ from leads.normalise import clean_fields, clean_text
 from leads.store import Store, TenantScope, audit, duplicates, match_keys, timeline
 from leads.store.leads import find_by_email, stored_addresses
 from leads.store.schema import describe_error
-from leads.store.statistics import refresh_statistics
+from leads.store.statistics import (
+    refresh_statistics,
+    refresh_statistics_now_and_then,
+)
 from leads.store.tables import Lead, new_id
 
 
@@ -632,18 +635,24 @@ def submit_together(
     try:
         # A conflict is settled below, by taking each lead alone: the first
         # try needs no savepoint of its own.
-        return _take_together(
+        outcomes = _take_together(
             store, tenant_id, prepared, channel, also, contained=False
         )
     except (StoreConflict, IntegrityError, DataError):
-        pass
+        outcomes = None
     except OperationalError as exc:
         # A deadlock with another group (a fuzzy match's row is locked in the
         # items' order): alone, no lead holds locks another waits for. A store
         # that is down fails the group at once instead.
         if getattr(exc.orig, "sqlstate", None) not in _LOCK_CONFLICTS:
             raise
-    return [_submit_alone(store, tenant_id, v, channel, also) for v in prepared]
+        outcomes = None
+    if outcomes is None:
+        outcomes = [_submit_alone(store, tenant_id, v, channel, also) for v in prepared]
+    # No batch ends here to analyse the tables after (see `submit_batch`):
+    # without fresh statistics PostgreSQL walks a tenant's leads per lookup.
+    refresh_statistics_now_and_then(store)
+    return outcomes
 
 
 def _take_together(

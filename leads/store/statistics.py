@@ -12,8 +12,11 @@ sampled ANALYZE (a few hundred rows per index) costs milliseconds.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from leads.store.database import Store
 
@@ -26,6 +29,11 @@ SQLITE_SAMPLE_ROWS = 400
 # Autovacuum's own defaults: analyse once 10 % of the rows (plus 50) changed.
 CHANGED_FRACTION = 0.1
 CHANGED_BASE = 50
+# How often single-lead intake asks whether the statistics went stale.
+CHECK_EVERY_S = 10.0
+# When each store (by URL) was last asked, for `refresh_statistics_now_and_then`.
+_checked: dict[str, float] = {}
+_checked_lock = threading.Lock()
 
 
 def refresh_statistics(store: Store) -> list[str]:
@@ -58,6 +66,46 @@ def refresh_statistics(store: Store) -> list[str]:
     if stale:
         logger.info("analysed %s", ", ".join(stale))
     return stale
+
+
+def refresh_statistics_now_and_then(
+    store: Store, every_s: float | None = None
+) -> threading.Thread | None:
+    """`refresh_statistics` in a thread of its own, at most once every `every_s`
+    seconds per store (`CHECK_EVERY_S` when not given).
+
+    For a writer of a few leads at a time (the API's single leads), whose
+    tables grow with no batch end to analyse them at. The caller does not
+    wait: an ANALYZE of a large table takes a while, and the leads it wrote
+    are committed already. A failure is logged, never raised.
+
+    Returns:
+        The thread refreshing, or None when it was not time yet (or the
+        store is SQLite).
+    """
+    if store.backend != "postgresql":
+        # SQLite counts no changed rows, so each check would be an ANALYZE
+        # taking the write lock; its intake lookups use their indexes anyway.
+        return None
+    every_s = CHECK_EVERY_S if every_s is None else every_s
+    now = time.monotonic()
+    with _checked_lock:
+        last = _checked.get(store.url)
+        if last is not None and now - last < every_s:
+            return None
+        _checked[store.url] = now
+    refreshing = threading.Thread(
+        target=_refresh_quietly, args=(store,), name="refresh-statistics", daemon=True
+    )
+    refreshing.start()
+    return refreshing
+
+
+def _refresh_quietly(store: Store) -> None:
+    try:
+        refresh_statistics(store)
+    except SQLAlchemyError as exc:
+        logger.warning("statistics not refreshed: %s", type(exc).__name__)
 
 
 def _refresh_sqlite(store: Store) -> list[str]:
