@@ -9,6 +9,7 @@ person than between records of two), so a score is evidence in bits.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -136,6 +137,7 @@ class MatchRules:
         self._best_total = sum(step.best for step in self._steps)
         self._no_rarity = (0.0,) * len(self._comparisons)
         self._remembered: dict[tuple[Any, ...], Profile] = {}
+        self._remembering = threading.Lock()
         if self.match_at > self._best_total:
             raise RulesError(
                 source,
@@ -179,18 +181,20 @@ class MatchRules:
         same values are prepared again and again; a profile depends on nothing
         else, so a remembered one is never stale.
         """
-        try:
-            return self._remembered[looked_up]
-        except KeyError:
-            pass
-        except TypeError:
-            # A custom field holding a list or mapping: not a key.
+        if not all(value is None or type(value) is str for value in looked_up):
+            # Only texts are remembered: 1, 1.0 and True are equal keys to a
+            # dict but prepare differently, and a list or mapping is no key.
             return self._profile(looked_up, frozenset())
+        found = self._remembered.get(looked_up)
+        if found is not None:
+            return found
         made = self._profile(looked_up, frozenset())
-        if len(self._remembered) >= _REMEMBERED_PROFILES:
-            # The oldest first: dicts keep insertion order.
-            self._remembered.pop(next(iter(self._remembered), None), None)
-        self._remembered[looked_up] = made
+        with self._remembering:
+            # Writer threads share these rules: one evicts at a time.
+            while len(self._remembered) >= _REMEMBERED_PROFILES:
+                # The oldest first: dicts keep insertion order.
+                del self._remembered[next(iter(self._remembered))]
+            self._remembered[looked_up] = made
         return made
 
     def _profile(self, looked_up: tuple[Any, ...], found: frozenset[str]) -> Profile:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -87,13 +87,15 @@ def _ping_when_idle(engine: Engine) -> None:
     """Checks a pooled connection before use when it has been idle a while.
 
     A connection the server closed while it sat in the pool (a restart, an
-    idle timeout) is replaced instead of failing the next transaction. One
-    returned moments ago is used as it is: a ping before every transaction
-    (`pool_pre_ping`) would cost each posted lead's group a round trip.
+    idle timeout) is replaced, and the pool's older connections with it, as
+    `pool_pre_ping` would. One made or returned moments ago is used as it is:
+    a ping before every transaction would cost each posted lead's group a
+    round trip.
     """
 
+    @event.listens_for(engine, "connect")
     @event.listens_for(engine, "checkin")
-    def _returned(_dbapi_connection: Any, record: Any) -> None:
+    def _fresh(_dbapi_connection: Any, record: Any) -> None:
         record.info[_RETURNED] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
@@ -102,12 +104,13 @@ def _ping_when_idle(engine: Engine) -> None:
         if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_S:
             return
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            dbapi_connection.rollback()
+            engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
-            # The pool drops this connection and checks out another.
-            raise DisconnectionError(str(exc)) from exc
+            if not engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            # The pool drops its connections older than now and checks out
+            # another (made now, so used without a ping).
+            raise InvalidatePoolError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

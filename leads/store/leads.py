@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 
 from leads.errors import LeadNotFound
 from leads.matching import mailbox_key
@@ -60,57 +60,56 @@ def stored_addresses(
     scope: TenantScope, emails: Iterable[str | None]
 ) -> tuple[set[str], set[str]]:
     """Which of these e-mail keys, and which of their mailbox keys, the tenant's
-    leads hold, in one statement.
+    leads hold.
 
-    The leads found are locked until the transaction ends, in e-mail order
-    (FOR UPDATE on PostgreSQL; SQLite serialises writers already): those
-    holding one of the addresses are the ones the caller updates, and those
-    holding only a mailbox are read again when the caller compares with them.
+    The leads holding one of the addresses (those the caller updates) are
+    locked until the transaction ends, in e-mail order (FOR UPDATE on
+    PostgreSQL; SQLite serialises writers already); those holding only a
+    mailbox are not.
 
     Returns:
         The e-mail keys found, and the mailbox keys found.
     """
     wanted = sorted({email for email in emails if email})
-    taken: set[str] = set()
-    boxes: set[str] = set()
-    if not wanted:
-        return taken, boxes
+    boxes = sorted({box for email in wanted if (box := mailbox_key(email))})
     # Leads added in this transaction count too (an ORM query would flush).
     scope.session.flush()
+    return (
+        _found(scope, _STORED_EMAILS, wanted),
+        _found(scope, _STORED_MAILBOXES, boxes),
+    )
+
+
+def _found(
+    scope: TenantScope, statement: Select[tuple[str]], keys: list[str]
+) -> set[str]:
+    found: set[str] = set()
     connection = scope.session.connection()
-    for start in range(0, len(wanted), IN_LIST_SIZE):
-        part = wanted[start : start + IN_LIST_SIZE]
-        asked = set(part)
-        found = connection.execute(
-            _STORED_ADDRESSES,
-            {
-                "tenant_id": scope.tenant_id,
-                "emails": part,
-                "boxes": sorted({box for e in part if (box := mailbox_key(e))}),
-            },
+    for start in range(0, len(keys), IN_LIST_SIZE):
+        part = keys[start : start + IN_LIST_SIZE]
+        found.update(
+            connection.execute(
+                statement, {"tenant_id": scope.tenant_id, "keys": part}
+            ).scalars()
         )
-        for email, box in found:
-            if email in asked:
-                taken.add(email)
-            if box:
-                boxes.add(box)
-    return taken, boxes
+    return found
 
 
 _LEADS = Lead.__table__
-# Core columns, built once: it runs for every intake, and an ORM statement
+# Core columns, built once: they run for every intake, and an ORM statement
 # costs more to run.
-_STORED_ADDRESSES = (
-    select(_LEADS.c.email, _LEADS.c.mailbox_key)
+_STORED_EMAILS = (
+    select(_LEADS.c.email)
     .where(
         _LEADS.c.tenant_id == bindparam("tenant_id"),
-        or_(
-            _LEADS.c.email.in_(bindparam("emails", expanding=True)),
-            _LEADS.c.mailbox_key.in_(bindparam("boxes", expanding=True)),
-        ),
+        _LEADS.c.email.in_(bindparam("keys", expanding=True)),
     )
     .order_by(_LEADS.c.email)
     .with_for_update()
+)
+_STORED_MAILBOXES = select(_LEADS.c.mailbox_key).where(
+    _LEADS.c.tenant_id == bindparam("tenant_id"),
+    _LEADS.c.mailbox_key.in_(bindparam("keys", expanding=True)),
 )
 
 

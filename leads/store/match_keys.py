@@ -20,10 +20,10 @@ from leads.store.leads import IN_LIST_SIZE
 from leads.store.tables import Lead, MatchKey
 
 
-def _parts(keys: Iterable[str]) -> Iterable[list[str]]:
+def _parts(keys: Iterable[str], size: int = IN_LIST_SIZE) -> Iterable[list[str]]:
     wanted = sorted(set(keys))
-    for start in range(0, len(wanted), IN_LIST_SIZE):
-        yield wanted[start : start + IN_LIST_SIZE]
+    for start in range(0, len(wanted), size):
+        yield wanted[start : start + size]
 
 
 def candidates(
@@ -41,7 +41,9 @@ def candidates(
     # Leads added in this transaction count too (an ORM query would flush).
     scope.session.flush()
     members: dict[str, list[str]] = {}
-    for part in _parts(everything):
+    # `_MEMBERS` binds each key twice: half a list stays within SQLite's
+    # parameter limit.
+    for part in _parts(everything, IN_LIST_SIZE // 2):
         rows = scope.session.connection().execute(
             _MEMBERS,
             {

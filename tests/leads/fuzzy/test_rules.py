@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -344,6 +345,41 @@ class TestStoredProfiles:
         profile = birth_rules.profile(lead, keys=False)
 
         assert profile.values == birth_rules.profile(lead).values
+
+    def test_values_other_than_text_are_not_remembered(self, birth_rules):
+        # 1, 1.0 and True are one dict key, but prepare differently.
+        as_number = {**JANE, "custom": {"date_of_birth": 19800102}}
+        as_text = {**JANE, "custom": {"date_of_birth": "19800102"}}
+
+        assert birth_rules.profile(as_number, keys=False) is not (
+            birth_rules.profile(as_number, keys=False)
+        )
+        assert birth_rules.profile(as_text, keys=False) is (
+            birth_rules.profile(as_text, keys=False)
+        )
+
+    def test_threads_filling_a_full_memory_at_once_all_get_profiles(self, monkeypatch):
+        monkeypatch.setattr("leads.fuzzy.rules._REMEMBERED_PROFILES", 8)
+        rules = load_rules(DEFAULT_RULES)
+        failures: list[BaseException] = []
+
+        def profile_many(worker: int) -> None:
+            try:
+                for n in range(2_000):
+                    rules.profile(
+                        {**JANE, "phone": f"+1312{worker}{n:06d}"}, keys=False
+                    )
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=profile_many, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert failures == []
+        assert len(rules._remembered) <= 8
 
     def test_memory_is_bounded(self, monkeypatch):
         monkeypatch.setattr("leads.fuzzy.rules._REMEMBERED_PROFILES", 3)
