@@ -28,12 +28,13 @@ stack is stopped then, which ends it (its last chunk rolls back).
 Both phases run the API with `ORCH_API_WORKERS=--api-workers` processes.
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
-machine. 200/s are all answered and stored, alone with p99 well under 100 ms;
-while the import and the sync run, the machine's two cores are busy and the
-API's p99 is several hundred ms. Each group of single leads still costs the
-API about 3-4 ms of CPU in a dozen statements through SQLAlchemy, and it waits
-behind the import's and the sync's PostgreSQL sessions, which CPU priority
-(ORCH_BACKGROUND_NICENESS) cannot reach.
+machine. Alone, 200/s are all answered and stored with p99 about 100 ms; while
+the import and the sync run, the two cores are busy, the API falls behind (p99
+in seconds, and load shedding answers some requests 503). At 200/s over two
+API processes a group holds about one lead, which costs the API about 5 ms of
+CPU in 8-9 statements through SQLAlchemy and psycopg; and the import's and the
+sync's PostgreSQL sessions are out of reach of CPU priority
+(ORCH_BACKGROUND_NICENESS).
 """
 
 from __future__ import annotations
