@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -26,6 +26,9 @@ SIMILAR = 1
 PARTIAL = 2
 DIFFERENT = 3
 LEVELS = ("exact", "similar", "partial", "different")
+# Pairs of values whose level a kind remembers (see `Graded`), about 100 bytes
+# each.
+REMEMBERED_LEVELS = 100_000
 
 
 class Kind(Protocol):
@@ -49,6 +52,22 @@ def _text(value: Any) -> str | None:
 def _one_typo(a: str, b: str) -> bool:
     """Whether one wrong, missing or extra character or one swap parts them."""
     return OSA.distance(a, b, score_cutoff=1) <= 1
+
+
+class Graded(dict[tuple[str, str], int]):
+    """Levels already graded, by the pair of values, for a kind slow to grade.
+
+    Names and company names recur (a few are very common), and a stored lead
+    is compared with every new lead in its blocks, so the same pair is graded
+    again and again. When full it starts again empty: a dict's get and set
+    need no lock, and a clear at worst costs another thread a grading.
+    """
+
+    def keep(self, pair: tuple[str, str], level: int) -> int:
+        if len(self) >= REMEMBERED_LEVELS:
+            self.clear()
+        self[pair] = level
+        return level
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,9 @@ class NameKind:
 
     similar: float = 0.92
     partial: float = 0.8
+    _graded: Graded = field(
+        default_factory=Graded, init=False, repr=False, compare=False
+    )
 
     def prepare(self, value: Any) -> Name | None:
         folded = fold(_text(value))
@@ -98,7 +120,13 @@ class NameKind:
     def level(self, a: str, b: str) -> int:
         if a == b:
             return EXACT
-        a, b = Name.of(a), Name.of(b)
+        pair = (a, b)
+        found = self._graded.get(pair)
+        if found is None:
+            found = self._graded.keep(pair, self._grade(Name.of(a), Name.of(b)))
+        return found
+
+    def _grade(self, a: Name, b: Name) -> int:
         if a.joined == b.joined:
             return EXACT
         shortest = min(len(a.joined), len(b.joined))
@@ -183,6 +211,9 @@ class TextKind:
     similar: float = 0.9
     partial: float = 0.75
     ignore_words: frozenset[str] = frozenset()
+    _graded: Graded = field(
+        default_factory=Graded, init=False, repr=False, compare=False
+    )
 
     def prepare(self, value: Any) -> Words | None:
         folded = fold(_text(value))
@@ -194,7 +225,17 @@ class TextKind:
         return Words(" ".join(kept), frozenset(kept))
 
     def level(self, a: Words, b: Words) -> int:
-        if a.text == b.text or a.words == b.words:
+        if a.text == b.text:
+            return EXACT
+        # The text is the words joined: it stands for both.
+        pair = (a.text, b.text)
+        found = self._graded.get(pair)
+        if found is None:
+            found = self._graded.keep(pair, self._grade(a, b))
+        return found
+
+    def _grade(self, a: Words, b: Words) -> int:
+        if a.words == b.words:
             return EXACT
         cutoff = self.similar * 100
         if (

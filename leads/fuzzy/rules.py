@@ -135,6 +135,7 @@ class MatchRules:
         self.max_block_size = spec.blocking.max_block_size
         self.max_candidates = spec.blocking.max_candidates
         self._best_total = sum(step.best for step in self._steps)
+        self._fast = tuple(_unrolled(step, self._comparisons) for step in self._steps)
         self._no_rarity = (0.0,) * len(self._comparisons)
         self._remembered: dict[tuple[Any, ...], Profile] = {}
         self._remembering = threading.Lock()
@@ -250,15 +251,58 @@ class MatchRules:
         Ties go to the candidate met first.
         """
         best_id: Hashable = None
-        best: tuple[float, list[tuple[float, str]]] | None = None
+        best: Profile | None = None
+        floor = self.possible_at
         for candidate_id, stored in candidates:
-            floor = self.possible_at if best is None else max(self.possible_at, best[0])
-            found = self._score(new, stored, floor=floor)
-            if found is not None and (best is None or found[0] > best[0]):
-                best_id, best = candidate_id, found
+            points = self._points(new, stored, floor)
+            if points is not None and (best is None or points > floor):
+                best_id, best, floor = candidate_id, stored, points
         if best is None:
             return None
-        return best_id, self._verdict(*best)
+        # The reasons only for the one kept: most candidates are let go.
+        found = self._score(new, best, floor=None)
+        assert found is not None, "without a floor every pair is scored"
+        return best_id, self._verdict(*found)
+
+    def _points(self, new: Profile, stored: Profile, floor: float) -> float | None:
+        """The pair's score as `_score` sums it, without the reasons; None once
+        it cannot reach `floor`.
+
+        Every candidate of every lookup comes through here, so the steps are
+        unrolled into plain tuples (see `_Fast`) and no reasons are written.
+        """
+        a, b, rarity = new.values, stored.values, new.rarity
+        score = 0.0
+        remaining = self._best_total
+        for i, j, best, grade, weights, other_grade, other_weights in self._fast:
+            remaining -= best
+            x, y = a[i], b[i]
+            if j is None:
+                if x is not None and y is not None:
+                    level = grade(x, y)
+                    score += (
+                        weights[level] + rarity[i] if level == EXACT else weights[level]
+                    )
+            else:
+                u, v = a[j], b[j]
+                one = None if x is None or y is None else grade(x, y)
+                two = None if u is None or v is None else other_grade(u, v)
+                total = _points(weights, one, rarity[i]) + _points(
+                    other_weights, two, rarity[j]
+                )
+                if one != EXACT or two != EXACT:
+                    # The two fields the other way round (`_score_pair`).
+                    one = None if x is None or v is None else grade(x, v)
+                    two = None if u is None or y is None else other_grade(u, y)
+                    crossed = _points(weights, one, rarity[i]) + _points(
+                        other_weights, two, rarity[j]
+                    )
+                    if crossed > total:
+                        total = crossed
+                score += total
+            if score + remaining < floor:
+                return None
+        return score if score >= floor else None
 
     def _verdict(self, score: float, evidence: list[tuple[float, str]]) -> Verdict:
         decision: Decision
@@ -337,10 +381,39 @@ class MatchRules:
         return total
 
 
+# A step as `MatchRules._points` reads it: the first comparison's index, the
+# second's (None when alone), the step's best, then each comparison's grading
+# method and weights.
+_Fast = tuple[int, int | None, float, Any, tuple[float, ...], Any, tuple[float, ...]]
+
+
+def _unrolled(step: _Step, comparisons: tuple[_Comparison, ...]) -> _Fast:
+    first = comparisons[step.first]
+    second = comparisons[step.second] if step.second is not None else first
+    return (
+        step.first,
+        step.second,
+        step.best,
+        first.kind.level,
+        first.weights,
+        second.kind.level,
+        second.weights,
+    )
+
+
 def _level(item: _Comparison, a: Any, b: Any) -> int | None:
     if a is None or b is None:
         return None
     return item.kind.level(a, b)
+
+
+def _points(
+    weights: tuple[float, float, float, float], level: int | None, rarity: float
+) -> float:
+    """`_weight` for the fast path: a level's weight, with rarity when exact."""
+    if level is None:
+        return 0.0
+    return weights[level] + rarity if level == EXACT else weights[level]
 
 
 def _weight(item: _Comparison, level: int | None, rarity: float) -> float:

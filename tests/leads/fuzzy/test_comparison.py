@@ -141,3 +141,50 @@ class TestCodes:
     def test_one_typo_in_a_code_is_similar(self):
         assert _grade(CodeKind(), "60614", "60641") == SIMILAR
         assert _grade(CodeKind(), "60614", "60699") == DIFFERENT
+
+
+class TestRememberedLevels:
+    """Name and text kinds remember graded pairs: same answers, bounded memory."""
+
+    PAIRS = [
+        ("Jon", "John"),
+        ("John", "Jon"),
+        ("Mary Ann", "Ann"),
+        ("J", "John"),
+        ("Rbeort", "Robert"),
+        ("Smith", "Miller"),
+        ("Acme Inc", "Acme Incorporated Holdings"),
+        ("Chicago", "Chicgao"),
+    ]
+
+    @pytest.mark.parametrize("kind_of", [NameKind, TextKind])
+    def test_a_remembered_level_is_the_level_graded_afresh(self, kind_of):
+        remembering = kind_of()
+        for a, b in self.PAIRS * 2:
+            fresh = kind_of()
+            assert _grade(remembering, a, b) == _grade(fresh, a, b), (a, b)
+
+    def test_the_order_of_a_pair_is_part_of_what_is_remembered(self):
+        kind = TextKind()
+        short, long = kind.prepare("Acme"), kind.prepare("Acme Widgets Holdings")
+
+        assert kind.level(short, long) == TextKind().level(short, long)
+        assert kind.level(long, short) == TextKind().level(long, short)
+        assert (short.text, long.text) in kind._graded
+        assert (long.text, short.text) in kind._graded
+
+    def test_a_full_memory_starts_again_empty(self, monkeypatch):
+        monkeypatch.setattr("leads.fuzzy.comparison.REMEMBERED_LEVELS", 3)
+        kind = NameKind()
+        names = ["anna", "anne", "anja", "hanna", "johanna", "ann"]
+        for a, b in zip(names, names[1:], strict=False):
+            kind.level(kind.prepare(a), kind.prepare(b))
+            assert len(kind._graded) <= 3
+
+        assert _grade(kind, "anna", "anne") == _grade(NameKind(), "anna", "anne")
+
+    def test_kinds_with_other_settings_do_not_share_levels(self):
+        lenient, strict = NameKind(), NameKind(similar=0.99, partial=0.98)
+
+        assert _grade(lenient, "Steven", "Stephen") == PARTIAL
+        assert _grade(strict, "Steven", "Stephen") == DIFFERENT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from pathlib import Path
 
@@ -193,6 +194,99 @@ class TestBestMatch:
 
         assert rules.best_match(new, [(1, stranger)]) is None
         assert rules.best_match(new, []) is None
+
+    @pytest.mark.parametrize("seed", range(5))
+    def test_the_choice_is_the_best_full_comparison(self, rules, seed):
+        # `best_match` scores candidates without their reasons and gives up on
+        # a pair once it cannot win; it must still choose what comparing every
+        # candidate in full would: the highest non-distinct score, the first
+        # of equals, with that comparison's verdict.
+        document = WITH_BIRTH_DATE
+        for field in ("last_name", "company"):
+            document = document.replace(
+                f"  {field}:\n", f"  {field}:\n    frequency_adjusted: true\n", 1
+            )
+        # Skewed, so that agreeing on a rare company or surname moves a score.
+        common = [{"company": "Acme Inc", "last_name": "Roe"}] * 60
+        weighed = parse_rules(yaml.safe_load(document)).with_frequencies(
+            _varied(random.Random(seed), 40, birth_dates=True) + common
+        )
+        for chosen_rules, birth_dates in ((rules, False), (weighed, True)):
+            chooser = random.Random(seed)
+            people = _varied(chooser, 60, birth_dates=birth_dates)
+            profiles = [chosen_rules.profile(person) for person in people]
+            for new in profiles[:20]:
+                candidates = list(enumerate(profiles[20:]))
+                verdicts = [
+                    (number, chosen_rules.compare(new, stored))
+                    for number, stored in candidates
+                ]
+                kept = [item for item in verdicts if item[1].decision != "distinct"]
+                expected = max(kept, key=lambda item: item[1].score, default=None)
+                if expected is not None:
+                    expected = next(
+                        item for item in kept if item[1].score == expected[1].score
+                    )
+
+                assert chosen_rules.best_match(new, candidates) == expected
+
+    def test_the_rarity_of_an_agreed_value_counts_in_the_choice(self):
+        document = WITH_BIRTH_DATE.replace(
+            "  company:\n", "  company:\n    frequency_adjusted: true\n", 1
+        )
+        stored = [{"company": "Acme"}] * 50 + [{"company": "Quist Labs"}]
+        rules = parse_rules(yaml.safe_load(document)).with_frequencies(stored)
+        jane = {"first_name": "Jane", "last_name": "Roe"}
+        new = rules.profile(
+            {**jane, "company": "Quist Labs", "custom": {"date_of_birth": "1980-03-04"}}
+        )
+        # A swapped birth date is worth 4; the company's 3 is worth 7 only
+        # with the bits its rarity adds.
+        born_alike = rules.profile({**jane, "custom": {"date_of_birth": "1980-04-03"}})
+        same_rare_company = rules.profile({**jane, "company": "Quist Labs"})
+
+        found = rules.best_match(
+            new, [("born", born_alike), ("company", same_rare_company)]
+        )
+
+        assert found is not None
+        assert found[0] == "company"
+        assert found[1] == rules.compare(new, same_rare_company)
+        assert found[1].score > rules.compare(new, born_alike).score
+
+
+FIRST_NAMES = ["Jane", "Jayne", "J", "John", "Jon", "Mary Ann", "Ann", "Roe"]
+LAST_NAMES = ["Roe", "Row", "Jane", "Smith", "Smyth", "O'Neil", "Oneil"]
+
+
+def _varied(chooser: random.Random, count: int, *, birth_dates: bool) -> list[dict]:
+    """Leads alike enough to be each other's candidates: names, swaps, typos, gaps."""
+
+    def maybe(value):
+        return value if chooser.random() < 0.7 else None
+
+    people = []
+    for _ in range(count):
+        person = {
+            "first_name": maybe(chooser.choice(FIRST_NAMES)),
+            "last_name": maybe(chooser.choice(LAST_NAMES)),
+            "email": maybe(
+                f"{chooser.choice(['jane.roe', 'jroe', 'jane', 'info'])}@"
+                f"{chooser.choice(['acme.com', 'gmail.com', 'roe.org'])}"
+            ),
+            "phone": maybe(f"+1312555{chooser.randrange(100, 103):04d}"),
+            "company": maybe(chooser.choice(["Acme Inc", "Acme", "Roe & Sons"])),
+            "city": maybe(chooser.choice(["Chicago", "Chicgao", "Boston"])),
+            "country": maybe(chooser.choice(["US", "CA"])),
+        }
+        if birth_dates:
+            person["custom"] = {
+                "date_of_birth": maybe(
+                    chooser.choice(["1980-03-04", "1980-04-03", "1981-03-04"])
+                )
+            }
+        people.append(person)
+    return people
 
 
 class TestFrequencies:
