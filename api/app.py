@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib import resources
 
+import anyio
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -16,7 +17,8 @@ from sqlalchemy.engine import make_url
 
 from api import problems
 from api.access_log import AccessLog
-from api.audit_log import WAIT_SECONDS, AuditLog, audit_writes
+from api.audit_log import WAIT_SECONDS, AuditLog, audit_writes, replay_spool
+from api.audit_spool import AuditSpool
 from api.auth import KeyCache
 from api.cors import CrossOrigin, allowed_origins
 from api.events import PendingSignal
@@ -79,7 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = open_store(settings)
         logger.info("lead store ready (%s)", app.state.store.backend)
-        app.state.audit_writes = audit_writes(app.state.store)
+        app.state.audit_spool = AuditSpool(settings.data_dir)
+        # Records a store that was away refused before the last stop.
+        await anyio.to_thread.run_sync(
+            replay_spool, app.state.store, app.state.audit_spool
+        )
+        app.state.audit_writes = audit_writes(app.state.store, app.state.audit_spool)
         app.state.intake = leads.lead_intake(app.state.store)
         emitter = asyncio.create_task(app.state.pending.run())
         try:

@@ -18,6 +18,10 @@ wrong secret, too small a scope) under that key's tenant, by its id only. A
 call with no key, or with a key naming none, has no tenant to be recorded
 for; the access log has it. Routes that take no key (webhook receipt,
 unsubscribe pages) record their decisions, not their calls.
+
+A record the store refuses is kept in the data dir's spool
+(`api.audit_spool`) and written before the next record that gets through,
+or when the API next starts.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.audit_spool import AuditSpool
 from api.group_commit import GroupCommit
 from leads.store import Store
 from leads.store.api_keys import key_id_of
 from leads.store.audit import CallRecord, acting_for, append_requests
-from leads.store.tables import ApiKey
+from leads.store.tables import ApiKey, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +154,12 @@ class AuditLog:
         with anyio.move_on_after(WAIT_SECONDS) as waited:
             if call.tenant_id is None:
                 await anyio.to_thread.run_sync(
-                    write_call, app_state.store, call, secret, abandon_on_cancel=True
+                    write_call,
+                    app_state.store,
+                    call,
+                    secret,
+                    app_state.audit_spool,
+                    abandon_on_cancel=True,
                 )
             else:
                 await app_state.audit_writes.submit(None, call)
@@ -163,25 +173,29 @@ class AuditLog:
             )
 
 
-def audit_writes(store: Store) -> GroupCommit[Call, bool]:
+def audit_writes(store: Store, spool: AuditSpool) -> GroupCommit[Call, bool]:
     """The records of calls made at about the same time, written together."""
     return GroupCommit(
-        lambda _, calls: write_calls(store, calls), most=GROUP_MOST, name="audit"
+        lambda _, calls: write_calls(store, calls, spool),
+        most=GROUP_MOST,
+        name="audit",
     )
 
 
-def write_call(store: Store, call: Call, secret: str | None = None) -> bool:
+def write_call(store: Store, call: Call, secret: str | None, spool: AuditSpool) -> bool:
     """Appends the call's record in its own transaction; False when it was not.
 
     A refused call (no tenant yet) is looked up by the id part of `secret`
     and recorded under that key's tenant, or not at all when no key has that
-    id. A failed write is logged as an ERROR naming the route, never raised.
+    id. A record the store does not take is spooled (see `write_calls`); one
+    whose key could not be looked up is only logged, as an ERROR naming the
+    route: the spool keeps no secrets. Nothing is raised.
     """
     if call.tenant_id is None:
         try:
             refusal = _refusal(store, call.detail.get("refused", ""), secret)
         except Exception as exc:
-            _not_written([call], exc)
+            _not_written([call], exc, kept=False)
             return False
         if refusal is None:
             return False
@@ -192,26 +206,51 @@ def write_call(store: Store, call: Call, secret: str | None = None) -> bool:
             key_id=key_id,
             detail=call.detail | {"refused": reason},
         )
-    [written] = write_calls(store, [call])
+    [written] = write_calls(store, [call], spool)
     return written
 
 
-def write_calls(store: Store, calls: list[Call]) -> list[bool]:
+def write_calls(store: Store, calls: list[Call], spool: AuditSpool) -> list[bool]:
     """Appends the records of calls whose key is known, in one transaction.
 
-    A failed write is logged as an ERROR naming each route, never raised: the
-    calls have happened, and their callers have or will have their answers.
+    Records waiting in the spool go first, in the same transaction. When the
+    store fails, the records are added to the spool and the failure is logged
+    as an ERROR naming each route; nothing is raised: the calls have happened,
+    and their callers have or will have their answers.
 
     Returns:
-        For each call, whether its record was written (all or none are).
+        For each call, whether its record was written now (all or none are).
     """
+    records = [_record_of(call) for call in calls]
     try:
-        with store.write_across_tenants() as session:
-            append_requests(session, [_record_of(call) for call in calls])
+        # The spool is emptied only once the transaction holding its records
+        # has committed.
+        with spool.taken() as waiting, store.write_across_tenants() as session:
+            append_requests(session, [*waiting, *records])
     except Exception as exc:
-        _not_written(calls, exc)
+        kept = _keep(spool, records)
+        _not_written(calls, exc, kept=kept)
         return [False] * len(calls)
     return [True] * len(calls)
+
+
+def replay_spool(store: Store, spool: AuditSpool) -> None:
+    """Writes the records waiting in the spool, if any (at the API's start)."""
+    if spool.waiting():
+        write_calls(store, [], spool)
+
+
+def _keep(spool: AuditSpool, records: list[CallRecord]) -> bool:
+    if not records:
+        return True
+    try:
+        spool.keep(records)
+    except OSError as exc:
+        logger.error(
+            "audit spool %s not written: %s", spool.path.name, exc.__class__.__name__
+        )
+        return False
+    return True
 
 
 def _record_of(call: Call) -> CallRecord:
@@ -224,19 +263,20 @@ def _record_of(call: Call) -> CallRecord:
         call.target_type,
         call.target_id,
         call.detail,
+        at=utcnow(),
     )
 
 
-def _not_written(calls: list[Call], exc: Exception) -> None:
-    # TODO(#8): a record the store refuses is only logged; keep it in a
-    # local spool and append it once the store takes writes again.
+def _not_written(calls: list[Call], exc: Exception, *, kept: bool) -> None:
+    where = "kept in the spool" if kept else "lost"
     for call in calls:
         # The driver's message may quote values; the class names the failure.
         logger.error(
-            "audit record of %s (%d) not written: %s",
+            "audit record of %s (%d) not written: %s; %s",
             call.action,
             call.status,
             exc.__class__.__name__,
+            where,
         )
 
 

@@ -156,6 +156,9 @@ class CallRecord:
     target_type: str | None = None
     target_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # When it was answered; None: when it is appended. A record kept aside
+    # while the store was away (`api.audit_spool`) keeps its own time.
+    at: datetime | None = None
 
 
 def append_requests(session: Session, calls: Sequence[CallRecord]) -> None:
@@ -164,7 +167,7 @@ def append_requests(session: Session, calls: Sequence[CallRecord]) -> None:
     rows = [
         {
             "tenant_id": call.tenant_id,
-            "at": now,
+            "at": call.at or now,
             "actor": call.key_id,
             "kind": "request",
             "action": call.action,

@@ -411,7 +411,7 @@ class TestWhenTheStoreFails:
                 "WHEN NEW.kind = 'request' BEGIN SELECT RAISE(ABORT, 'no'); END"
             )
 
-    def test_a_refused_audit_write_is_logged_and_the_call_still_answered(
+    def test_a_refused_audit_write_is_spooled_and_follows_once_the_store_takes_it(
         self, own_store, serve_api, tmp_path, caplog
     ):
         server = serve_api(settings_for(own_store, tmp_path))
@@ -421,14 +421,26 @@ class TestWhenTheStoreFails:
             lead = http.post("/api/leads", json=PERSON).json()
             self.refuse_call_records(own_store)
             answer = http.patch(f"/api/leads/{lead['id']}", json={"city": "Oslo"})
+            with own_store.engine.begin() as connection:
+                connection.exec_driver_sql("DROP TRIGGER audit_refuses_calls")
+            later = http.patch(f"/api/leads/{lead['id']}", json={"city": "Bergen"})
 
         assert answer.status_code == 200, answer.text
+        assert later.status_code == 200, later.text
         with own_store.read("default") as scope:
-            assert scope.get(Lead, lead["id"]).city == "Oslo"
+            assert scope.get(Lead, lead["id"]).city == "Bergen"
         [logged] = [r for r in caplog.records if r.name == "api.audit_log"]
         assert logged.levelno == logging.ERROR
         assert "PATCH /api/leads/{lead_id} (200)" in logged.getMessage()
+        assert logged.getMessage().endswith("kept in the spool")
         assert "zelda" not in logged.getMessage().lower()
+        edits = [
+            record
+            for record in stored_records(own_store)
+            if record.action == "PATCH /api/leads/{lead_id}"
+        ]
+        assert [(r.target_id, r.status) for r in edits] == [(lead["id"], 200)] * 2
+        assert edits[0].at <= edits[1].at
 
     def test_a_lead_is_not_stored_without_the_record_of_the_call_that_sent_it(
         self, own_store, serve_api, tmp_path
