@@ -26,9 +26,10 @@ SIMILAR = 1
 PARTIAL = 2
 DIFFERENT = 3
 LEVELS = ("exact", "similar", "partial", "different")
-# Pairs of values whose level a kind remembers (see `Graded`), about 100 bytes
-# each.
-REMEMBERED_LEVELS = 100_000
+# Pairs of values whose level a kind remembers (see `Graded`): with the names
+# they hold alive, about 200 bytes each, so a few megabytes per kind. More
+# helps little: the pairs that recur are those of the commonest names.
+REMEMBERED_LEVELS = 20_000
 
 
 class Kind(Protocol):
