@@ -37,7 +37,7 @@ from leads.imports import (
 from leads.intake import IntakeResult, fold, prepare, store_many
 from leads.matching import mailbox_key
 from leads.normalise import email_key
-from leads.store import Store, TenantScope, duplicates
+from leads.store import Store, TenantScope, audit, duplicates
 from leads.store import imports as stored
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import LeadImport, utcnow
@@ -431,17 +431,25 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         ]
         results = store_many(scope, references, channel=CHANNEL)
         made: list[tuple[int, dict[str, Any]]] = []
+        merges: dict[str, dict[str, Any]] = {}
         for (record, values), result in zip(prepared, results, strict=True):
             if not isinstance(result, IntakeResult):
                 cells = _by_header(job.headers, record)
                 rejects.append(_reject(record.number, record.line, result, cells))
                 counts["rejected"] += 1
                 continue
+            if record.number in folded:
+                merges[result.lead.id] = _folded_detail(job, folded[record.number])
             outcome = _outcome(job, keys, values.get("email"), result)
             if job.dry_run and outcome == "created":
                 outcome = _like_an_earlier_chunk(job, values)
                 made.append((record.number, values))
             counts[outcome] += 1
+        # Records of the file folded into one write are merges too, as the
+        # same records taken one by one would have been.
+        audit.append_decisions(
+            scope.session, job.tenant_id, "lead.merged", "lead", merges
+        )
         if job.dry_run:
             leads.rollback()
         else:
@@ -572,6 +580,16 @@ def _fold_repeats(
             first[email] = len(kept)
         kept.append((record, values))
     return kept, folded
+
+
+def _folded_detail(job: Job, numbers: list[int]) -> dict[str, Any]:
+    """The `lead.merged` decision's detail for records folded into an earlier one."""
+    return {
+        "match": "email_key",
+        "channel": CHANNEL,
+        "import_id": job.import_id,
+        "records": numbers,
+    }
 
 
 def _reference(import_id: str, number: int, folded: Mapping[int, list[int]]) -> str:

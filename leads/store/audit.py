@@ -22,8 +22,7 @@ from leads.store.database import TenantScope
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
 from leads.store.tables import AuditEvent, utcnow
 
-# TODO(#8): not yet recorded as decisions: records of one import file folded
-# into one lead before it is stored, and an opt-out the CRM reconciliation
+# TODO(#8): not yet recorded as a decision: an opt-out the CRM reconciliation
 # reads from the CRM. Leads a batch intake merges are appended one INSERT
 # each (they are stored one by one too), not with `append_decisions`.
 SYSTEM = "system"

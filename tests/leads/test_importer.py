@@ -27,6 +27,7 @@ from leads.store import Store
 from leads.store import imports as stored
 from leads.store.schema import upgrade
 from leads.store.tables import (
+    AuditEvent,
     DuplicateReview,
     ImportReject,
     Lead,
@@ -492,6 +493,44 @@ class TestInFileDuplicates:
 
         assert counts == outcomes(created=4, merged=2)
         assert leads_by_email(store)["a@example.com"].first_name == "Annie"
+
+    def test_records_folded_into_one_write_are_audited_as_merges(self, store, tmp_path):
+        content = csv_bytes(
+            "email,first_name",
+            "a@example.com,Ann",
+            "b@example.com,Bob",
+            "A@Example.com,Anne",
+            "a@example.com,Annie",
+        )
+
+        import_id, counts = run_import(store, tmp_path / "imports", content)
+
+        assert counts == outcomes(created=2, merged=2)
+        ann = leads_by_email(store)["a@example.com"]
+        with store.read_across_tenants() as session:
+            decisions = session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "lead.merged")
+            ).all()
+        assert [(d.target_id, d.actor, d.detail) for d in decisions] == [
+            (
+                ann.id,
+                "system",
+                {
+                    "match": "email_key",
+                    "channel": "import",
+                    "import_id": import_id,
+                    "records": [3, 4],
+                },
+            )
+        ]
+
+    def test_a_dry_run_audits_no_merge(self, store, tmp_path):
+        content = csv_bytes("email", "a@example.com", "a@example.com")
+
+        run_import(store, tmp_path / "imports", content, dry_run=True)
+
+        with store.read_across_tenants() as session:
+            assert session.scalars(select(AuditEvent)).all() == []
 
 
 class TestImportingAgain:
