@@ -19,7 +19,6 @@ from typing import Any
 
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import select
 
 from connectors.email.backends import Outbox
 from connectors.email.errors import (
@@ -45,7 +44,6 @@ from leads.email_sends import (
     template_fields,
 )
 from leads.flow_run import within_flow_run
-from leads.normalise import email_key
 from leads.settings import Settings
 from leads.store import Store
 from leads.store.claims import Claim, extend_in, finish_in, release_in
@@ -275,9 +273,7 @@ class _OneOffSender:
                 return "refused"
 
             try:
-                message = self._message(
-                    send, lead, recipient, moment, _unsubscribing(scope, send, lead)
-                )
+                message = self._message(send, lead, recipient, moment)
             except EmailRenderError as exc:
                 mark_failed(scope, send.id, reason=str(exc), flow_run_id=run)
                 finish_in(scope.session, held, "parked", str(exc), moment)
@@ -289,20 +285,15 @@ class _OneOffSender:
             return _Ready(send.id, send.lead_id, recipient, message)
 
     def _message(
-        self,
-        send: EmailSend,
-        lead: Lead | None,
-        recipient: str,
-        moment: datetime,
-        unsubscribing: str | None,
+        self, send: EmailSend, lead: Lead | None, recipient: str, moment: datetime
     ) -> EmailMessage:
         link = None
         if send.category == "marketing":
             link = unsubscribe_url(
                 self.settings,
                 send.tenant_id,
-                lead_id=unsubscribing,
-                address_hash=None if unsubscribing else address_hash(recipient),
+                lead_id=send.lead_id,
+                address_hash=None if send.lead_id else address_hash(recipient),
             )
         subject = send.subject or ""
         if send.template is not None:
@@ -343,28 +334,6 @@ class _OneOffSender:
             return None
         ask = getattr(self.outbox, "delivered", None)
         return ask(message_id) if ask is not None else None
-
-
-def _unsubscribing(
-    scope: TenantScope, send: EmailSend, lead: Lead | None
-) -> str | None:
-    """The lead a marketing send's unsubscribe link names, if any.
-
-    A send to a bare address names the lead holding that address, when there
-    is one: its click then sets the lead's opt-out and tells the CRM, as a
-    lead's own link does. Otherwise the link names the address's hash, which
-    suppresses the address alone.
-    """
-    if lead is not None or send.category != "marketing":
-        return lead.id if lead is not None else None
-    key = email_key(send.recipient or "")
-    if key is None:
-        return None
-    # TODO(#8): a lead created with the address after this send is not found
-    # by the link's hash (leads keep no hash); the address stays suppressed.
-    return scope.session.scalars(
-        select(Lead.id).where(Lead.tenant_id == scope.tenant_id, Lead.email == key)
-    ).first()
 
 
 def _given_body(

@@ -148,9 +148,9 @@ def _is_one_click(form: FormData | None) -> bool:
 def _apply(store: Store, target: UnsubscribeTarget, source: str) -> None:
     with store.write(target.tenant_id) as scope:
         if target.address_hash is not None:
-            # The hash blocks marketing to the address, a lead's included. A
-            # lead that held the address when the e-mail was sent got a link
-            # naming it instead (`tasks.one_off_sends`); see the TODO there.
+            # The hash blocks marketing to the address, a lead's included.
+            # TODO(#8): find a lead holding that address (leads keep no hash
+            # of theirs yet) so its own opt-out flag and the CRM's follow too.
             suppress_hash(
                 scope,
                 address_hash=target.address_hash,

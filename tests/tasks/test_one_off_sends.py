@@ -251,27 +251,6 @@ class TestSending:
             "default", address_hash=address_hash("zoe@example.com")
         )
 
-    def test_a_bare_address_a_lead_holds_gets_the_leads_link(
-        self, store, clock, files, folder
-    ):
-        # Its click then sets the lead's own opt-out and tells the CRM.
-        lead = take(store, {"email": "Zoe@Example.com"})
-        other_tenant = take(store, {"email": "max@example.com"}, tenant="other")
-        queue(store, recipient="zoe@example.com")
-        queue(store, recipient="Max@Example.com")
-
-        assert run(store, files) == outcome(sent=2)
-
-        by_recipient = {str(m["To"]).lower(): m for m in messages(folder)}
-        assert token_of(by_recipient["zoe@example.com"]) == UnsubscribeTarget(
-            "default", lead_id=lead.id
-        )
-        # A lead of another tenant is no lead of this one.
-        assert other_tenant.tenant_id == "other"
-        assert token_of(by_recipient["max@example.com"]) == UnsubscribeTarget(
-            "default", address_hash=address_hash("max@example.com")
-        )
-
     def test_given_text_is_escaped_into_html_and_given_html_kept(
         self, store, clock, files, folder
     ):
