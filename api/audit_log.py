@@ -213,25 +213,24 @@ def write_call(store: Store, call: Call, secret: str | None, spool: AuditSpool) 
 def write_calls(store: Store, calls: list[Call], spool: AuditSpool) -> list[bool]:
     """Appends the records of calls whose key is known, in one transaction.
 
-    Records waiting in the spool go first, in the same transaction. When the
-    store fails, the records are added to the spool and the failure is logged
-    as an ERROR naming each route; nothing is raised: the calls have happened,
-    and their callers have or will have their answers.
+    Records waiting in the spool go first, in a transaction of their own.
+    When the store fails, the records are added to the spool and the failure
+    is logged as an ERROR naming each route; nothing is raised: the calls
+    have happened, and their callers have or will have their answers.
 
     Returns:
         For each call, whether its record was written now (all or none are).
     """
     records = [_record_of(call) for call in calls]
-    try:
-        # The spool is emptied only once the transaction holding its records
-        # has committed.
-        with spool.taken() as waiting, store.write_across_tenants() as session:
-            append_requests(session, [*waiting, *records])
-    except Exception as exc:
-        kept = _keep(spool, records)
-        _not_written(calls, exc, kept=kept)
-        return [False] * len(calls)
-    return [True] * len(calls)
+    if spool.waiting():
+        error, kept = _after_the_spool(store, spool, records)
+    else:
+        error = _append(store, records)
+        kept = error is not None and _keep(spool, records)
+    if error is None:
+        return [True] * len(calls)
+    _not_written(calls, error, kept=kept)
+    return [False] * len(calls)
 
 
 def replay_spool(store: Store, spool: AuditSpool) -> None:
@@ -240,9 +239,39 @@ def replay_spool(store: Store, spool: AuditSpool) -> None:
         write_calls(store, [], spool)
 
 
+def _after_the_spool(
+    store: Store, spool: AuditSpool, records: list[CallRecord]
+) -> tuple[Exception | None, bool]:
+    """Replays the spool, then appends `records`; their error, and whether they
+    were spooled."""
+    with spool.taken() as taken:
+        replay_error = _append(store, taken.records) if taken.records else None
+        error = _append(store, records) if records else None
+        if replay_error is not None:
+            if records and error is None:
+                # The store took these but refused the replay: one at a
+                # time, the records it will never take are set aside.
+                for record in taken.records:
+                    if _append(store, [record]) is not None:
+                        taken.refuse(record)
+            else:
+                taken.keep(taken.records)
+        if error is not None:
+            taken.keep(records)
+    return error, error is not None and taken.usable
+
+
+def _append(store: Store, records: list[CallRecord]) -> Exception | None:
+    """Appends the records in one transaction; the error when it failed."""
+    try:
+        with store.write_across_tenants() as session:
+            append_requests(session, records)
+    except Exception as exc:
+        return exc
+    return None
+
+
 def _keep(spool: AuditSpool, records: list[CallRecord]) -> bool:
-    if not records:
-        return True
     try:
         spool.keep(records)
     except OSError as exc:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from api import audit_log
-from api.audit_spool import UNREADABLE_NAME, AuditSpool
+from api.audit_spool import SET_ASIDE_NAME, AuditSpool
 from leads.store import Store
 from leads.store.audit import CallRecord
 from leads.store.schema import upgrade
@@ -96,19 +96,67 @@ class TestWhileTheStoreRefuses:
         audit_log.write_calls(store, [call(3)], spool)
 
         assert stored(store) == []
-        with spool.taken() as waiting:
-            assert [r.target_id for r in waiting] == ["1", "2", "lead-3"]
+        with spool.taken() as taken:
+            assert [r.target_id for r in taken.records] == ["1", "2", "lead-3"]
+            taken.keep(taken.records)
 
     def test_records_taken_by_a_block_that_fails_stay(self, tmp_path):
         spool = AuditSpool(tmp_path)
         spool.keep([record(1)])
 
-        with pytest.raises(RuntimeError), spool.taken() as waiting:
-            assert len(waiting) == 1
+        with pytest.raises(RuntimeError), spool.taken() as taken:
+            assert len(taken.records) == 1
             raise RuntimeError("the transaction did not commit")
 
-        with spool.taken() as waiting:
-            assert [r.target_id for r in waiting] == ["1"]
+        with spool.taken() as taken:
+            assert [r.target_id for r in taken.records] == ["1"]
+
+    def test_a_record_the_store_never_takes_is_set_aside_not_left_blocking(
+        self, store, tmp_path, caplog
+    ):
+        spool = AuditSpool(tmp_path)
+        poison = CallRecord("default", "key-1", "POISON", 200, at=record(0).at)
+        spool.keep([record(1), poison, record(2)])
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER audit_refuses_poison BEFORE INSERT ON audit_events "
+                "WHEN NEW.action = 'POISON' BEGIN SELECT RAISE(ABORT, 'no'); END"
+            )
+
+        assert audit_log.write_calls(store, [call(3)], spool) == [True]
+
+        assert sorted(r.target_id for r in stored(store)) == ["1", "2", "lead-3"]
+        assert not spool.waiting()
+        aside = (tmp_path / SET_ASIDE_NAME).read_text(encoding="utf-8")
+        assert '"action": "POISON"' in aside
+        assert audit_log.write_calls(store, [call(4)], spool) == [True]
+
+    def test_a_replay_at_start_against_a_refusing_store_keeps_the_spool(
+        self, store, tmp_path
+    ):
+        spool = AuditSpool(tmp_path)
+        spool.keep([record(1)])
+        refuse_writes(store)
+
+        audit_log.replay_spool(store, spool)
+
+        assert not (tmp_path / SET_ASIDE_NAME).exists()
+        with spool.taken() as taken:
+            assert [r.target_id for r in taken.records] == ["1"]
+            taken.keep(taken.records)
+
+    def test_a_spool_that_cannot_be_used_leaves_the_store_writing(
+        self, store, tmp_path, caplog
+    ):
+        spool = AuditSpool(tmp_path)
+        # Not a file: opening it fails as a read-only data dir would.
+        spool.path.mkdir()
+        (spool.path / "x").write_text("x")
+
+        assert audit_log.write_calls(store, [call(1)], spool) == [True]
+
+        assert [r.target_id for r in stored(store)] == ["lead-1"]
+        assert "audit spool audit-spool.jsonl cannot be used" in caplog.text
 
     def test_the_api_replays_the_spool_when_it_starts(self, store, tmp_path, serve_api):
         from tests.api.test_audit import settings_for
@@ -130,10 +178,10 @@ class TestTheFile:
 
         spool.keep(kept)
 
-        with spool.taken() as waiting:
-            assert waiting == kept
-        with spool.taken() as waiting:
-            assert waiting == []
+        with spool.taken() as taken:
+            assert taken.records == kept
+        with spool.taken() as taken:
+            assert taken.records == []
 
     def test_an_unreadable_line_is_set_aside_and_the_rest_replayed(
         self, tmp_path, caplog
@@ -145,12 +193,13 @@ class TestTheFile:
             file.write('{"tenant_id": "default", "key_')
         spool.keep([record(2)])
 
-        with spool.taken() as waiting:
-            assert [r.target_id for r in waiting] == ["1"]
+        with spool.taken() as taken:
+            assert [r.target_id for r in taken.records] == ["1", "2"]
 
-        aside = (tmp_path / UNREADABLE_NAME).read_text(encoding="utf-8")
-        assert aside.startswith('{"tenant_id": "default", "key_')
+        aside = (tmp_path / SET_ASIDE_NAME).read_text(encoding="utf-8")
+        assert aside == '{"tenant_id": "default", "key_\n'
         assert "could not be read back" in caplog.text
+        assert not spool.waiting()
 
     def test_processes_appending_at_once_lose_no_line(self, tmp_path):
         context = multiprocessing.get_context("spawn")
@@ -164,8 +213,8 @@ class TestTheFile:
             worker.join(60)
             assert worker.exitcode == 0
 
-        with AuditSpool(tmp_path).taken() as waiting:
-            numbers = sorted(int(r.target_id) for r in waiting)
+        with AuditSpool(tmp_path).taken() as taken:
+            numbers = sorted(int(r.target_id) for r in taken.records)
         assert numbers == [
             start + n for start in (0, 1000, 2000, 3000) for n in range(200)
         ]
