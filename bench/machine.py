@@ -154,6 +154,8 @@ def code_version() -> str:
         return "unknown (git unavailable)"
     if head.returncode != 0:
         return "unknown (not a git checkout, or no commit yet)"
+    if dirty.returncode != 0:
+        return head.stdout.strip() + " (whether it had uncommitted changes: unknown)"
     return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout else "")
 
 

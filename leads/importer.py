@@ -439,7 +439,9 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
                 counts["rejected"] += 1
                 continue
             if record.number in folded:
-                merges[result.lead.id] = _folded_detail(job, folded[record.number])
+                # Two addresses of a chunk may end in one lead (a fuzzy match).
+                detail = merges.setdefault(result.lead.id, _folded_detail(job))
+                detail["records"] += folded[record.number]
             outcome = _outcome(job, keys, values.get("email"), result)
             if job.dry_run and outcome == "created":
                 outcome = _like_an_earlier_chunk(job, values)
@@ -582,13 +584,14 @@ def _fold_repeats(
     return kept, folded
 
 
-def _folded_detail(job: Job, numbers: list[int]) -> dict[str, Any]:
-    """The `lead.merged` decision's detail for records folded into an earlier one."""
+def _folded_detail(job: Job) -> dict[str, Any]:
+    """A `lead.merged` decision's detail for records folded into earlier ones;
+    the caller adds their numbers."""
     return {
         "match": "email_key",
         "channel": CHANNEL,
         "import_id": job.import_id,
-        "records": numbers,
+        "records": [],
     }
 
 

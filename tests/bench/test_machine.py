@@ -55,3 +55,9 @@ def test_a_changed_or_new_source_file_is_said(checkout):
     (checkout / "code.py").write_text("x = 2\n")
 
     assert machine.code_version().endswith(" with uncommitted changes")
+
+
+def test_a_new_untracked_source_file_is_said(checkout):
+    (checkout / "new_module.py").write_text("y = 1\n")
+
+    assert machine.code_version().endswith(" with uncommitted changes")
