@@ -134,9 +134,12 @@ def development_key(settings: Settings, store: Store) -> str | None:
     )
     path = development_key_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Written whole beside it, then renamed: the file is never seen empty.
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(issued.secret + "\n")
+    os.replace(partial, path)
     return issued.secret
 
 

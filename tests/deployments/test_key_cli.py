@@ -98,6 +98,8 @@ def test_development_makes_one_admin_key_on_the_first_start_only(store, tmp_path
     kept = development_key_file(settings)
     assert kept.read_text().strip() == first
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    # Written beside it and renamed into place: no partial file is left.
+    assert [p.name for p in tmp_path.iterdir() if "api-key" in p.name] == ["api-key"]
 
 
 def test_production_makes_no_key_by_itself(store, tmp_path):

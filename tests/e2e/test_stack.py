@@ -173,9 +173,12 @@ def stack(prefect_server, new_store_url, tmp_path_factory) -> Iterator[RunningSt
         assert process.poll() is None, running.log
         key_file = data_dir / "api-key"
         if "authorization" not in api.headers and key_file.exists():
-            # The development key `orchestrator up` made and printed.
-            assert key_file.read_text().strip() in running.log
-            api.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
+            # The development key `orchestrator up` made and printed. It is
+            # printed just after the file is written: wait for the line.
+            key = key_file.read_text().strip()
+            if key not in running.log:
+                return False
+            api.headers["Authorization"] = f"Bearer {key}"
         try:
             status = api.get("/api/status").json()
         except (httpx.HTTPError, ValueError):
