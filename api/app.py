@@ -39,6 +39,7 @@ from api.routes import (
 )
 from api.routes.health import VERSION
 from api.security_headers import SecurityHeaders, page_policy
+from leads import rulebook
 from leads.settings import Settings, get_settings
 from leads.store import Store
 from leads.store.schema import schema_state
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             replay_spool, app.state.store, app.state.audit_spool
         )
         app.state.audit_writes = audit_writes(app.state.store, app.state.audit_spool)
+        await anyio.to_thread.run_sync(rulebook.warm)
         app.state.intake = leads.lead_intake(app.state.store)
         emitter = asyncio.create_task(app.state.pending.run())
         try:

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from leads.fuzzy import MatchRules, RulesError, load_rules
-from leads.scoring import Scorer, ScoringError, list_versions, load_scorer
+from leads.scoring.errors import ScoringError
 from leads.sequences import Sequence, SequenceConfigError, load_sequences
 from leads.settings import get_settings
+
+if TYPE_CHECKING:
+    from leads.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,11 @@ def _folders() -> tuple[Path, Path]:
     return settings.config_dir, settings.model_dir
 
 
+# The scoring modules (and scikit-learn) are imported when a scorer is first
+# asked for, not by every process that imports this module.
 def _scoring_stamp() -> object:
+    from leads.scoring.versions import list_versions
+
     config_dir, model_dir = _folders()
     versions = list_versions(model_dir)
     return (
@@ -104,6 +111,8 @@ def _scoring_stamp() -> object:
 
 
 def _load_scorer() -> Scorer | None:
+    from leads.scoring.scorer import load_scorer
+
     config_dir, model_dir = _folders()
     if not (config_dir / SCORING_FILE).is_file():
         return None
@@ -143,6 +152,13 @@ def forget() -> None:
     """Drops what was loaded, so the next call reads the files again."""
     for reloading in (_scorer, _matching, _sequences):
         reloading.forget()
+
+
+def warm() -> None:
+    """Loads all three now, so the first lead a server takes does not wait for them."""
+    scorer()
+    matching_rules()
+    sequences()
 
 
 def scorer() -> Scorer | None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,6 +75,29 @@ def test_the_walk_finds_the_tasks_that_send_and_write():
     names = {task.name for task in TASKS.values()}
 
     assert {"send sequence steps", "upsert leads to the CRM", "import chunk"} <= names
+
+
+def test_loading_a_flow_leaves_scikit_learn_unloaded():
+    # Every run is a new process, and a lead waits while it starts: a drain
+    # that never scores a lead must not pay scikit-learn's import (about a
+    # second). The scorer imports it when a lead is first scored.
+    load_all = (
+        "import sys\n"
+        "from deployments.definitions import load_definitions\n"
+        "for definition in load_definitions():\n"
+        "    definition.load_flow()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy'}))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", load_all],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+
+    assert loaded.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("flow", FLOWS.values(), ids=FLOWS.keys())
