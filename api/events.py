@@ -2,8 +2,10 @@
 
 Every write that leaves outbox work calls `notify()`; a background loop turns
 any number of notifications within a second into one event, which the drain
-deployments' triggers react to. Prefect being down costs nothing but latency:
-the drains' every-minute schedules pick the work up.
+deployments' triggers react to. The first notification after a quiet second is
+sent at once (within a tick), so a lone lead does not wait out the interval.
+Prefect being down costs nothing but latency: the drains' every-minute
+schedules pick the work up.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -33,9 +36,11 @@ class PendingSignal:
         interval: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 5.0,
+        tick: float = 0.05,
     ) -> None:
         self.events_url = events_url
         self.interval = interval
+        self.tick = min(tick, interval)
         self.timeout = timeout
         self._transport = transport
         self._lock = threading.Lock()
@@ -53,15 +58,23 @@ class PendingSignal:
         return count
 
     async def run(self) -> None:
-        """Emits once per interval while there is something to say, until cancelled."""
+        """Emits at most once per interval while there is something to say.
+
+        Runs until cancelled. Looks every tick, so a notification after a
+        quiet interval goes out within a tick and later ones wait for the
+        interval to pass.
+        """
+        last = -self.interval
         async with httpx.AsyncClient(
             timeout=self.timeout, transport=self._transport
         ) as client:
             while True:
-                await asyncio.sleep(self.interval)
-                count = self._take()
-                if count:
-                    await self._emit(client, count)
+                await asyncio.sleep(self.tick)
+                # Read without the lock: a notification it misses is seen next tick.
+                if not self._pending or time.monotonic() - last < self.interval:
+                    continue
+                last = time.monotonic()
+                await self._emit(client, self._take())
 
     async def _emit(self, client: httpx.AsyncClient, count: int) -> None:
         event = {

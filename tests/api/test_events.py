@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -53,6 +54,34 @@ def test_a_burst_of_notifications_becomes_one_event_with_the_count():
     assert received[0]["event"] == EVENT
     assert received[0]["resource"] == {"prefect.resource.id": RESOURCE_ID}
     assert received[0]["payload"] == {"leads": 500}
+
+
+def test_a_lone_notification_goes_out_at_once_and_the_next_waits_the_interval():
+    sent: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(time.monotonic())
+        return httpx.Response(204)
+
+    signal = PendingSignal(URL, interval=1.5, transport=httpx.MockTransport(answer))
+    notified: list[float] = []
+
+    async def two_apart() -> None:
+        await asyncio.sleep(0.3)
+        notified.append(time.monotonic())
+        signal.notify()
+        while not sent:
+            await asyncio.sleep(0.01)
+        notified.append(time.monotonic())
+        signal.notify()
+
+    run_until(signal, two_apart, lambda: len(sent) == 2)
+
+    assert len(sent) == 2
+    # Well within the interval: the first of a quiet spell is not held back.
+    assert sent[0] - notified[0] < 0.75
+    # The second came at once too, but waited for the interval to pass.
+    assert sent[1] - sent[0] >= 1.5
 
 
 def test_nothing_is_emitted_when_nothing_happened():
