@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from leads.edits import patch
 from leads.intake import submit, submit_batch
-from leads.store import Store
+from leads.store import Store, database
 from leads.store.claims import claim, complete, extend, finish_all_in, park, release
 from leads.store.outbox import CRM_SYNC, SEQUENCE_ENROLMENT
 from leads.store.schema import upgrade
@@ -187,6 +187,37 @@ class TestConcurrentClaimers:
             assert all(
                 row(store, row_id).lease_owner == f"run-{index}" for row_id in taken
             )
+
+
+def test_polling_an_empty_outbox_takes_no_write_lock(tmp_path, monkeypatch):
+    # A drain polls every half second; on SQLite a poll that took the write
+    # lock would make the API's writes wait for it. With a writer holding the
+    # lock, a poll that tried to take it would wait out this short busy
+    # timeout and fail.
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    store = Store(f"sqlite:///{tmp_path / 'leads.db'}")
+    upgrade(store.engine)
+    try:
+        lead = take(store, {"email": "a@example.com"})
+        (taken,) = claim(store, CRM_SYNC, "run-1", limit=5, lease=LEASE, now=later())
+        assert taken.lead_id == lead.id
+        with store.write_across_tenants() as holder:
+            holder.execute(select(1))  # begins, and so takes the write lock
+            polls = [
+                claim(store, CRM_SYNC, "run-2", limit=5, lease=LEASE, now=later()),
+                claim(
+                    store,
+                    CRM_SYNC,
+                    "run-2",
+                    limit=5,
+                    lease=LEASE,
+                    lead_id=lead.id,
+                    now=later(),
+                ),
+            ]
+        assert polls == [[], []]
+    finally:
+        store.dispose()
 
 
 @pytest.mark.postgres
