@@ -21,7 +21,10 @@ from tasks.drain import DrainLimits, drain
 def crm_sync(
     lead_id: str | None = None,
     batch_size: Annotated[int, Field(ge=1, le=2000)] = 200,
-    idle_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 3.0,
+    # Longer than the e-mail drain's: a lead that arrives while a run polls is in
+    # the CRM in under a second, where a new run takes seconds to start. An
+    # empty poll is one read, twice a second, and takes no write lock.
+    idle_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 20.0,
 ) -> dict[str, int]:
     """Drains the `crm_sync` outbox until it stays empty for a grace period.
 
