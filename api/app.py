@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from importlib import resources
 
 import anyio
@@ -42,6 +43,7 @@ from api.security_headers import SecurityHeaders, page_policy
 from leads import rulebook
 from leads.settings import Settings, get_settings
 from leads.store import Store
+from leads.store.presence import pending_drains_polling
 from leads.store.schema import schema_state
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit_writes = audit_writes(app.state.store, app.state.audit_spool)
         await anyio.to_thread.run_sync(rulebook.warm)
         app.state.intake = leads.lead_intake(app.state.store)
+        app.state.pending.drains_polling = partial(
+            pending_drains_polling, app.state.store
+        )
         emitter = asyncio.create_task(app.state.pending.run())
         try:
             yield

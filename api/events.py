@@ -15,8 +15,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+import anyio
 import httpx
 
 from leads.store import outbox
@@ -28,7 +30,18 @@ RESOURCE_ID = outbox.PENDING_RESOURCE
 
 
 class PendingSignal:
-    """Counts notifications and emits them as one event per interval."""
+    """Counts notifications and emits them as one event per interval.
+
+    Args:
+        events_url: the Prefect server's `/events` endpoint.
+        interval: seconds between two events, at least.
+        transport: for tests; httpx's own when None.
+        timeout: seconds an emit may take.
+        tick: how often the loop looks for notifications.
+        drains_polling: whether every drain the event starts is polling now
+            (`leads.store.presence`); the event is then left out, as the runs
+            it starts would only be cancelled. Blocking: called in a thread.
+    """
 
     def __init__(
         self,
@@ -37,10 +50,13 @@ class PendingSignal:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 5.0,
         tick: float = 0.05,
+        drains_polling: Callable[[], bool] | None = None,
     ) -> None:
         self.events_url = events_url
         self.interval = interval
         self.tick = min(tick, interval)
+        self.drains_polling = drains_polling
+        self.skipped = 0
         self.timeout = timeout
         self._transport = transport
         self._lock = threading.Lock()
@@ -74,7 +90,24 @@ class PendingSignal:
                 if not self._pending or time.monotonic() - last < self.interval:
                     continue
                 last = time.monotonic()
-                await self._emit(client, self._take())
+                count = self._take()
+                if await self._polling():
+                    self.skipped += 1
+                    continue
+                await self._emit(client, count)
+
+    async def _polling(self) -> bool:
+        if self.drains_polling is None:
+            return False
+        try:
+            return await anyio.to_thread.run_sync(self.drains_polling)
+        except Exception as exc:  # noqa: BLE001 - when unsure, send the event
+            logger.warning(
+                "could not tell whether the drains are polling (%s); sending %s",
+                exc.__class__.__name__,
+                EVENT,
+            )
+            return False
 
     async def _emit(self, client: httpx.AsyncClient, count: int) -> None:
         event = {

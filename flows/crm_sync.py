@@ -12,7 +12,7 @@ from connectors.crm.sync import DEFAULT_LEASE, CrmSync
 from flows.summaries import publish_summary
 from leads.settings import get_settings
 from leads.store import Store
-from leads.store.outbox import CRM_SYNC
+from leads.store.outbox import CRM_SYNC, CRM_SYNC_DRAIN
 from tasks.crm_sync import upsert_leads
 from tasks.drain import DrainLimits, drain
 
@@ -66,6 +66,7 @@ def crm_sync(
                 lease=DEFAULT_LEASE,
             ),
             lead_id=lead_id,
+            present_as=CRM_SYNC_DRAIN,
         )
     finally:
         sync.close()

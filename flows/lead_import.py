@@ -16,6 +16,7 @@ from leads.importer import Chunk, Job
 from leads.settings import Settings, get_settings
 from leads.store import Store, outbox
 from leads.store import imports as stored
+from leads.store.presence import pending_drains_polling
 from tasks.import_chunks import import_chunk
 
 ImportEnding = Literal["finished", "skipped", "failed", "stopped"]
@@ -82,8 +83,9 @@ def _run_one(
         for chunk in importer.cleaned_chunks(job, chunks, settings.import_workers):
             counts = import_chunk(store, quote(job), quote(chunk))
             _log_progress(job, chunk)
-            if not job.dry_run and counts:
-                # The drains take the new rows now, not at the next minute.
+            if not job.dry_run and counts and not pending_drains_polling(store):
+                # The drains take the new rows now, not at the next minute
+                # (while both poll already, they do without an event).
                 emit_event(
                     event=outbox.PENDING_EVENT,
                     resource={"prefect.resource.id": outbox.PENDING_RESOURCE},

@@ -16,7 +16,7 @@ from leads.email_sends import EMAIL_SEND
 from leads.sequences import load_sequences
 from leads.settings import get_settings
 from leads.store import Store
-from leads.store.outbox import SEQUENCE_ENROLMENT
+from leads.store.outbox import DISPATCHER_DRAIN, SEQUENCE_ENROLMENT
 from leads.store.sequence_plans import wake_changed
 from leads.store.statistics import refresh_statistics
 from leads.unsubscribe import lead_link_maker
@@ -115,6 +115,8 @@ def dispatch_sequence(
                     batch_size=batch_size, idle_grace_seconds=idle_grace_seconds
                 ),
                 lead_id=lead_id,
+                # The one-offs' last drain below follows its last look.
+                present_as=DISPATCHER_DRAIN,
             )
         )
         totals.update(_prefixed("one_off", send_queued()))

@@ -18,6 +18,7 @@ from leads.settings import get_settings
 from leads.store import Store
 from leads.store import webhooks as deliveries
 from leads.store.outbox import PENDING_EVENT, PENDING_RESOURCE
+from leads.store.presence import pending_drains_polling
 from leads.webhooks.processing import Handler, process
 from leads.webhooks.sources import Payload, configured_sources
 
@@ -71,11 +72,13 @@ def drain_webhooks(
                         verdict = None
                     totals[verdict.status if verdict else "left_pending"] += 1
                     owed += bool(verdict and verdict.leaves_work)
+        # The CRM sync and the e-mail drains react to this at once; while
+        # both poll already, they take the rows without it.
+        wake = owed and not pending_drains_polling(store)
     finally:
         store.dispose()
 
-    if owed:
-        # The CRM sync and the e-mail drains react to this at once.
+    if wake:
         emit_event(
             event=PENDING_EVENT,
             resource={"prefect.resource.id": PENDING_RESOURCE},

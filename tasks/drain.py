@@ -13,6 +13,7 @@ from prefect import runtime
 from leads.flow_run import within_flow_run
 from leads.store import Store
 from leads.store.claims import Claim, claim
+from leads.store.presence import Presence
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ def drain(
     *,
     limits: DrainLimits = DrainLimits(),
     lead_id: str | None = None,
+    present_as: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, int]:
@@ -46,6 +48,9 @@ def drain(
     With `lead_id`, takes only that lead's rows and stops as soon as there are none.
     Inside a flow run, `handle` runs within it (`leads.flow_run`), so the
     timeline events it writes name the run, whether it is a task or not.
+    With `present_as` (a drain deployment's name), a drain of every lead's rows
+    records that it is polling (`leads.store.presence`) and withdraws that
+    before its last look, so the API sends no event for a run while it polls.
 
     Returns:
         The handlers' counts added up, plus `batches`.
@@ -54,26 +59,45 @@ def drain(
     started = clock()
     idle_since: float | None = None
     run_id = runtime.flow_run.id
-    while clock() - started < limits.max_seconds:
-        claims = claim(
-            store,
-            topic,
-            owner,
-            limit=limits.batch_size,
-            lease=limits.lease,
-            lead_id=lead_id,
-        )
-        if claims:
-            with within_flow_run(run_id):
-                totals.update(handle(claims))
-            totals["batches"] += 1
-            idle_since = None
-            continue
-        if lead_id is not None:
-            break
-        if idle_since is None:
-            idle_since = clock()
-        elif clock() - idle_since >= limits.idle_grace_seconds:
-            break
-        sleep(limits.poll_seconds)
+    presence = (
+        Presence(store, present_as, owner, monotonic=clock)
+        if present_as is not None and lead_id is None
+        else None
+    )
+    ending = False
+    try:
+        while clock() - started < limits.max_seconds:
+            if presence is not None and not ending:
+                presence.keep()
+            claims = claim(
+                store,
+                topic,
+                owner,
+                limit=limits.batch_size,
+                lease=limits.lease,
+                lead_id=lead_id,
+            )
+            if claims:
+                with within_flow_run(run_id):
+                    totals.update(handle(claims))
+                totals["batches"] += 1
+                idle_since = None
+                ending = False
+                continue
+            if lead_id is not None or ending:
+                break
+            if idle_since is None:
+                idle_since = clock()
+            elif clock() - idle_since >= limits.idle_grace_seconds:
+                if presence is None:
+                    break
+                # Gone before the last look: a row the API committed while it
+                # found this run present is taken by that look.
+                presence.leave()
+                ending = True
+                continue
+            sleep(limits.poll_seconds)
+    finally:
+        if presence is not None:
+            presence.leave_quietly()
     return dict(totals)

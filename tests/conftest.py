@@ -34,6 +34,7 @@ from leads.store.tables import (
     CrmAccount,
     CrmReconciliation,
     CrmSyncTarget,
+    DrainPresence,
     DuplicateReview,
     EmailEvent,
     EmailSend,
@@ -213,6 +214,7 @@ def wipe(store: Store) -> None:
             Lead,
             ApiKey,
             TriggerKey,
+            DrainPresence,
         ):
             connection.execute(delete(table))
         _empty_audit_log(connection)

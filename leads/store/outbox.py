@@ -16,6 +16,11 @@ TOPICS = (CRM_SYNC, SEQUENCE_ENROLMENT)
 # import's chunks), and the resource the drains' triggers match it on.
 PENDING_EVENT = "leads.pending"
 PENDING_RESOURCE = "orchestrator.leads"
+# The drain deployments that event starts, each present (`leads.store.presence`)
+# under its name while it polls every lead's rows.
+CRM_SYNC_DRAIN = "crm_sync"
+DISPATCHER_DRAIN = "sequence_dispatcher"
+PENDING_DRAINS = (CRM_SYNC_DRAIN, DISPATCHER_DRAIN)
 
 
 def enqueue(

@@ -675,3 +675,20 @@ class TriggerKey(Base):
     held_until: Mapped[datetime] = mapped_column(UTCDateTime)
     lead_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DrainPresence(Base):
+    """A drain run polling its outbox now, so new rows need no run of their own.
+
+    The run renews `until` every few seconds while it polls and deletes the
+    row before its last look at the outbox: a row committed while the API saw
+    this one is always found by that run. A run that died stops counting once
+    `until` has passed. System work, across tenants: it holds no one's data.
+    """
+
+    __tablename__ = "drain_presence"
+
+    # The deployment the run drains for, e.g. `crm_sync`.
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime] = mapped_column(UTCDateTime)

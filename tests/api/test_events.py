@@ -125,3 +125,48 @@ def test_the_loop_survives_any_failure_and_emits_later():
 
     assert len(attempts) == 2
     assert signal.emitted == 1
+
+
+def test_no_event_while_every_drain_it_would_start_is_polling():
+    calls: list[httpx.Request] = []
+    polling = iter([True, False])
+    signal = PendingSignal(
+        URL,
+        interval=0.1,
+        transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(204)),
+        drains_polling=lambda: next(polling),
+    )
+
+    async def twice() -> None:
+        signal.notify()
+        while not signal.skipped:
+            await asyncio.sleep(0.01)
+        signal.notify(2)
+
+    run_until(signal, twice, lambda: signal.emitted == 1)
+
+    assert signal.skipped == 1
+    # The polling drains take the first lead; the event counts only the later.
+    assert [json.loads(call.content)[0]["payload"] for call in calls] == [{"leads": 2}]
+
+
+def test_an_event_is_sent_when_the_drains_cannot_be_asked():
+    calls: list[httpx.Request] = []
+
+    def store_away() -> bool:
+        raise OSError("the store is away")
+
+    signal = PendingSignal(
+        URL,
+        interval=0.1,
+        transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(204)),
+        drains_polling=store_away,
+    )
+
+    async def once() -> None:
+        signal.notify()
+
+    run_until(signal, once, lambda: signal.emitted == 1)
+
+    assert len(calls) == 1
+    assert signal.skipped == 0

@@ -7,8 +7,10 @@ from prefect import flow, runtime
 
 from leads.flow_run import current_flow_run_id
 from leads.intake import submit
+from leads.store import presence
 from leads.store.claims import complete
-from leads.store.outbox import SEQUENCE_ENROLMENT
+from leads.store.outbox import DISPATCHER_DRAIN, SEQUENCE_ENROLMENT
+from leads.store.presence import all_present
 from tasks.drain import DrainLimits, drain
 
 
@@ -146,3 +148,122 @@ def test_inside_a_flow_run_a_handler_that_is_no_task_works_within_it(store, on_p
 
     assert state.result() == {"batches": 1}
     assert seen == [str(state.state_details.flow_run_id)]
+
+
+def completing(store, handled: list[str]):
+    """A handler that completes its claims and notes their leads."""
+
+    def handle(claims):
+        for held in claims:
+            handled.append(held.lead_id)
+            complete(store, held)
+        return {"handled": len(claims)}
+
+    return handle
+
+
+class TestPresence:
+    def test_a_drain_is_present_while_it_polls_and_gone_when_it_ends(self, store):
+        clock = FakeClock()
+        seen: list[bool] = []
+
+        def sleep(seconds: float) -> None:
+            seen.append(all_present(store, [DISPATCHER_DRAIN]))
+            clock.sleep(seconds)
+
+        drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            "run-5",
+            completing(store, []),
+            limits=DrainLimits(idle_grace_seconds=2, poll_seconds=0.5),
+            present_as=DISPATCHER_DRAIN,
+            clock=clock,
+            sleep=sleep,
+        )
+
+        assert seen and all(seen)
+        assert not all_present(store, [DISPATCHER_DRAIN])
+
+    def test_a_row_written_while_the_drain_was_present_is_taken_before_it_ends(
+        self, store, monkeypatch
+    ):
+        # The API writes a lead and finds the drain present, so it sends no
+        # event, in the last moment it can: just before the drain withdraws.
+        clock = FakeClock()
+        relied_on: list[str] = []
+        withdraw = presence.withdraw
+
+        def api_writes_first(*args) -> None:
+            if not relied_on:
+                lead = take(store, "late@example.com")
+                assert all_present(store, [DISPATCHER_DRAIN])
+                relied_on.append(lead.id)
+            withdraw(*args)
+
+        monkeypatch.setattr(presence, "withdraw", api_writes_first)
+        handled: list[str] = []
+
+        drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            "run-6",
+            completing(store, handled),
+            limits=DrainLimits(idle_grace_seconds=1, poll_seconds=0.5),
+            present_as=DISPATCHER_DRAIN,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+        assert relied_on
+        assert handled == relied_on
+        assert not all_present(store, [DISPATCHER_DRAIN])
+
+    def test_a_run_for_one_lead_is_never_present(self, store):
+        lead = take(store, "one@example.com")
+        seen: list[bool] = []
+
+        def handle(claims):
+            seen.append(all_present(store, [DISPATCHER_DRAIN]))
+            return completing(store, [])(claims)
+
+        drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            "run-7",
+            handle,
+            lead_id=lead.id,
+            present_as=DISPATCHER_DRAIN,
+        )
+
+        assert seen == [False]
+
+    def test_a_drain_that_fails_or_runs_out_of_time_withdraws(self, store):
+        take(store, "fails@example.com")
+
+        def fail(claims):
+            assert all_present(store, [DISPATCHER_DRAIN])
+            raise RuntimeError("the relay went away")
+
+        with pytest.raises(RuntimeError):
+            drain(
+                store,
+                SEQUENCE_ENROLMENT,
+                "run-8",
+                fail,
+                present_as=DISPATCHER_DRAIN,
+            )
+        assert not all_present(store, [DISPATCHER_DRAIN])
+
+        clock = FakeClock()
+        drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            "run-9",
+            completing(store, []),
+            limits=DrainLimits(idle_grace_seconds=10_000, max_seconds=5),
+            present_as=DISPATCHER_DRAIN,
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        assert not all_present(store, [DISPATCHER_DRAIN])
