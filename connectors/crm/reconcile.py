@@ -17,7 +17,7 @@ from sqlalchemy import select
 from connectors.crm.accounts import CrmAccount
 from connectors.crm.protocol import CrmConnector, CrmSnapshot
 from connectors.crm.sync import account_detail
-from leads.store import outbox, timeline
+from leads.store import audit, outbox, timeline
 from leads.store.database import Store, TenantScope
 from leads.store.tables import CrmReconciliation, Lead, utcnow
 
@@ -191,6 +191,17 @@ def apply_state(
     lead.crm_state = state
     if differences.keys() & STOPPING:
         outbox.wake_enrolments(scope, lead.id)
+    if state["opted_out"] and not old.get("opted_out") and not lead.email_opt_out:
+        # The CRM's opt-out now stops this lead's e-mail (`leads.suppression`).
+        # One the product made itself, read back, was recorded when it was made.
+        audit.append_decision(
+            scope.session,
+            scope.tenant_id,
+            "lead.unsubscribed",
+            "lead",
+            lead.id,
+            {"source": source, "crm_id": lead.crm_id},
+        )
     if not old and not _notable(state):
         # The first read of a lead the CRM holds as we wrote it: its state is
         # noted, but nothing happened worth a timeline event.

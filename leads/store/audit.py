@@ -22,9 +22,8 @@ from leads.store.database import TenantScope
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
 from leads.store.tables import AuditEvent, utcnow
 
-# TODO(#8): not yet recorded as a decision: an opt-out the CRM reconciliation
-# reads from the CRM. Leads a batch intake merges are appended one INSERT
-# each (they are stored one by one too), not with `append_decisions`.
+# Leads a batch intake merges are appended one INSERT each (they are stored
+# one by one too), not with `append_decisions`.
 SYSTEM = "system"
 Kind = Literal["request", "decision"]
 # Who the work in progress acts for: set around an API call, read when its

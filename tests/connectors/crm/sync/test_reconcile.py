@@ -14,7 +14,14 @@ from connectors.crm.reconcile import (
     tenants_with_crm_records,
 )
 from connectors.crm.sync import CrmSync
-from leads.store.tables import CrmReconciliation, Lead, TimelineEvent, utcnow
+from leads.store.tables import (
+    AuditEvent,
+    CrmReconciliation,
+    Lead,
+    TimelineEvent,
+    utcnow,
+)
+from leads.suppression import unsubscribe
 
 RUN_ID = "00000000-0000-0000-0000-0000000000aa"
 # Far enough ahead that the window (which ends INDEX_LAG before "now") covers
@@ -38,6 +45,20 @@ def status_changes(store, lead_id: str) -> list[TimelineEvent]:
                     TimelineEvent.kind == "crm.status_changed",
                 )
                 .order_by(TimelineEvent.id)
+            )
+        )
+
+
+def unsubscribe_decisions(store, lead_id: str) -> list[AuditEvent]:
+    with store.read("default") as scope:
+        return list(
+            scope.session.scalars(
+                scope.select(AuditEvent)
+                .where(
+                    AuditEvent.action == "lead.unsubscribed",
+                    AuditEvent.target_id == lead_id,
+                )
+                .order_by(AuditEvent.id)
             )
         )
 
@@ -134,6 +155,34 @@ class TestHubSpot:
                 "opted_out": {"was": False, "now": True},
             },
         }
+
+    def test_an_opt_out_set_in_the_crm_is_an_audited_decision_once(
+        self, store, settings, change, synced, reconciler
+    ):
+        reconciler(settings, now=utcnow() + AHEAD)
+        assert unsubscribe_decisions(store, synced.id) == []
+
+        change(synced.crm_id, hs_email_optout="true")
+        reconciler(settings, now=utcnow() + AHEAD)
+        change(synced.crm_id, lifecyclestage="customer")
+        reconciler(settings, now=utcnow() + AHEAD)
+
+        [decision] = unsubscribe_decisions(store, synced.id)
+        assert decision.actor == "system"
+        assert decision.detail == {"source": "crm_reconcile", "crm_id": synced.crm_id}
+
+    def test_an_opt_out_the_product_made_read_back_is_no_new_decision(
+        self, store, settings, change, synced, reconciler
+    ):
+        with store.write("default") as scope:
+            unsubscribe(scope, scope.get(Lead, synced.id), source="one_click")
+        change(synced.crm_id, hs_email_optout="true")
+
+        reconciler(settings, now=utcnow() + AHEAD)
+
+        assert lead_row(store, synced.id).crm_state["opted_out"] is True
+        [decision] = unsubscribe_decisions(store, synced.id)
+        assert decision.detail == {"source": "one_click"}
 
     def test_a_second_run_over_the_same_change_changes_nothing(
         self, store, settings, change, synced, reconciler
