@@ -31,6 +31,13 @@ CHANGED_FRACTION = 0.1
 CHANGED_BASE = 50
 # How often single-lead intake asks whether the statistics went stale.
 CHECK_EVERY_S = 10.0
+# The sample each PostgreSQL ANALYZE here takes, as `default_statistics_target`
+# (300 rows per unit; PostgreSQL's default is 100): intake's lookups need only
+# tell a selective index from the tenant's, and the ANALYZE runs beside intake.
+POSTGRES_STATISTICS_TARGET = 25
+# The transaction-level advisory lock one refresh holds at a time, across every
+# process on the store: another finds it taken and leaves the work to it.
+POSTGRES_REFRESH_LOCK = 0x6F72_6368_616E_616C
 # When each store (by URL) was last asked, for `refresh_statistics_now_and_then`.
 _checked: dict[str, float] = {}
 _checked_lock = threading.Lock()
@@ -47,6 +54,15 @@ def refresh_statistics(store: Store) -> list[str]:
     if store.backend != "postgresql":
         return []
     with store.engine.connect() as connection:
+        # Two processes analysing one table would queue on its lock, each
+        # doing the whole work again once the other is done.
+        taken = connection.execute(
+            text("SELECT pg_try_advisory_xact_lock(:key)"),
+            {"key": POSTGRES_REFRESH_LOCK},
+        ).scalar()
+        if not taken:
+            connection.rollback()
+            return []
         rows = connection.execute(
             text(
                 "SELECT s.relname, s.n_mod_since_analyze, greatest(c.reltuples, 0) "
@@ -60,6 +76,9 @@ def refresh_statistics(store: Store) -> list[str]:
             for name, changed, estimated in rows
             if changed > CHANGED_BASE + CHANGED_FRACTION * estimated
         ]
+        if stale:
+            target = POSTGRES_STATISTICS_TARGET
+            connection.execute(text(f"SET LOCAL default_statistics_target = {target}"))
         for name in stale:
             connection.execute(text(f'ANALYZE "{name}"'))
         connection.commit()

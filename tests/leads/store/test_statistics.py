@@ -41,6 +41,41 @@ def test_stale_tables_are_analysed(store):
 
     assert sorted(first) == sorted(TABLES)
     assert analysed == sorted(TABLES)
+    # Sampled at the smaller target: at most target + 1 histogram bounds,
+    # where PostgreSQL's default would keep up to 101 of these 120 addresses.
+    with store.engine.connect() as connection:
+        bounds = connection.execute(
+            text(
+                "SELECT cardinality(histogram_bounds::text::text[]) FROM pg_stats "
+                "WHERE tablename = 'leads' AND attname = 'email'"
+            )
+        ).scalar_one()
+    assert 2 <= bounds <= statistics.POSTGRES_STATISTICS_TARGET + 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("migrated_store", ["postgresql"], indirect=True)
+def test_a_refresh_under_way_elsewhere_is_left_to_that_process(store):
+    for i in range(120):
+        submit(
+            store, "default", {"email": f"t{i}@example.com"}, channel="api", region="US"
+        )
+    with store.engine.connect() as other:
+        other.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": statistics.POSTGRES_REFRESH_LOCK},
+        )
+        while_held = [refresh_statistics(store) for _ in range(5)]
+        other.rollback()
+    # Once it is free, the tables are analysed (counters come a little late).
+    after: list[str] = []
+    deadline = time.monotonic() + 10
+    while set(after) != set(TABLES) and time.monotonic() < deadline:
+        after += refresh_statistics(store)
+        time.sleep(0.2)
+
+    assert while_held == [[]] * 5
+    assert sorted(after) == sorted(TABLES)
 
 
 @pytest.mark.parametrize("migrated_store", ["sqlite"], indirect=True)
