@@ -15,6 +15,7 @@ from leads.store import Store
 from leads.store.outbox import CRM_SYNC, CRM_SYNC_DRAIN
 from tasks.crm_sync import upsert_leads
 from tasks.drain import DrainLimits, drain
+from tasks.pending import wake_drains
 
 
 @flow(name="crm-sync", log_prints=False)
@@ -23,7 +24,8 @@ def crm_sync(
     batch_size: Annotated[int, Field(ge=1, le=2000)] = 200,
     # Longer than the e-mail drain's: a lead that arrives while a run polls is in
     # the CRM in under a second, where a new run takes seconds to start. An
-    # empty poll is one read, twice a second, and takes no write lock.
+    # empty poll is one read, twice a second; the run's presence is written
+    # every 5 s.
     idle_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 20.0,
 ) -> dict[str, int]:
     """Drains the `crm_sync` outbox until it stays empty for a grace period.
@@ -67,6 +69,7 @@ def crm_sync(
             ),
             lead_id=lead_id,
             present_as=CRM_SYNC_DRAIN,
+            wake=wake_drains,
         )
     finally:
         sync.close()

@@ -7,17 +7,16 @@ from typing import Literal
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
-from prefect.events import emit_event
 from prefect.utilities.annotations import quote
 
 from flows.summaries import publish_summary
 from leads import importer
 from leads.importer import Chunk, Job
 from leads.settings import Settings, get_settings
-from leads.store import Store, outbox
+from leads.store import Store
 from leads.store import imports as stored
-from leads.store.presence import pending_drains_polling
 from tasks.import_chunks import import_chunk
+from tasks.pending import wake_drains_unless_polling
 
 ImportEnding = Literal["finished", "skipped", "failed", "stopped"]
 
@@ -83,14 +82,9 @@ def _run_one(
         for chunk in importer.cleaned_chunks(job, chunks, settings.import_workers):
             counts = import_chunk(store, quote(job), quote(chunk))
             _log_progress(job, chunk)
-            if not job.dry_run and counts and not pending_drains_polling(store):
-                # The drains take the new rows now, not at the next minute
-                # (while both poll already, they do without an event).
-                emit_event(
-                    event=outbox.PENDING_EVENT,
-                    resource={"prefect.resource.id": outbox.PENDING_RESOURCE},
-                    payload={"leads": sum(counts.values())},
-                )
+            if not job.dry_run and counts:
+                # The drains take the new rows now, not at the next minute.
+                wake_drains_unless_polling(store, sum(counts.values()))
     except importer.ImportFileError as exc:
         # Marked failed with this reason, which the import's status shows.
         logger.error("import %s: failed: %s", import_id, exc)

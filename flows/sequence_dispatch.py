@@ -22,6 +22,7 @@ from leads.store.statistics import refresh_statistics
 from leads.unsubscribe import lead_link_maker
 from tasks.drain import DrainLimits, drain
 from tasks.one_off_sends import send_one_offs
+from tasks.pending import wake_drains
 from tasks.sequence_steps import DispatchContext, send_sequence_steps
 
 
@@ -117,6 +118,7 @@ def dispatch_sequence(
                 lead_id=lead_id,
                 # The one-offs' last drain below follows its last look.
                 present_as=DISPATCHER_DRAIN,
+                wake=wake_drains,
             )
         )
         totals.update(_prefixed("one_off", send_queued()))

@@ -6,7 +6,6 @@ from collections import Counter
 from typing import Annotated
 
 from prefect import flow, get_run_logger, runtime
-from prefect.events import emit_event
 from pydantic import Field
 from sqlalchemy.exc import OperationalError
 
@@ -17,10 +16,9 @@ from leads.flow_run import within_flow_run
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store import webhooks as deliveries
-from leads.store.outbox import PENDING_EVENT, PENDING_RESOURCE
-from leads.store.presence import pending_drains_polling
 from leads.webhooks.processing import Handler, process
 from leads.webhooks.sources import Payload, configured_sources
+from tasks.pending import wake_drains_unless_polling
 
 
 @flow(name="webhook-drain", log_prints=False)
@@ -72,18 +70,11 @@ def drain_webhooks(
                         verdict = None
                     totals[verdict.status if verdict else "left_pending"] += 1
                     owed += bool(verdict and verdict.leaves_work)
-        # The CRM sync and the e-mail drains react to this at once; while
-        # both poll already, they take the rows without it.
-        wake = owed and not pending_drains_polling(store)
+        # The CRM sync and the e-mail drains react to this at once.
+        wake_drains_unless_polling(store, owed)
     finally:
         store.dispose()
 
-    if wake:
-        emit_event(
-            event=PENDING_EVENT,
-            resource={"prefect.resource.id": PENDING_RESOURCE},
-            payload={"leads": owed},
-        )
     logger.info("webhook deliveries: %s", dict(totals) or "none pending")
     publish_summary(
         "webhook-drain-summary",

@@ -99,9 +99,11 @@ def _folders() -> tuple[Path, Path]:
 # The scoring modules (and scikit-learn) are imported when a scorer is first
 # asked for, not by every process that imports this module.
 def _scoring_stamp() -> object:
+    config_dir, model_dir = _folders()
+    if not (config_dir / SCORING_FILE).is_file():
+        return (config_dir, None, None)
     from leads.scoring.versions import list_versions
 
-    config_dir, model_dir = _folders()
     versions = list_versions(model_dir)
     return (
         config_dir,

