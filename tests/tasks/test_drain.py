@@ -163,6 +163,23 @@ def completing(store, handled: list[str]):
     return handle
 
 
+def written_just_before_withdrawing(monkeypatch, store, then=lambda: None) -> list[str]:
+    """The ids of leads the API writes, finding the drain present (so it sends no
+    event), at the last moment it can: just before the drain withdraws."""
+    relied_on: list[str] = []
+    withdraw = presence.withdraw
+
+    def api_writes_first(*args) -> None:
+        if not relied_on:
+            relied_on.append(take(store, "late@example.com").id)
+            assert all_present(store, [DISPATCHER_DRAIN])
+            then()
+        withdraw(*args)
+
+    monkeypatch.setattr(presence, "withdraw", api_writes_first)
+    return relied_on
+
+
 class TestPresence:
     def test_a_drain_is_present_while_it_polls_and_gone_when_it_ends(self, store):
         clock = FakeClock()
@@ -189,20 +206,8 @@ class TestPresence:
     def test_a_row_written_while_the_drain_was_present_is_taken_before_it_ends(
         self, store, monkeypatch
     ):
-        # The API writes a lead and finds the drain present, so it sends no
-        # event, in the last moment it can: just before the drain withdraws.
         clock = FakeClock()
-        relied_on: list[str] = []
-        withdraw = presence.withdraw
-
-        def api_writes_first(*args) -> None:
-            if not relied_on:
-                lead = take(store, "late@example.com")
-                assert all_present(store, [DISPATCHER_DRAIN])
-                relied_on.append(lead.id)
-            withdraw(*args)
-
-        monkeypatch.setattr(presence, "withdraw", api_writes_first)
+        relied_on = written_just_before_withdrawing(monkeypatch, store)
         handled: list[str] = []
 
         drain(
@@ -280,19 +285,11 @@ class TestPresence:
     def test_the_last_look_is_taken_even_when_the_time_limit_falls_then(
         self, store, monkeypatch
     ):
-        # The grace runs out just as the time limit does: having withdrawn, the
-        # run still looks once more, and needs no event.
+        # The time limit passes as the drain withdraws: it still looks once more.
         clock = FakeClock()
-        relied_on: list[str] = []
-        withdraw = presence.withdraw
-
-        def api_writes_first(*args) -> None:
-            if not relied_on:
-                relied_on.append(take(store, "edge@example.com").id)
-                clock.now += 1
-            withdraw(*args)
-
-        monkeypatch.setattr(presence, "withdraw", api_writes_first)
+        relied_on = written_just_before_withdrawing(
+            monkeypatch, store, then=lambda: setattr(clock, "now", clock.now + 1)
+        )
         handled: list[str] = []
         woken: list[bool] = []
 
