@@ -132,11 +132,6 @@ class Presence:
             return
         self._written = moment
 
-    @property
-    def written(self) -> bool:
-        """Whether others may be taking this run to be polling."""
-        return self._written is not None
-
     def leave(self) -> None:
         """Withdraws the presence; the next `keep` writes it again."""
         withdraw(self.store, self.name, self.owner)
