@@ -97,7 +97,7 @@ def drain(
                 break
             if idle_since is None:
                 idle_since = clock()
-            elif clock() - idle_since >= limits.idle_grace_seconds:
+            if clock() - idle_since >= limits.idle_grace_seconds:
                 if presence is None:
                     break
                 # Gone before the last look: a row the API committed while it

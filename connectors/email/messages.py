@@ -7,6 +7,7 @@ from datetime import datetime
 from email.headerregistry import (
     Address,
     AddressHeader,
+    BaseHeader,
     HeaderRegistry,
     UnstructuredHeader,
 )
@@ -14,7 +15,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8, Policy
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
-from typing import cast
+from typing import Any, cast
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -42,16 +43,37 @@ class _VerbatimHeader(UnstructuredHeader):
         return f"{self.name}: {self}{policy.linesep}"
 
 
+class _FoldedOnce(BaseHeader):
+    """A header that keeps its folded lines, per line length, separator and charset.
+
+    One parsed header serves every message that sets the same value (see
+    `_Headers`), and folding it again for each costs as much as parsing it.
+    """
+
+    def fold(self, *, policy: Policy) -> str:  # type: ignore[override]
+        # Folding reads only these three of the policy (email._header_value_parser).
+        key = (policy.max_line_length, policy.linesep, getattr(policy, "utf8", False))
+        folds: dict[tuple[Any, ...], str] = self.__dict__.setdefault("_folds", {})
+        folded = folds.get(key)
+        if folded is None:
+            folded = folds[key] = super().fold(policy=policy)
+        return folded
+
+
 class _Headers(HeaderRegistry):
-    """The stdlib's registry, keeping the header classes it makes.
+    """The stdlib's registry, keeping the header classes and values it makes.
 
     The stdlib makes a new class for every header of every message, which
     costs more than parsing the header; a dispatcher builds hundreds a second.
+    Most of a message's headers (the parts' Content-Type and encoding, From,
+    MIME-Version) are the same in every message, so a value parsed once is
+    handed out again: a parsed header is an immutable string.
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(base_class=_FoldedOnce)
         self._made: dict[str, type] = {}
+        self._parsed = lru_cache(maxsize=256)(super().__call__)
 
     def __getitem__(self, name: str) -> type:
         key = name.lower()
@@ -59,6 +81,12 @@ class _Headers(HeaderRegistry):
         if made is None:
             made = self._made[key] = super().__getitem__(name)
         return made
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        if type(value) is str:
+            return cast(BaseHeader, self._parsed(name, value))
+        # Address objects and the like are not hashable; they are rare.
+        return cast(BaseHeader, super().__call__(name, value))
 
 
 _MESSAGE_HEADERS = _Headers()

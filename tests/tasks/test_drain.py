@@ -61,6 +61,24 @@ def test_drains_every_row_in_batches_then_stops_after_the_grace(store):
     assert sum(clock.slept) >= 2
 
 
+def test_with_no_grace_a_drain_stops_at_the_first_empty_look(store):
+    take(store, "d@example.com")
+    clock = FakeClock()
+
+    totals = drain(
+        store,
+        SEQUENCE_ENROLMENT,
+        "run-0",
+        completing(store, []),
+        limits=DrainLimits(idle_grace_seconds=0, poll_seconds=0.5),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+    assert totals == {"handled": 1, "batches": 1}
+    assert clock.slept == []
+
+
 def test_a_run_for_one_lead_takes_only_its_rows_and_stops_at_once(store):
     mine = take(store, "mine@example.com")
     take(store, "other@example.com")

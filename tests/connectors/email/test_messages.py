@@ -267,3 +267,49 @@ class TestGivenMessageId:
                 recipient="ada@example.com",
                 message_id=message_id,
             )
+
+
+class TestHeadersParsedOnce:
+    """A header value set again is parsed and folded once, never mixed up."""
+
+    SUBJECT = RenderedEmail("Grüße, Ada!", "Hallo Ada,\n", "<p>Hallo Ada,</p>\n")
+
+    def test_a_value_set_again_is_the_same_parsed_header(self):
+        first = build_message(RENDERED, sender=SENDER, recipient="a@example.com")
+        second = build_message(RENDERED, sender=SENDER, recipient="b@example.com")
+
+        assert first["Subject"] is second["Subject"]
+        assert first["To"] is not second["To"]
+
+    def test_a_shared_header_is_folded_for_each_wire_format(self):
+        # The same subject object serves both messages; only the international
+        # one may carry it as raw UTF-8 (RFC 6532), the other as encoded words.
+        plain = build_message(self.SUBJECT, sender=SENDER, recipient="a@example.com")
+        wide = build_message(self.SUBJECT, sender=SENDER, recipient="zoë@example.com")
+        assert plain["Subject"] is wide["Subject"]
+
+        for first, second in ((plain, wide), (wide, plain)):
+            first.as_bytes()
+            second.as_bytes()
+        ascii_data, utf8_data = plain.as_bytes(), wide.as_bytes()
+
+        assert "\r\nSubject: Grüße, Ada!\r\n".encode() in utf8_data
+        assert "Grüße".encode() not in ascii_data
+        assert parsed(plain)["Subject"] == "Grüße, Ada!"
+        assert b"\n" not in ascii_data.replace(b"\r\n", b"")
+        assert b"\r\n" not in plain.as_bytes(policy=plain.policy.clone(linesep="\n"))
+
+    def test_a_long_shared_subject_is_folded_the_same_each_time(self):
+        long = RenderedEmail("word " * 40, "text\n", "<p>html</p>\n")
+        made = [
+            build_message(long, sender=SENDER, recipient=f"{n}@example.com", now=NOW)
+            for n in range(2)
+        ]
+
+        folded = [
+            message.as_bytes().split(b"\r\nSubject: ")[1].split(b"\r\nDate:")[0]
+            for message in made
+        ]
+        assert folded[0] == folded[1]
+        assert b"\r\n " in folded[0], "a subject over 78 characters is folded"
+        assert parsed(made[1])["Subject"] == " ".join(["word"] * 40)
