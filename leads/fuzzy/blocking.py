@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from leads.email_domains import is_free_mail
 from leads.fuzzy.folding import digits, fold
 
 # The integrator's key column is this wide; a longer key is replaced by a
@@ -61,6 +62,13 @@ def _email_domain(text: str) -> str | None:
     return text.rpartition("@")[2].lower() or None
 
 
+def _work_domain(text: str) -> str | None:
+    # A free-mail domain (gmail.com) is shared by millions of unrelated people:
+    # as part of a key it narrows nothing, and only fills blocks.
+    domain = _email_domain(text)
+    return None if domain is None or is_free_mail(domain) else domain
+
+
 def _folded(text: str) -> str | None:
     folded = fold(text)
     return folded.replace(" ", "") if folded else None
@@ -77,6 +85,7 @@ TRANSFORMS: dict[str, Callable[[str], str | None]] = {
     "digits": digits,
     "email_local": _email_local,
     "email_domain": _email_domain,
+    "work_domain": _work_domain,
 }
 # Transforms that keep only part of the result, `length` characters of it.
 CUT_TRANSFORMS = frozenset({"prefix", "suffix"})

@@ -190,7 +190,14 @@ class PartSpec(_Strict):
 
     field: str
     transform: Literal[
-        "value", "prefix", "suffix", "soundex", "digits", "email_local", "email_domain"
+        "value",
+        "prefix",
+        "suffix",
+        "soundex",
+        "digits",
+        "email_local",
+        "email_domain",
+        "work_domain",
     ]
     length: int | None = Field(default=None, ge=1, le=32)
 

@@ -69,6 +69,31 @@ class TestKeys:
     def test_a_lead_without_the_fields_has_no_keys(self, rules):
         assert rules.profile({"company": "Acme"}).keys == frozenset()
 
+    def test_colleagues_at_a_company_domain_share_the_surname_domain_key(self, rules):
+        colleague = {"first_name": "Bob", "last_name": "ONeil", "email": "b@acme.com"}
+
+        shared = rules.profile(LEAD).keys & rules.profile(colleague).keys
+
+        assert "surname_domain:o540|acme.com" in shared
+
+    @pytest.mark.parametrize("domain", ["gmail.com", "yahoo.co.uk", "outlook.de"])
+    def test_a_free_mail_domain_makes_no_surname_domain_key(self, rules, domain):
+        lead = {**LEAD, "email": f"zoe.oneil@{domain}"}
+
+        keys = rules.profile(lead).keys
+
+        assert not any(key.startswith("surname_domain:") for key in keys)
+        assert any(key.startswith("surname:") for key in keys), "other keys stay"
+
+    @pytest.mark.parametrize(
+        ("email", "key"),
+        [("x@Acme.COM", "acme.com"), ("x@gmail.com", None), ("no-at-sign", None)],
+    )
+    def test_work_domain_keeps_only_a_company_domain(self, email, key):
+        rule = BlockingRule("d", (Part("email", "work_domain"),))
+
+        assert rule.key({"email": email}) == (None if key is None else f"d:{key}")
+
     def test_a_long_key_is_replaced_by_a_digest_of_itself(self):
         rule = BlockingRule("street", (Part("street", "value"),))
         street = "1 " + "very long street name " * 5
