@@ -41,6 +41,7 @@ from api.routes import (
 from api.routes.health import VERSION
 from api.security_headers import SecurityHeaders, page_policy
 from leads import rulebook
+from leads.collector import collect_less_often
 from leads.settings import Settings, get_settings
 from leads.store import Store
 from leads.store.presence import pending_drains_polling
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.audit_writes = audit_writes(app.state.store, app.state.audit_spool)
         await anyio.to_thread.run_sync(rulebook.warm)
+        collect_less_often()
         app.state.intake = leads.lead_intake(app.state.store)
         app.state.pending.drains_polling = partial(
             pending_drains_polling, app.state.store

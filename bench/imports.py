@@ -98,9 +98,12 @@ def _child(url: str, folder: Path, file: Path) -> None:
     from sqlalchemy import func, select
 
     from leads import importer
+    from leads.collector import collect_less_often
     from leads.store import Store
     from leads.store.tables import Lead
 
+    # As `orchestrator import --local` and the import flow do.
+    collect_less_often()
     store = Store(url)
     with store.engine.connect() as connection:
         stored = connection.execute(select(func.count()).select_from(Lead)).scalar_one()

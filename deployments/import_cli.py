@@ -159,9 +159,12 @@ def _run_here(
 ) -> dict[str, Any]:
     from deployments.cli import _fail
     from leads import importer
+    from leads.collector import collect_less_often
     from leads.store import Store
     from leads.store import imports as stored
     from leads.store.schema import schema_state
+
+    collect_less_often()
 
     store = Store(settings.store_url)
     try:

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, runtime
 from connectors.crm.reconcile import reconcile, tenants_with_crm_records
 from connectors.crm.sync import CrmSync
 from flows.summaries import publish_summary
+from leads.collector import collect_less_often
 from leads.settings import get_settings
 from leads.store import Store
 from leads.tracebacks import valueless
@@ -27,6 +28,7 @@ def crm_reconcile() -> dict[str, int]:
         Counts: `read` (CRM records seen), `changed` (leads whose CRM state
         changed), `tenants`, and `failed_tenants` (logged with the reason).
     """
+    collect_less_often()
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)

@@ -11,6 +11,7 @@ from prefect.utilities.annotations import quote
 
 from flows.summaries import publish_summary
 from leads import importer
+from leads.collector import collect_less_often
 from leads.importer import Chunk, Job
 from leads.settings import Settings, get_settings
 from leads.store import Store
@@ -38,6 +39,7 @@ def import_leads(import_id: str | None = None) -> dict[str, int]:
     Returns:
         Counts by outcome, summed over the imports this run finished.
     """
+    collect_less_often()
     settings = get_settings()
     store = Store(settings.store_url)
     totals: Counter[str] = Counter()

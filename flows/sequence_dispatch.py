@@ -12,6 +12,7 @@ from pydantic import Field
 from connectors.email.backends import outbox_from_settings
 from connectors.email.templates import TemplateRenderer
 from flows.summaries import publish_summary
+from leads.collector import collect_less_often
 from leads.email_sends import EMAIL_SEND
 from leads.sequences import load_sequences
 from leads.settings import get_settings
@@ -57,6 +58,7 @@ def dispatch_sequence(
         Counts by outcome (`sent`, `waiting`, `stopped`, `finished`, `unknown`,
         `failed`, `bounced`, `requeued`, …); one-offs' as `one_off_<outcome>`.
     """
+    collect_less_often()
     logger = get_run_logger()
     settings = get_settings()
     sequences = load_sequences(settings.config_dir / "sequences.yaml")

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from connectors.crm.hubspot.webhooks import handlers_for
 from flows.summaries import publish_summary
 from leads import clock
+from leads.collector import collect_less_often
 from leads.flow_run import within_flow_run
 from leads.settings import get_settings
 from leads.store import Store
@@ -43,6 +44,7 @@ def drain_webhooks(
         Counts by how each delivery ended (`applied`, `stale`, `ignored`,
         `rejected`, `left_pending`).
     """
+    collect_less_often()
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)

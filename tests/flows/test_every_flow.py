@@ -166,3 +166,23 @@ class TestParameters:
         for name, spec in schema["properties"].items():
             typed = {"type", "anyOf", "allOf", "$ref", "enum"} & set(spec)
             assert typed, f"{name}: {spec}"
+
+
+class _Started(Exception):
+    """Raised by the collector setting, to stop a flow body at its first line."""
+
+
+@pytest.mark.parametrize("entrypoint", sorted(FLOWS))
+def test_a_flow_sets_the_collector_before_anything_else(entrypoint, monkeypatch):
+    flow = FLOWS[entrypoint]
+    module = sys.modules[flow.fn.__module__]
+
+    def started() -> None:
+        raise _Started
+
+    monkeypatch.setattr(module, "collect_less_often", started)
+
+    # Every deployed flow takes its parameters' defaults; no run context is
+    # needed to reach the first line.
+    with pytest.raises(_Started):
+        flow.fn()
