@@ -108,3 +108,32 @@ def test_candidates_rank_by_keys_shared_and_leave_out_oversized_blocks(store):
 
     assert found[0] == [one, *sorted([two, four])]
     assert found[1:] == [[], []]
+
+
+def test_compared_values_reads_the_rules_columns_of_this_tenants_leads(store):
+    mine = [
+        submit(
+            store,
+            "default",
+            {"email": f"p{n}@acme.example", "first_name": f"Ann{n}", "city": "Leeds"},
+            channel="api",
+            region="US",
+        ).lead.id
+        for n in range(3)
+    ]
+    theirs = submit(
+        store, "other", {"email": "q@acme.example"}, channel="api", region="US"
+    ).lead.id
+
+    with store.read("default") as scope:
+        found = match_keys.compared_values(
+            scope, {"first_name", "custom.badge"}, [*mine, theirs, "no-such-lead"]
+        )
+
+    assert sorted(found) == sorted(mine), "another tenant's lead is left out"
+    assert found[mine[1]] == {
+        "id": mine[1],
+        "tenant_id": "default",
+        "first_name": "Ann1",
+        "custom": {},
+    }
