@@ -28,13 +28,12 @@ stack is stopped then, which ends it (its last chunk rolls back).
 Both phases run the API with `ORCH_API_WORKERS=--api-workers` processes.
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
-machine. Alone, 200/s are all answered and stored with p99 about 100 ms; while
-the import and the sync run, the two cores are busy, the API falls behind (p99
-in seconds, and load shedding answers some requests 503). At 200/s over two
-API processes a group holds about one lead, which costs the API about 5 ms of
-CPU in 8-9 statements through SQLAlchemy and psycopg; and the import's and the
-sync's PostgreSQL sessions are out of reach of CPU priority
-(ORCH_BACKGROUND_NICENESS).
+machine. Alone, 200/s are all answered and stored with p99 about 60 ms; while
+the import and the sync run, the two cores are busy and the API falls behind
+(p99 about 0.5 s in the last run). At 200/s over two API processes a group
+holds about one lead, which costs the API 3-5 ms of CPU in 8-9 statements
+through SQLAlchemy and psycopg; and the import's and the sync's PostgreSQL
+sessions are out of reach of CPU priority (ORCH_BACKGROUND_NICENESS).
 """
 
 from __future__ import annotations
