@@ -46,8 +46,9 @@ class _VerbatimHeader(UnstructuredHeader):
 class _FoldedOnce(BaseHeader):
     """A header that keeps its folded lines, per line length, separator and charset.
 
-    One parsed header serves every message that sets the same value (see
-    `_Headers`), and folding it again for each costs as much as parsing it.
+    One parsed header of `_SHARED_HEADERS` serves every message that sets the
+    same value (see `_Headers`), and folding it again for each costs as much as
+    parsing it.
     """
 
     def fold(self, *, policy: Policy) -> str:  # type: ignore[override]
@@ -60,14 +61,27 @@ class _FoldedOnce(BaseHeader):
         return folded
 
 
+# Headers set to the same few values in every message, whose parsed form is
+# kept and handed out again. Others (the subject, the recipient, the unsubscribe
+# link) may name the person and are parsed for their message alone.
+_SHARED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-transfer-encoding",
+        "mime-version",
+        "list-unsubscribe-post",
+    }
+)
+
+
 class _Headers(HeaderRegistry):
-    """The stdlib's registry, keeping the header classes and values it makes.
+    """The stdlib's registry, keeping the header classes it makes and shared values.
 
     The stdlib makes a new class for every header of every message, which
     costs more than parsing the header; a dispatcher builds hundreds a second.
-    Most of a message's headers (the parts' Content-Type and encoding, From,
-    MIME-Version) are the same in every message, so a value parsed once is
-    handed out again: a parsed header is an immutable string.
+    The parts' Content-Type and encoding and MIME-Version are the same in every
+    message, so a value of `_SHARED_HEADERS` parsed once is handed out again: a
+    parsed header is an immutable string.
     """
 
     def __init__(self) -> None:
@@ -83,9 +97,8 @@ class _Headers(HeaderRegistry):
         return made
 
     def __call__(self, name: str, value: Any) -> BaseHeader:
-        if type(value) is str:
+        if type(value) is str and name.lower() in _SHARED_HEADERS:
             return cast(BaseHeader, self._parsed(name, value))
-        # Address objects and the like are not hashable; they are rare.
         return cast(BaseHeader, super().__call__(name, value))
 
 
