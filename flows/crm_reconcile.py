@@ -12,10 +12,11 @@ from flows.summaries import publish_summary
 from leads.collector import collect_less_often
 from leads.settings import get_settings
 from leads.store import Store
-from leads.tracebacks import valueless
+from leads.tracebacks import valueless, withholding
 
 
 @flow(name="crm-reconcile", log_prints=False)
+@withholding
 def crm_reconcile() -> dict[str, int]:
     """Pulls every CRM change since the last run onto the leads it concerns.
 

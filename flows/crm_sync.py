@@ -14,12 +14,14 @@ from leads.collector import collect_less_often
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import CRM_SYNC, CRM_SYNC_DRAIN
+from leads.tracebacks import withholding
 from tasks.crm_sync import upsert_leads
 from tasks.drain import DrainLimits, drain
 from tasks.pending import wake_drains
 
 
 @flow(name="crm-sync", log_prints=False)
+@withholding
 def crm_sync(
     lead_id: str | None = None,
     batch_size: Annotated[int, Field(ge=1, le=2000)] = 200,

@@ -16,6 +16,7 @@ from leads.importer import Chunk, Job
 from leads.settings import Settings, get_settings
 from leads.store import Store
 from leads.store import imports as stored
+from leads.tracebacks import withholding
 from tasks.import_chunks import import_chunk
 from tasks.pending import wake_drains_unless_polling
 
@@ -23,6 +24,7 @@ ImportEnding = Literal["finished", "skipped", "failed", "stopped"]
 
 
 @flow(name="lead-import", log_prints=False)
+@withholding
 def import_leads(import_id: str | None = None) -> dict[str, int]:
     """Imports an uploaded lead file, or resumes every import no run holds.
 

@@ -14,12 +14,13 @@ from connectors.email.templates import TemplateRenderer
 from flows.summaries import publish_summary
 from leads.collector import collect_less_often
 from leads.email_sends import EMAIL_SEND
-from leads.sequences import load_sequences
+from leads.sequences import SequenceConfigError, load_sequences
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import DISPATCHER_DRAIN, SEQUENCE_ENROLMENT
 from leads.store.sequence_plans import wake_changed
 from leads.store.statistics import refresh_statistics
+from leads.tracebacks import withholding
 from leads.unsubscribe import lead_link_maker
 from tasks.drain import DrainLimits, drain
 from tasks.one_off_sends import send_one_offs
@@ -28,6 +29,7 @@ from tasks.sequence_steps import DispatchContext, send_sequence_steps
 
 
 @flow(name="sequence-dispatcher", log_prints=False)
+@withholding
 def dispatch_sequence(
     sequence: str | None = None,
     lead_id: str | None = None,
@@ -63,7 +65,7 @@ def dispatch_sequence(
     settings = get_settings()
     sequences = load_sequences(settings.config_dir / "sequences.yaml")
     if sequence is not None and sequence not in sequences:
-        raise ValueError(
+        raise SequenceConfigError(
             f"no sequence {sequence!r} in sequences.yaml; known: {', '.join(sequences)}"
         )
     store = Store(settings.store_url)

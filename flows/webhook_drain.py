@@ -17,12 +17,14 @@ from leads.flow_run import within_flow_run
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store import webhooks as deliveries
+from leads.tracebacks import withholding
 from leads.webhooks.processing import Handler, process
 from leads.webhooks.sources import Payload, configured_sources
 from tasks.pending import wake_drains_unless_polling
 
 
 @flow(name="webhook-drain", log_prints=False)
+@withholding
 def drain_webhooks(
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 200,
     max_batches: Annotated[int, Field(ge=1, le=1000)] = 50,

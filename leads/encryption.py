@@ -12,9 +12,10 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from leads.settings import Settings
+from leads.tracebacks import PlainMessage
 
 
-class SecretKeyError(ValueError):
+class SecretKeyError(PlainMessage, ValueError):
     """Stored secrets cannot be opened with the secret key in use."""
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from leads.tracebacks import PlainMessage
+
 PersonalDataKind = Literal["email", "phone"]
 
 # Anything shaped local@domain.tld, anywhere in the value: an address inside a
@@ -40,7 +42,7 @@ _DATE = re.compile(
 )
 
 
-class ParameterError(ValueError):
+class ParameterError(PlainMessage, ValueError):
     """Root of the reasons flow-run parameters cannot be sent to Prefect."""
 
 

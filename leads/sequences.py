@@ -26,6 +26,7 @@ from leads.config_files import load_model
 from leads.local_time import Delay, SendWindow, parse_delay, parse_window
 from leads.store.steps import SETTLED
 from leads.store.tables import Lead
+from leads.tracebacks import PlainMessage
 
 # Names a deployment and fills the 64-character `sequence` column of a step.
 SequenceName = Annotated[
@@ -63,7 +64,7 @@ LEAD_FIELDS = frozenset(Lead.__table__.columns.keys())
 DOCUMENT_FIELDS = frozenset({"custom", "crm_state", "email_state"})
 
 
-class SequenceConfigError(ValueError):
+class SequenceConfigError(PlainMessage, ValueError):
     """The sequences file cannot be read or is wrong; the message says where."""
 
 

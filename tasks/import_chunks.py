@@ -11,6 +11,7 @@ from leads.flow_run import within_flow_run
 from leads.importer import Chunk, Job, run_chunk
 from leads.store import Store
 from leads.store.database import is_transient
+from leads.tracebacks import withholding
 
 
 def _store_busy(_task: object, _run: object, state: object) -> bool:
@@ -35,6 +36,7 @@ def _store_busy(_task: object, _run: object, state: object) -> bool:
     retry_jitter_factor=0.2,
     retry_condition_fn=_store_busy,
 )
+@withholding
 def import_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
     """Runs `run_chunk`: the chunk's leads, rejects and progress in one transaction.
 

@@ -50,6 +50,7 @@ from leads.store.claims import Claim, extend_in, finish_in, release_in
 from leads.store.database import TenantScope
 from leads.store.tables import EmailSend, Lead
 from leads.suppression import address_hash, blocked_reason, record_bounce, suppress
+from leads.tracebacks import withholding
 from leads.unsubscribe import unsubscribe_url
 
 logger = logging.getLogger(__name__)
@@ -370,6 +371,7 @@ def _as_html(text: str) -> str:
 # Sending is a side effect: never cached, never retried by Prefect. A failed
 # send is released back to the outbox with a delay, and a later run retries it.
 @task(name="send one-off emails", cache_policy=NO_CACHE, retries=0)
+@withholding
 def send_one_offs(
     claims: list[Claim], *, store: Store, context: Mapping[str, Any]
 ) -> dict[str, int]:

@@ -65,6 +65,7 @@ from leads.store.steps import (
     steps_of,
 )
 from leads.store.tables import Lead, OutboxItem
+from leads.tracebacks import withholding
 
 logger = logging.getLogger(__name__)
 # A lead as the dispatcher reads it: its columns as a plain row, by name.
@@ -728,6 +729,7 @@ def _at_or_after(stamp: Any, moment: datetime) -> bool:
 # Sending is a side effect: never cached, never retried by Prefect. A failed
 # send is released back to the outbox with a delay, and a later run retries it.
 @task(name="send sequence steps", cache_policy=NO_CACHE, retries=0)
+@withholding
 def send_sequence_steps(
     claims: list[Claim], *, store: Store, context: DispatchContext
 ) -> dict[str, int]:

@@ -25,9 +25,10 @@ from leads.fuzzy.frequency import MAX_ADJUSTMENT, Frequencies
 from leads.fuzzy.profile import Profile
 from leads.fuzzy.schema import CUSTOM_PREFIX, RulesSpec
 from leads.fuzzy.verdict import Decision, Verdict
+from leads.tracebacks import PlainMessage
 
 
-class RulesError(ValueError):
+class RulesError(PlainMessage, ValueError):
     """A rules file that cannot be used; `key` names the offending setting.
 
     Attributes:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from leads.tracebacks import PlainMessage
+
 
 class ScoringError(Exception):
     """Root of every lead-scoring error."""
 
 
-class ScoringConfigError(ScoringError, ValueError):
+class ScoringConfigError(PlainMessage, ScoringError, ValueError):
     """`scoring.yaml` cannot be read or is wrong; the message names the key path."""
 
 
@@ -15,7 +17,7 @@ class TrainingError(ScoringError, ValueError):
     """A history file cannot train a model; the message says why and what to do."""
 
 
-class ModelLoadError(ScoringError, RuntimeError):
+class ModelLoadError(PlainMessage, ScoringError, RuntimeError):
     """A saved model is missing, damaged, or not one this install can use."""
 
 

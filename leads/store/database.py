@@ -203,5 +203,10 @@ def is_transient(exc: Exception) -> bool:
     state = getattr(original, "sqlstate", None)
     if isinstance(state, str):
         return state.startswith(_TRANSIENT_STATES)
+    # sqlite3 names its error codes (SQLITE_BUSY, SQLITE_LOCKED_SHAREDCACHE, …);
+    # the message is read only where no name is given.
+    name = getattr(original, "sqlite_errorname", None)
+    if isinstance(name, str):
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
     message = str(original or exc).lower()
     return "database is locked" in message or "database is busy" in message

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leads.config_files import load_model
+from leads.tracebacks import PlainMessage
 
 WEBHOOKS_FILE = "webhooks.yaml"
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -21,7 +22,7 @@ _ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 _PATH = r"^[^.]+(\.[^.]+)*$"
 
 
-class WebhookConfigError(ValueError):
+class WebhookConfigError(PlainMessage, ValueError):
     """`config/webhooks.yaml` cannot be read or does not fit the schema."""
 
 
