@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 # Google delivers `j.roe@gmail.com` and `jroe@gmail.com` to one mailbox; most
 # providers treat dots as significant, so the rule stops at these domains.
 DOTLESS_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
@@ -14,6 +16,14 @@ def _untagged(email: str) -> tuple[str, str]:
     """The local part without its `+tag`, and the domain."""
     local, _, domain = email.rpartition("@")
     return local.split("+", 1)[0], domain
+
+
+def address_digest(email: str | None) -> str | None:
+    """The SHA-256 hex digest of a stored e-mail key: what suppressions and
+    address unsubscribe links name an address by."""
+    if not email:
+        return None
+    return hashlib.sha256(email.encode()).hexdigest()
 
 
 def mailbox_key(email: str | None) -> str | None:

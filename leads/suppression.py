@@ -8,12 +8,12 @@ mailbox is gone.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import bindparam, select
 
+from leads.matching import address_digest
 from leads.normalise import email_key
 from leads.store import audit, outbox, timeline
 from leads.store.database import TenantScope
@@ -318,7 +318,9 @@ def record_bounce(
 
 
 def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    digest = address_digest(key)
+    assert digest is not None, "an address key is never empty"
+    return digest
 
 
 def _lock(scope: TenantScope, lead: Lead) -> None:

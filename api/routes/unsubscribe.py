@@ -148,9 +148,16 @@ def _is_one_click(form: FormData | None) -> bool:
 def _apply(store: Store, target: UnsubscribeTarget, source: str) -> None:
     with store.write(target.tenant_id) as scope:
         if target.address_hash is not None:
-            # The hash blocks marketing to the address, a lead's included.
-            # TODO(#8): find a lead holding that address (leads keep no hash
-            # of theirs yet) so its own opt-out flag and the CRM's follow too.
+            # A link for a bare address (a one-off e-mail): the lead holding the
+            # address now, if any, is unsubscribed as a lead link would have it,
+            # its opt-out and the CRM's following; the hash blocks marketing to
+            # the address in any case, a lead's made later included.
+            holders = scope.session.scalars(
+                scope.select(Lead).where(Lead.email_hash == target.address_hash)
+            ).all()
+            for lead in holders:
+                if unsubscribe(scope, lead, source=source):
+                    logger.info("Lead %s unsubscribed by address (%s)", lead.id, source)
             suppress_hash(
                 scope,
                 address_hash=target.address_hash,

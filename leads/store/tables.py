@@ -81,6 +81,7 @@ class Lead(Base):
         Index("ix_leads_crm_status", "crm_sync_status", "tenant_id"),
         Index("ix_leads_phone", "phone", "tenant_id"),
         Index("ix_leads_mailbox", "mailbox_key", "tenant_id"),
+        Index("ix_leads_email_hash", "email_hash", "tenant_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -90,6 +91,9 @@ class Lead(Base):
     # Shared by the spellings of one mailbox (`+tag`, Gmail's dots): finds
     # possible duplicates through an index. Kept by `_keep_mailbox_key`.
     mailbox_key: Mapped[str | None] = mapped_column(String(320))
+    # The address's digest, as an address unsubscribe link or a suppression
+    # names it: finds the lead such a link was for. Kept by `_keep_mailbox_key`.
+    email_hash: Mapped[str | None] = mapped_column(String(64))
     phone: Mapped[str | None] = mapped_column(String(32))
     phone_raw: Mapped[str | None] = mapped_column(String(64))
     first_name: Mapped[str | None] = mapped_column(String(255))
@@ -142,6 +146,7 @@ class Lead(Base):
         # Every write of the address (intake, PUT, PATCH) passes here, so the
         # key never lags behind the e-mail it was derived from.
         self.mailbox_key = matching.mailbox_key(email)
+        self.email_hash = matching.address_digest(email)
         return email
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from leads.intake import submit
 from leads.store.tables import EmailSuppression, Lead, TimelineEvent
 from leads.suppression import address_hash
 from leads.unsubscribe import unsubscribe_url
@@ -167,6 +168,44 @@ class TestOneClick:
             None,
         )
         assert entry.address_hash == address_hash("stranger@example.com")
+
+    def test_an_address_link_unsubscribes_the_lead_holding_the_address(
+        self, client, store, lead, link
+    ):
+        namesake = submit(
+            store,
+            "other",
+            {"email": "nia.cole@example.com"},
+            channel="api",
+            region="US",
+        ).lead.id
+        path = link(address_hash=address_hash("Nia.Cole@Example.com"))
+
+        assert client.post(path, data=ONE_CLICK).status_code == 200
+        assert client.post(path, data=ONE_CLICK).status_code == 200
+
+        held = stored(store, lead["id"])
+        assert held.email_opt_out is True
+        assert held.crm_sync_status == "pending", "the CRM's opt-out follows"
+        assert len(unsubscribes(store, lead["id"])) == 1
+        (entry,) = suppressions(store)
+        assert entry.lead_id == lead["id"]
+        with store.read("other") as scope:
+            assert scope.get(Lead, namesake).email_opt_out is False, "another tenant's"
+
+    def test_a_lead_changing_address_is_found_by_its_new_one_only(
+        self, client, store, lead, link
+    ):
+        changed = client.patch(
+            f"/api/leads/{lead['id']}", json={"email": "nia.new@example.com"}
+        )
+        assert changed.status_code == 200, changed.text
+
+        client.post(link(address_hash=address_hash("nia.cole@example.com")))
+        assert stored(store, lead["id"]).email_opt_out is False
+
+        client.post(link(address_hash=address_hash("nia.new@example.com")))
+        assert stored(store, lead["id"]).email_opt_out is True
 
     def test_a_link_for_a_lead_erased_since_is_answered_as_done(
         self, client, store, link
