@@ -130,6 +130,7 @@ def erase(
     seal: Seal | None,
     trigger: Mapping[str, str],
     crm_gone: Collection[str] = (),
+    forget_message: Callable[[str], int] | None = None,
 ) -> Erasure:
     """Erases the tenant's lead and every row that names the person.
 
@@ -153,6 +154,10 @@ def erase(
             delivery id); goes on the audit record.
         crm_gone: CRM ids the CRM has deleted already (its own privacy
             deletion): no call is owed for them.
+        forget_message: deletes the copy the e-mail backend kept of a message
+            sent to the person, by Message-ID (`kept_copies`); None when it
+            keeps none. Files are not part of the transaction: a copy is gone
+            even if the erasure then fails, and is not needed by a retry.
 
     Returns:
         What was removed, and whether the CRM is owed a deletion.
@@ -180,8 +185,11 @@ def erase(
     )
     removed["webhook_deliveries"] = _scrub_deliveries(scope, lead.id, person)
     removed["import_rejects"] = _delete_rejects(scope, person)
-    # TODO(#8): messages the file e-mail backend wrote (`.eml` files in the
-    # outbox folder) stay: they stand for mail already delivered.
+    removed["email_files"] = (
+        sum(map(forget_message, sorted(_messages_to(scope, lead.id, person))))
+        if forget_message is not None
+        else 0
+    )
     removed["email_sends"] = _delete_sends(scope, lead.id, person)
     hashes = {address_hash(address) for address in person.addresses}
     removed["email_events"] = _delete(
@@ -479,6 +487,24 @@ def _delete_rejects(scope: TenantScope, person: Person) -> int:
         part = found[start : start + _SCAN_BATCH]
         _delete(scope, ImportReject, ImportReject.id.in_(part))
     return len(found)
+
+
+def _messages_to(scope: TenantScope, lead_id: str, person: Person) -> set[str]:
+    """The Message-IDs of the e-mails sent to the person: steps and one-offs."""
+    steps = select(SequenceStep.message_id).where(
+        SequenceStep.tenant_id == scope.tenant_id, SequenceStep.lead_id == lead_id
+    )
+    theirs = EmailSend.lead_id == lead_id
+    if person.addresses:
+        theirs = theirs | (
+            EmailSend.lead_id.is_(None)
+            & func.lower(func.trim(EmailSend.recipient)).in_(sorted(person.addresses))
+        )
+    sends = select(EmailSend.message_id).where(
+        EmailSend.tenant_id == scope.tenant_id, theirs
+    )
+    found = {*scope.session.scalars(steps), *scope.session.scalars(sends)}
+    return {message_id for message_id in found if message_id}
 
 
 def _delete_sends(scope: TenantScope, lead_id: str, person: Person) -> int:

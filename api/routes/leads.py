@@ -29,6 +29,7 @@ from api.deps import (
 )
 from api.group_commit import GroupCommit
 from api.routes.workflows import read_runs, run_ui_url
+from connectors.email.backends import kept_copies
 from leads import edits, erasure, rulebook
 from leads.encryption import secret_box
 from leads.errors import FieldError, LeadRejected
@@ -646,6 +647,7 @@ def erase_lead(
             actor=context.key_id or "system",
             seal=secret_box(settings).seal,
             trigger={"via": "api"},
+            forget_message=kept_copies(settings),
         )
     if done.crm_erasure_queued:
         pending.notify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -34,6 +35,17 @@ class Outbox(Protocol):
     def session(self) -> AbstractContextManager[None]:
         """A batch: messages sent inside share what the outbox keeps open."""
         ...
+
+
+def kept_copies(settings: Settings) -> Callable[[str], int] | None:
+    """What deletes the copy the backend kept of a message, by Message-ID.
+
+    The `file` backend keeps every message in the data folder, so an erasure
+    deletes those written to the person; None for `smtp`, which keeps none.
+    """
+    if settings.email_backend == "file":
+        return FileOutbox(settings.email_outbox_dir).forget
+    return None
 
 
 def outbox_from_settings(settings: Settings) -> FileOutbox | SmtpOutbox:

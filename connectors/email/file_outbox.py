@@ -67,6 +67,21 @@ class FileOutbox:
         """
         return any(self.folder.glob(f"*-{_digest(message_id)}.eml"))
 
+    def forget(self, message_id: str) -> int:
+        """Deletes the outbox's copy of the message with this Message-ID.
+
+        For an erasure: the files are the development stand-in for delivered
+        mail, kept in the product's own data folder.
+
+        Returns:
+            How many files were deleted (0 when there was none).
+        """
+        gone = 0
+        for path in self.folder.glob(f"*-{_digest(message_id)}.eml"):
+            path.unlink(missing_ok=True)
+            gone += 1
+        return gone
+
 
 def _digest(message_id: str) -> str:
     # The file name carries a digest of the Message-ID, so `delivered` can find

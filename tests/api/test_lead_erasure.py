@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 from sqlalchemy import select
 
-from leads.store.tables import AuditEvent, Lead, TimelineEvent
+from connectors.email.file_outbox import FileOutbox
+from leads.store.tables import AuditEvent, Lead, SequenceStep, TimelineEvent, utcnow
 
 PERSON = {
     "email": "Ada.Byron@Example.com",
@@ -101,3 +104,29 @@ def test_the_same_address_posted_later_is_a_new_lead_with_no_history(client):
     assert new["first_name"] is None
     timeline = client.get(f"/api/leads/{new['id']}/timeline").json()["data"]
     assert [event["kind"] for event in timeline] == ["lead.created"]
+
+
+def test_the_file_backend_s_copy_of_their_mail_is_deleted(client, store, live_api):
+    lead = client.post("/api/leads", json=PERSON).json()
+    with store.write("default") as scope:
+        scope.add(
+            SequenceStep(
+                lead_id=lead["id"],
+                sequence="welcome_sequence",
+                step=1,
+                step_key="welcome_1",
+                status="sent",
+                due_at=utcnow(),
+                message_id=f"<{lead['id']}@example.org>",
+            )
+        )
+    outbox = FileOutbox(live_api.settings.email_outbox_dir)
+    message = EmailMessage()
+    message["Message-ID"] = f"<{lead['id']}@example.org>"
+    message.set_content("Welcome, Ada")
+    outbox.send(message)
+
+    response = client.delete(f"/api/leads/{lead['id']}", params={"erase": "true"})
+
+    assert response.json()["removed"]["email_files"] == 1
+    assert not outbox.delivered(f"<{lead['id']}@example.org>")

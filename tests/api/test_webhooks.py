@@ -6,20 +6,24 @@ import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from connectors.email.file_outbox import FileOutbox
 from leads.clock import ManualClock, use_clock
 from leads.encryption import secret_key
 from leads.store.tables import (
     AuditEvent,
     Lead,
     OutboxItem,
+    SequenceStep,
     TimelineEvent,
     WebhookDelivery,
+    utcnow,
 )
 from leads.webhooks.signatures import sign_hubspot_v3, sign_orchestrator, sign_sha256
 from leads.webhooks.sources import derived_secret
@@ -545,6 +549,19 @@ class TestHubSpot:
     def test_a_privacy_deletion_erases_the_person(
         self, client, store, live_api, app_secret, contact
     ):
+        message_id = f"<{contact}@example.org>"
+        with store.write("default") as scope:
+            scope.add(
+                SequenceStep(lead_id=contact, sequence="welcome_sequence", step=1,
+                             step_key="welcome_1", status="sent", due_at=utcnow(),
+                             message_id=message_id)
+            )  # fmt: skip
+        outbox = FileOutbox(live_api.settings.email_outbox_dir)
+        written = EmailMessage()
+        written["Message-ID"] = message_id
+        written.set_content("Welcome")
+        outbox.send(written)
+
         response = self.post(
             client, live_api, app_secret, [self.event(9, "contact.privacyDeletion")]
         )
@@ -557,6 +574,7 @@ class TestHubSpot:
         [record] = rows(store, AuditEvent, AuditEvent.action == "lead.erased")
         assert (record.actor, record.target_id) == ("system", contact)
         assert record.detail["delivery_id"] == delivery.delivery_id
+        assert not outbox.delivered(message_id), "the file backend's copy"
 
     def test_a_created_contact_without_a_hubspot_account_is_ignored_with_why(
         self, client, store, live_api, app_secret

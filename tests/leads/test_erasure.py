@@ -6,10 +6,12 @@ import io
 import json
 import threading
 from datetime import timedelta
+from email.message import EmailMessage
 
 import pytest
 from sqlalchemy import JSON, LargeBinary, String, select
 
+from connectors.email.file_outbox import FileOutbox
 from leads import erasure, importer
 from leads.encryption import SecretBox
 from leads.errors import LeadNotFound
@@ -253,6 +255,37 @@ class TestErasure:
             ).one()
         assert other.flags == []
         assert OTHER_EMAIL.encode() in rejected.body
+
+    def test_the_file_backend_s_copies_of_their_mail_are_deleted(
+        self, store, person, tmp_path
+    ):
+        with store.write("default") as scope:
+            scope.add(
+                EmailSend(recipient=OTHER_EMAIL, category="marketing",
+                          body_text="hi", message_id="<o1@example.org>")
+            )  # fmt: skip
+            bare = scope.session.scalars(
+                scope.select(EmailSend).where(EmailSend.recipient == EMAIL)
+            ).one()
+            bare.message_id = "<s1@example.org>"
+        outbox = FileOutbox(tmp_path / "outbox")
+        for message_id in ("<m1@example.org>", "<s1@example.org>", "<o1@example.org>"):
+            message = EmailMessage()
+            message["Message-ID"] = message_id
+            message.set_content("hello")
+            outbox.send(message)
+
+        done = erase(store, person["lead"], forget_message=outbox.forget)
+
+        assert done.removed["email_files"] == 2
+        assert not outbox.delivered("<m1@example.org>"), "a sequence step's"
+        assert not outbox.delivered("<s1@example.org>"), "a one-off to the address"
+        assert outbox.delivered("<o1@example.org>"), "another person's"
+
+    def test_without_a_backend_keeping_copies_no_file_is_touched(self, store, person):
+        done = erase(store, person["lead"])
+
+        assert done.removed["email_files"] == 0
 
     def test_deliveries_stay_as_empty_tombstones_and_a_waiting_one_is_settled(
         self, store, person

@@ -19,6 +19,7 @@ from connectors.crm.protocol import CrmSnapshot
 from connectors.crm.reconcile import STATE_FIELDS, apply_state
 from connectors.crm.saved_accounts import resolve
 from connectors.crm.store_budget import StoreBudget
+from connectors.email.backends import kept_copies
 from leads.encryption import secret_box
 from leads.erasure import Seal, erase
 from leads.errors import FieldError, LeadRejected
@@ -69,7 +70,11 @@ class ContactRead:
 
 
 def hubspot_handler(
-    read_contact: ContactReader | None, region: str, *, seal: Seal | None = None
+    read_contact: ContactReader | None,
+    region: str,
+    *,
+    seal: Seal | None = None,
+    forget_message: Callable[[str], int] | None = None,
 ) -> Handler:
     """The handler of `hubspot` payloads.
 
@@ -80,6 +85,8 @@ def hubspot_handler(
         region: default region for phone numbers.
         seal: encrypts what an erasure must keep until the CRM is done
             (`leads.erasure`); None keeps no address.
+        forget_message: deletes the e-mail backend's copy of a message, for
+            an erasure (`leads.erasure.erase`).
     """
 
     def fetch(
@@ -126,7 +133,7 @@ def hubspot_handler(
         if kind == "contact.creation":
             return _created(scope, source, delivery, lead, fetched, region)
         if kind == "contact.privacyDeletion":
-            return _privacy_deletion(scope, delivery, lead, seal)
+            return _privacy_deletion(scope, delivery, lead, seal, forget_message)
         return _ignored("subscriptionType", "event_type_not_handled", f"{kind!r}")
 
     return Handler(apply, fetch)
@@ -235,6 +242,7 @@ def _privacy_deletion(
     delivery: deliveries.Claimed,
     lead: Lead | None,
     seal: Seal | None,
+    forget_message: Callable[[str], int] | None,
 ) -> Verdict:
     """Erases the contact's lead, as `DELETE /api/leads/{id}?erase=true` does.
 
@@ -251,6 +259,7 @@ def _privacy_deletion(
         seal=seal,
         trigger={"via": "webhook:hubspot", "delivery_id": delivery.delivery_id},
         crm_gone={str(lead.crm_id)},
+        forget_message=forget_message,
     )
     return Verdict(deliveries.APPLIED)
 
@@ -270,6 +279,7 @@ def handlers_for(
             _contact_reader(store, settings, tenant_id),
             region,
             seal=secret_box(settings).seal,
+            forget_message=kept_copies(settings),
         ),
     }
 
