@@ -8,6 +8,7 @@ taking its slot and starting).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -24,6 +25,11 @@ from prefect.events.schemas.events import ResourceSpecification
 from deployments.prefect_env import HEARTBEAT_SECONDS, RUN_TAG
 
 logger = logging.getLogger(__name__)
+
+# How long set-up at start (automations, the work pool) waits for the Prefect
+# server in all: its client gives each try a minute and retries, so a server
+# that accepts and never answers would otherwise hold the start for minutes.
+SETUP_SECONDS = 60.0
 
 # Three missed beats mean the run's process is gone.
 MISSED_HEARTBEATS = 3
@@ -114,9 +120,12 @@ async def install() -> list[str]:
     An unchanged automation is left alone: replacing it would drop the state of
     its proactive trigger, so a run whose process died just before a flow
     runner restart would never be marked crashed.
+
+    Raises:
+        TimeoutError: the Prefect server did not finish within `SETUP_SECONDS`.
     """
     names = []
-    async with get_client() as client:
+    async with asyncio.timeout(SETUP_SECONDS), get_client() as client:
         for automation in map(_fingerprinted, product_automations()):
             existing = await client.read_automations_by_name(name=automation.name)
             kept = next(

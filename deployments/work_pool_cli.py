@@ -63,13 +63,19 @@ async def ensure_work_pool(name: str) -> bool:
     """Creates the process work pool unless it exists; True when it was created.
 
     An existing pool is left as it is, with any limit an operator gave it.
+
+    Raises:
+        TimeoutError: the Prefect server did not finish within
+            `automations.SETUP_SECONDS`.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
-    async with get_client() as client:
+    from deployments.automations import SETUP_SECONDS
+
+    async with asyncio.timeout(SETUP_SECONDS), get_client() as client:
         try:
             await client.read_work_pool(name)
         except ObjectNotFound:
@@ -121,6 +127,11 @@ def deploy() -> None:
             created, installed = asyncio.run(prepare())
     except httpx.TransportError as exc:
         _fail(f"the Prefect server at {settings.prefect_url} cannot be reached: {exc}")
+    except TimeoutError:
+        _fail(
+            f"the Prefect server at {settings.prefect_url} did not answer within "
+            f"{automations.SETUP_SECONDS:g} s"
+        )
     typer.echo(f"work pool {pool!r} {'created' if created else 'already there'}")
     typer.echo(f"automations installed: {', '.join(installed)}")
 

@@ -25,6 +25,7 @@ import dns.resolver
 import httpx
 import pytest
 import requests
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from simple_salesforce import Salesforce
 from sqlalchemy import text
 
@@ -42,8 +43,11 @@ from connectors.email.errors import EmailDeliveryError
 from connectors.email.messages import build_message
 from connectors.email.smtp import SmtpOutbox
 from connectors.email.templates import RenderedEmail
+from deployments import automations
 from deployments.key_cli import api_client
+from deployments.runner import serve_all
 from deployments.supervisor import _answers
+from deployments.work_pool_cli import ensure_work_pool
 from leads.deliverability import check_deliverable
 from leads.settings import Settings
 from leads.store import Store, database
@@ -264,6 +268,35 @@ class TestStore:
         assert tarpit.accepted
 
 
+class TestPrefectSetUpAtStart:
+    """`orchestrator up`'s set-up gives up on a Prefect server that never answers."""
+
+    @pytest.fixture
+    def hung(self, tarpit, monkeypatch) -> Iterator[None]:
+        monkeypatch.setattr(automations, "SETUP_SECONDS", 0.5)
+        with temporary_settings(updates={PREFECT_API_URL: f"{tarpit.url}/api"}):
+            yield
+
+    def test_installing_the_automations_gives_up_in_time(self, hung):
+        gave_up = timed(lambda: asyncio.run(automations.install()))
+
+        assert isinstance(gave_up.outcome, TimeoutError)
+        assert gave_up.seconds < 0.5 + SLACK
+
+    def test_making_the_work_pool_gives_up_in_time(self, hung):
+        gave_up = timed(lambda: asyncio.run(ensure_work_pool("orchestrator")))
+
+        assert isinstance(gave_up.outcome, TimeoutError)
+        assert gave_up.seconds < 0.5 + SLACK
+
+    def test_the_flow_runner_exits_with_1_and_says_why(self, hung, caplog):
+        with pytest.raises(SystemExit) as ended:
+            serve_all(limit=1)
+
+        assert ended.value.code == 1
+        assert "the Prefect server did not answer within 0.5 s" in caplog.text
+
+
 class TestPrefectFromTheApi:
     """Routes that ask Prefect answer within their bound when it hangs."""
 
@@ -377,12 +410,7 @@ TIMEOUT_KEYWORD = {
 PREFECT_CLIENTS = ("PrefectClient", "prefect_client", "get_client")
 # Functions whose own Prefect client their callers bound.
 BOUNDED_BY_CALLERS = {("api/routes/workflows.py", "_run_of_key")}
-# Command-line set-up at stack start, bounded by Prefect's own
-# PREFECT_API_REQUEST_TIMEOUT (a minute a try), with no caller to keep waiting.
-# TODO(#8): a hung Prefect keeps `orchestrator up` waiting minutes here.
 UNBOUNDED_PREFECT_USES = {
-    ("deployments/automations.py", "install"),
-    ("deployments/work_pool_cli.py", "ensure_work_pool"),
     ("api/routes/workflows.py", "prefect_client"),  # the factory itself
 }
 # Sites the scan must find, so that it cannot pass by finding nothing.
