@@ -541,6 +541,18 @@ def schedule_step(
     return due if window is None else window.next_open(due, zone)
 
 
+def next_send_time(
+    due: datetime, moment: datetime, window: SendWindow | None, zone: ZoneInfo
+) -> datetime:
+    """When a step due at `due` may go, seen at `moment`: in its window, never past.
+
+    A step that fell due while nothing ran (an outage, a missed schedule) goes
+    now if its window is open, else at the window's next opening.
+    """
+    earliest = max(due, moment)
+    return window.next_open(earliest, zone) if window is not None else earliest
+
+
 def _as_utc(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(

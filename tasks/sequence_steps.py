@@ -36,7 +36,7 @@ from connectors.email.templates import RenderedEmail, TemplateRenderer
 from leads import clock, suppression
 from leads.email_sends import template_fields
 from leads.flow_run import within_flow_run
-from leads.local_time import lead_zone, schedule_step
+from leads.local_time import lead_zone, next_send_time, schedule_step
 from leads.sequences import FieldCondition, Sequence, Step
 from leads.store import Store, timeline
 from leads.store.claims import (
@@ -54,6 +54,7 @@ from leads.store.steps import (
     StepRow,
     StepStatus,
     begin_sending,
+    enrolment_start,
     ensure_step,
     insert_sending,
     mark_failed,
@@ -62,6 +63,7 @@ from leads.store.steps import (
     park_unknown,
     reschedule,
     revert_to_pending,
+    step_anchor,
     steps_of,
 )
 from leads.store.tables import Lead, OutboxItem
@@ -261,7 +263,7 @@ class _Visitor:
             return "settled"
 
         rows = steps_of(scope, lead.id, name)
-        enrolled_at = _enrolled_at(held, lead)
+        enrolled_at = enrolment_start(held.payload, lead.created_at)
         person = _Lead(lead.id, self._zone_of(lead), enrolled_at)
         index = sequence.current_index({key: row.status for key, row in rows.items()})
         self._settle_passed(scope, name, sequence, lead.id, rows, index)
@@ -283,9 +285,9 @@ class _Visitor:
 
         zone = person.zone
         window = sequence.window_of(step)
-        anchor = _anchor(sequence, index, rows, enrolled_at)
+        anchor = step_anchor(sequence, index, rows, enrolled_at)
         due = schedule_step(anchor, step.parsed_delay, window, zone)
-        send_at = _next_send_time(due, moment, window, zone)
+        send_at = next_send_time(due, moment, window, zone)
         place = {"position": index + 1, "template": step.template}
         row = rows.get(step.id)
         if send_at > moment:
@@ -602,42 +604,6 @@ _LEAD = select(Lead.__table__).where(
     Lead.__table__.c.id == bindparam("lead_id"),
     Lead.__table__.c.tenant_id == bindparam("tenant_id"),
 )
-
-
-def _anchor(
-    sequence: Sequence,
-    index: int,
-    rows: Mapping[str, StepRow],
-    enrolled_at: datetime,
-) -> datetime:
-    """What the step's delay counts from: the enrolment or the step before it."""
-    if sequence.steps[index].after == "enrolment":
-        return enrolled_at
-    for earlier in reversed(sequence.steps[:index]):
-        row = rows.get(earlier.id)
-        if row is not None and row.status in SETTLED:
-            return row.sent_at or row.updated_at
-    return enrolled_at
-
-
-def _next_send_time(
-    due: datetime, moment: datetime, window: Any, zone: Any
-) -> datetime:
-    """When a step due at `due` may go, seen at `moment`: in its window, never past.
-
-    A step that fell due while nothing ran (an outage, a missed schedule) goes
-    now if its window is open, else at the window's next opening.
-    """
-    earliest = max(due, moment)
-    return window.next_open(earliest, zone) if window is not None else earliest
-
-
-def _enrolled_at(held: Claim, lead: LeadRow) -> datetime:
-    """When the lead entered the sequence (rows from before #6: when it came in)."""
-    stamp = held.payload.get("enrolled_at")
-    if isinstance(stamp, str):
-        return datetime.fromisoformat(stamp)
-    return lead.created_at
 
 
 def _stop_reason(

@@ -574,11 +574,15 @@ def _uuid(run_id: str) -> UUID | None:
 
 
 @router.get("/{lead_id}/emails", response_model=LeadEmails, responses={404: {}})
-def lead_emails(lead_id: LeadId, store: StoreDep, context: ContextDep) -> LeadEmails:
+def lead_emails(
+    lead_id: LeadId, store: StoreDep, context: ContextDep, settings: SettingsDep
+) -> LeadEmails:
     """The lead's sequences with each step's outcome, and its one-off e-mails."""
     with store.read(context.tenant_id) as scope:
-        lead_queries.get_lead(scope, lead_id)
-        enrolments, sends = email_history(scope, lead_id, rulebook.sequences())
+        lead = lead_queries.get_lead(scope, lead_id)
+        enrolments, sends = email_history(
+            scope, lead, rulebook.sequences(), settings.default_timezone
+        )
         return LeadEmails(
             sequences=[EnrolmentView.model_validate(e) for e in enrolments],
             sends=[OneOffView.model_validate(send) for send in sends],

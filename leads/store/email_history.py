@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from leads.local_time import lead_zone, next_send_time, schedule_step
 from leads.sequences import Sequence
 from leads.store.database import TenantScope
 from leads.store.outbox import SEQUENCE_ENROLMENT
-from leads.store.tables import EmailSend, OutboxItem, SequenceStep
+from leads.store.steps import enrolment_start, step_anchor
+from leads.store.tables import EmailSend, Lead, OutboxItem, SequenceStep
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,21 @@ class Enrolment:
 
 
 def email_history(
-    scope: TenantScope, lead_id: str, sequences: Mapping[str, Sequence]
+    scope: TenantScope,
+    lead: Lead,
+    sequences: Mapping[str, Sequence],
+    default_timezone: str,
 ) -> tuple[list[Enrolment], list[EmailSend]]:
     """The lead's enrolments (oldest first, each with its steps) and one-off sends.
 
     An active enrolment also lists the steps still ahead of the lead in the
-    sequence as configured now, as `planned`: the next one due when the
-    dispatcher looks again, the later ones after their delays.
+    sequence as configured now, as `planned`: the next one with the time the
+    dispatcher will send it (its delay from its anchor, in its window in the
+    lead's zone, and not before the dispatcher looks again), the later ones
+    without, as theirs count from sends yet to happen.
     """
+    lead_id = lead.id
+    zone = lead_zone(lead.timezone, lead.country, lead.phone, default_timezone)
     rows = scope.session.scalars(
         scope.select(OutboxItem)
         .where(OutboxItem.lead_id == lead_id, OutboxItem.topic == SEQUENCE_ENROLMENT)
@@ -77,7 +87,13 @@ def email_history(
         status = {"pending": "active", "claimed": "active"}.get(row.status, row.status)
         configured = sequences.get(sequence)
         if status == "active" and configured is not None:
-            states += _planned(configured, states, row.available_at)
+            enrolled_at = enrolment_start(row.payload, lead.created_at)
+            rows_by_id = {
+                step.step_key: step for step in steps if step.sequence == sequence
+            }
+            states += _planned(
+                configured, states, rows_by_id, enrolled_at, row.available_at, zone
+            )
         if status == "done":
             stopped = any(state.status == "skipped" for state in states)
             status = "stopped" if stopped else "finished"
@@ -114,13 +130,29 @@ def _state(step: SequenceStep) -> StepState:
 
 
 def _planned(
-    sequence: Sequence, states: list[StepState], next_check: datetime
+    sequence: Sequence,
+    states: list[StepState],
+    rows: Mapping[str, SequenceStep],
+    enrolled_at: datetime,
+    next_check: datetime,
+    zone: ZoneInfo,
 ) -> list[StepState]:
-    """The configured steps still ahead of the lead that have no row yet."""
+    """The configured steps still ahead of the lead that have no row yet.
+
+    The first is due when the dispatcher will send it: its delay from its
+    anchor, in its window, and not before the enrolment is looked at again.
+    A lead's change wakes its enrolment at once, so `next_check` alone is
+    not when the step goes.
+    """
     had = {state.id: state.status for state in states}
     index = sequence.current_index(had)
     if index is None:
         return []
+    step = sequence.steps[index]
+    window = sequence.window_of(step)
+    anchor = step_anchor(sequence, index, rows, enrolled_at)
+    due = schedule_step(anchor, step.parsed_delay, window, zone)
+    first_due = next_send_time(due, next_check, window, zone)
     ahead = []
     for position, step in enumerate(sequence.steps[index:], start=index + 1):
         if step.id in had:
@@ -132,7 +164,7 @@ def _planned(
                 template=step.template,
                 status="planned",
                 reason=None,
-                due_at=next_check if not ahead and position == index + 1 else None,
+                due_at=first_due if not ahead and position == index + 1 else None,
                 sent_at=None,
                 message_id=None,
                 flow_run_id=None,

@@ -8,9 +8,10 @@ claim in one commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, bindparam, select
 
@@ -19,6 +20,9 @@ from leads.store.database import TenantScope
 from leads.store.inserts import insert_if_absent
 from leads.store.moves import move_if_in
 from leads.store.tables import SequenceStep, utcnow
+
+if TYPE_CHECKING:
+    from leads.sequences import Sequence
 
 
 class StepStatus(StrEnum):
@@ -38,6 +42,39 @@ StepRow = Row[Any]
 SENDABLE = (StepStatus.PENDING, StepStatus.FAILED)
 # Nothing more will happen to these without a person.
 SETTLED = (StepStatus.SENT, StepStatus.UNKNOWN, StepStatus.SKIPPED)
+
+
+def enrolment_start(payload: Mapping[str, Any], created_at: datetime) -> datetime:
+    """When the lead entered the sequence, from its enrolment row's payload.
+
+    Rows from before enrolments were stamped (#6) fall back to when the lead
+    came in.
+    """
+    stamp = payload.get("enrolled_at")
+    if isinstance(stamp, str):
+        return datetime.fromisoformat(stamp)
+    return created_at
+
+
+def step_anchor(
+    sequence: Sequence,
+    index: int,
+    rows: Mapping[str, Any],
+    enrolled_at: datetime,
+) -> datetime:
+    """What step `index`'s delay counts from: the enrolment or the step before it.
+
+    `rows` are the lead's step rows of the sequence by step id (`steps_of`'s,
+    or `SequenceStep`s): the latest settled one before the step anchors it,
+    at its send or, skipped, when it was settled.
+    """
+    if sequence.steps[index].after == "enrolment":
+        return enrolled_at
+    for earlier in reversed(sequence.steps[:index]):
+        row = rows.get(earlier.id)
+        if row is not None and row.status in SETTLED:
+            return row.sent_at or row.updated_at
+    return enrolled_at
 
 
 def steps_of(scope: TenantScope, lead_id: str, sequence: str) -> dict[str, StepRow]:

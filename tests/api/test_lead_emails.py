@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -10,7 +10,7 @@ from connectors.email.file_outbox import FileOutbox
 from connectors.email.templates import TemplateRenderer
 from leads import rulebook
 from leads.store.claims import claim
-from leads.store.outbox import SEQUENCE_ENROLMENT
+from leads.store.outbox import SEQUENCE_ENROLMENT, wake_enrolments
 from leads.unsubscribe import lead_link_maker, unsubscribe_url
 from tasks.sequence_steps import DispatchContext, dispatch_claims
 
@@ -60,6 +60,25 @@ def test_shows_what_was_sent_and_what_is_planned(client, store, tmp_path, live_a
     assert steps["welcome_2"]["outcome"] == "planned"
     assert steps["welcome_2"]["due_at"] == after["next_check_at"]
     assert steps["welcome_3"]["due_at"] is None
+
+
+def test_a_change_that_wakes_the_enrolment_leaves_the_next_step_s_time(
+    client, store, tmp_path, live_api
+):
+    lead = client.post("/api/leads", json={"email": "lin@example.com"}).json()
+    dispatch(store, tmp_path, live_api.settings)
+    planned = welcome(client, lead["id"])
+    due = datetime.fromisoformat(planned["steps"][1]["due_at"])
+
+    # As news that may stop a sequence does (a provider's event, an edited
+    # sequences file): the dispatcher looks again at once.
+    with store.write("default") as scope:
+        assert wake_enrolments(scope, lead["id"]) == 1
+    woken = welcome(client, lead["id"])
+
+    # It would send the step only when it is due.
+    assert datetime.fromisoformat(woken["next_check_at"]) < due - timedelta(days=1)
+    assert datetime.fromisoformat(woken["steps"][1]["due_at"]) == due
 
 
 def test_an_unsubscribe_stops_the_sequence_at_the_next_run(
