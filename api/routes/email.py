@@ -274,6 +274,15 @@ def _send_request(
                 FieldError(field, "conflict", "send `template` or a body, not both")
             )
         errors += _template_errors(body.template, folder)
+    elif body.text is None and body.html is not None:
+        errors.append(
+            FieldError(
+                "text",
+                "required",
+                "an `html` body goes with its plain-text alternative in `text`, "
+                "which clients that show no HTML (and spam filters) read",
+            )
+        )
     elif body.text is None:
         errors.append(
             FieldError(

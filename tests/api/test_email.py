@@ -230,6 +230,10 @@ class TestSendValidation:
             ({"to": "a@example.com", "template": "nope", "text": None}, None),
             ({"to": "a@example.com", "subject": None}, {"subject": "required"}),
             ({"to": "a@example.com", "text": None}, {"template": "required"}),
+            (
+                {"to": "a@example.com", "text": None, "html": "<p>Hi</p>"},
+                {"text": "required"},
+            ),
             ({"to": "a@example.com", "category": None}, {"category": "required"}),
             (
                 {"to": "a@example.com", "category": "news"},
