@@ -64,7 +64,14 @@ def require_contact(
     """
     if email or phone:
         return
-    if phone_raw:
+    if phone_raw and phone_warning(None, phone_raw) == PHONE_MANGLED:
+        phone_error = FieldError(
+            "phone",
+            PHONE_MANGLED,
+            f"{phone_raw!r} is a phone number a spreadsheet turned into a number, "
+            "its digits lost; export the column as text",
+        )
+    elif phone_raw:
         phone_error = FieldError(
             "phone", "invalid_phone", f"{phone_raw!r} is not a valid phone number"
         )

@@ -112,6 +112,21 @@ class TestCreate:
         assert lead["phone_raw"] == "12"
         assert lead["warnings"] == ["invalid_phone"]
 
+    def test_a_phone_alone_that_a_spreadsheet_mangled_is_refused_as_such(
+        self, client, store
+    ):
+        response = client.post(
+            "/api/leads", json={"phone": "4.15555E+09", "first_name": "Excel"}
+        )
+
+        body = assert_problem(response, 422)
+        reasons = {e["field"]: e["reason"] for e in body["errors"]}
+        assert reasons == {
+            "email": "missing_contact",
+            "phone": "phone_mangled_by_spreadsheet",
+        }
+        assert count(store, Lead) == 0
+
     def test_every_bad_field_is_named_and_nothing_is_written(self, client, store):
         response = client.post(
             "/api/leads",
@@ -168,6 +183,7 @@ class TestCreate:
             )
 
             body = assert_problem(response, 415)
+            assert body["type"] == "urn:orchestrator:problem:unsupported-media-type"
             assert "Content-Type: application/json" in body["detail"]
 
     def test_captured_at_is_answered_in_utc_as_it_is_read_back(self, client):
