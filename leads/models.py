@@ -91,6 +91,21 @@ class LeadInput(BaseModel):
         None, description="Extra fields; unknown top-level fields land here too."
     )
 
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email_is_text(cls, value: Any) -> Any:
+        # Numbers become text for the other fields (phones, postal codes); no
+        # number is an address, and e-mail-validator's word on "5" would not
+        # say what was wrong.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise PydanticCustomError(
+                "invalid_email",
+                "an e-mail address is text such as ada@example.com, not the number "
+                "{number}",
+                {"number": value},
+            )
+        return value
+
     @field_validator("email")
     @classmethod
     def _valid_email(cls, value: str | None) -> str | None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from leads.store import Store
@@ -111,6 +112,14 @@ class TestCreate:
         assert lead["phone"] is None
         assert lead["phone_raw"] == "12"
         assert lead["warnings"] == ["invalid_phone"]
+
+    @pytest.mark.parametrize("number", [5, 4.5])
+    def test_an_address_sent_as_a_number_is_refused_saying_so(self, client, number):
+        response = client.post("/api/leads", json={"email": number})
+
+        [error] = assert_problem(response, 422)["errors"]
+        assert (error["field"], error["reason"]) == ("email", "invalid_email")
+        assert f"not the number {number}" in error["message"]
 
     def test_a_phone_alone_that_a_spreadsheet_mangled_is_refused_as_such(
         self, client, store
