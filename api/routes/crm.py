@@ -87,13 +87,28 @@ class CrmConfigView(BaseModel):
 
 
 class BudgetView(BaseModel):
-    calls_per_window: float | None = None
-    window_seconds: float | None = None
-    calls_available: int | None = None
-    daily_limit: int | None = None
-    daily_remaining: int | None = None
-    blocked_until: datetime | None = None
-    calls_made: int | None = None
+    """The account's shared rate budget, a token bucket every worker draws on."""
+
+    calls_per_window: float | None = Field(
+        None,
+        description="Calls the account may make in a window: HubSpot's published "
+        "limit for its tier, or the calls a second kept to for Salesforce.",
+    )
+    window_seconds: float | None = Field(
+        None, description="The window that limit is counted over."
+    )
+    calls_available: int | None = Field(
+        None,
+        description="Calls that may go out at once now. The bucket holds a tenth "
+        "of the window's calls and refills the rest evenly across it, so a "
+        "burst never spends a window's allowance in its first second.",
+    )
+    daily_limit: int | None = Field(None, description="Calls a day, where one applies.")
+    daily_remaining: int | None = Field(None, description="Of those, left today.")
+    blocked_until: datetime | None = Field(
+        None, description="No call before this: the CRM said its limit is spent."
+    )
+    calls_made: int | None = Field(None, description="Calls counted so far.")
 
 
 class CrmStatus(BaseModel):
