@@ -7,13 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from importlib import resources
 
 import anyio
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import make_url
 
 from api import problems
@@ -39,7 +35,8 @@ from api.routes import (
     workflows,
 )
 from api.routes.health import VERSION
-from api.security_headers import SecurityHeaders, page_policy
+from api.security_headers import SecurityHeaders
+from connectors.sandbox.docs import serve_docs
 from leads import rulebook
 from leads.collector import collect_less_often
 from leads.settings import Settings, get_settings
@@ -48,6 +45,9 @@ from leads.store.presence import pending_drains_polling
 from leads.store.schema import schema_state
 
 logger = logging.getLogger(__name__)
+
+# Swagger UI's script and style sheet, which browsers may cache.
+DOCS_ASSETS = "/api/docs/assets"
 
 
 class StoreNotReady(RuntimeError):
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Automation Orchestrator",
         version=VERSION,
         summary="Lead intake, quality, CRM sync and e-mail automations on Prefect.",
-        # Served below from packaged files: the default page loads them from a CDN.
+        # Served by serve_docs from packaged files: FastAPI's own pages use a CDN.
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     # At the root, not under /api: these links go out in e-mails, to people.
     app.include_router(unsubscribe.router)
-    _serve_docs(app)
+    serve_docs(app, page="/api/docs", assets=DOCS_ASSETS)
     app.add_middleware(AuditLog)
     # Outside the audit (a refusal writes nothing), inside the access log.
     app.add_middleware(
@@ -175,24 +175,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         origins=allowed_origins(settings.cors_origins),
     )
     return app
-
-
-DOCS_ASSETS = "/api/docs/assets"
-
-
-def _serve_docs(app: FastAPI) -> None:
-    """Swagger UI at /api/docs from files installed with the package, no CDN."""
-    assets = resources.files("fastapi_offline") / "static"
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
-
-    @app.get("/api/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        page = get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/api/openapi.json",
-            title=f"{app.title} API",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url="data:,",
-        )
-        page.headers["Content-Security-Policy"] = page_policy(bytes(page.body).decode())
-        return page

@@ -1,23 +1,19 @@
-"""Security headers on every answer, and the content policy of a page with scripts.
+"""Security headers on every answer the API gives.
 
 Every answer gets `X-Content-Type-Options: nosniff`, `Referrer-Policy:
 no-referrer`, `X-Frame-Options: DENY`, a Content-Security-Policy that allows
 nothing (`default-src 'none'; frame-ancestors 'none'`: JSON needs nothing) and
-`Cache-Control: no-store` (answers hold personal data), each unless
-the route set its own: the API docs page sets `page_policy`, the unsubscribe
-pages set theirs (inline style, a form posting to themselves). The docs'
-static assets may be cached. `Strict-Transport-Security` is added only when
-the API's public address is https: over plain http a browser ignores it, and
-behind a TLS proxy it is the public address that counts. Only the answers to
-CORS preflights go without: `api.cors` gives them, outside this, and they
-carry no content.
+`Cache-Control: no-store` (answers hold personal data), each unless the route
+set its own: the docs page sets one that allows its scripts
+(`connectors.sandbox.docs.page_policy`), the unsubscribe pages set theirs
+(inline style, a form posting to themselves). The docs' static assets may be
+cached. `Strict-Transport-Security` is added only when the API's public address
+is https: over plain http a browser ignores it, and behind a TLS proxy it is
+the public address that counts. Only the answers to CORS preflights go without:
+`api.cors` gives them, outside this, and they carry no content.
 """
 
 from __future__ import annotations
-
-import base64
-import hashlib
-import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,36 +24,6 @@ JSON_POLICY = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000"
 # Same words as the app's own handler for an error nothing else caught.
 UNEXPECTED = "an unexpected error occurred; nothing was written"
-
-_INLINE_SCRIPT = re.compile(
-    r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script\s*>", re.DOTALL | re.IGNORECASE
-)
-
-
-def page_policy(html: str) -> str:
-    """A Content-Security-Policy for an HTML page that runs this origin's code.
-
-    Allows scripts and style sheets from this origin, each inline `<script>`
-    of `html` by its SHA-256 (and no other inline script), fetches to this
-    origin (the page reads /api/openapi.json), and images from this origin or
-    `data:` URLs (Swagger UI's icons are `data:` SVGs in its style sheet).
-    Inline style is allowed: Swagger UI writes style attributes, which no
-    hash can allow, and with images, fonts and fetches held to this origin a
-    style cannot send anything elsewhere. Nothing may frame the page, post a
-    form from it, or change its base URL.
-    """
-    hashes = " ".join(
-        "'sha256-"
-        + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-        + "'"
-        for script in _INLINE_SCRIPT.findall(html)
-    )
-    return (
-        f"default-src 'none'; script-src 'self' {hashes}; "
-        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; "
-        "frame-ancestors 'none'"
-    )
 
 
 class SecurityHeaders:

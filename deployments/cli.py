@@ -153,7 +153,10 @@ def up() -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         run_stack(settings, typer.echo)
     except StackError as exc:
-        _fail(str(exc))
+        # One problem a line, as each busy port is.
+        for line in str(exc).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _announce_development_key(settings: Settings) -> None:

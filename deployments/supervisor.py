@@ -90,14 +90,7 @@ class Stack:
         if settings.prefect_api_url is None:
             self.children.append(self._prefect_server(prefect, prefect_root))
         if settings.crm == "sandbox":
-            self.children.append(
-                Child(
-                    "crm-sandbox",
-                    [orchestrator, "sandbox"],
-                    url=f"{settings.sandbox_url} (records: {settings.sandbox_url}/)",
-                    ready=_answers(f"{settings.sandbox_url}/"),
-                )
-            )
+            self.children.append(self._crm_sandbox(orchestrator))
         self.children += [
             # It lowers its own priority (and so its flow runs'); see `serve`.
             Child("flow-runner", [orchestrator, "serve"], url="(polls the server)"),
@@ -108,6 +101,21 @@ class Stack:
                 ready=_answers(f"{api_root}/health"),
             ),
         ]
+
+    def _crm_sandbox(self, orchestrator: str) -> Child:
+        root = self.settings.sandbox_url
+        # `/` holds counts and links; the records the sync writes are here.
+        records = (
+            "/_sandbox/hubspot/contacts"
+            if self.settings.sandbox_crm == "hubspot"
+            else "/_sandbox/salesforce/leads"
+        )
+        return Child(
+            "crm-sandbox",
+            [orchestrator, "sandbox"],
+            url=f"{root} (records: {root}{records})",
+            ready=_answers(f"{root}/"),
+        )
 
     def _prefect_server(self, prefect: str, root: str) -> Child:
         return Child(
@@ -128,7 +136,11 @@ class Stack:
         )
 
     def check_ports(self) -> None:
-        """Raises StackError naming the first port in use and its setting."""
+        """Raises StackError naming every port in use and its setting, one a line.
+
+        All of them at once, so that a user with several taken ports changes
+        them in one go instead of learning of one per attempt.
+        """
         wanted = [(self.settings.api_port, self.settings.api_host, "ORCH_API_PORT")]
         if self.settings.prefect_api_url is None:
             wanted.insert(
@@ -138,11 +150,13 @@ class Stack:
             wanted.append(
                 (self.settings.sandbox_port, "127.0.0.1", "ORCH_SANDBOX_PORT")
             )
-        for port, host, setting in wanted:
-            if port_in_use(host, port):
-                raise StackError(
-                    f"port {port} on {host} is in use; set {setting} to another port"
-                )
+        taken = [
+            f"port {port} on {host} is in use; set {setting} to another port"
+            for port, host, setting in wanted
+            if port_in_use(host, port)
+        ]
+        if taken:
+            raise StackError("\n".join(taken))
 
     def start(self) -> None:
         """Starts every child in order, each once the one before is ready."""
@@ -265,7 +279,7 @@ def run_stack(settings: Settings, announce: Callable[[str], None]) -> None:
     """Runs the stack until SIGINT or SIGTERM, then stops it cleanly.
 
     Raises:
-        StackError: a port is taken or a child could not start.
+        StackError: ports are taken (one a line) or a child could not start.
     """
     stack = Stack(settings)
     stack.check_ports()

@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from connectors.sandbox import hubspot, salesforce
+from connectors.sandbox.docs import serve_docs
 from connectors.sandbox.faults import FaultRegistry, FaultSpec
 from connectors.sandbox.state_file import StateFile
 
@@ -78,7 +79,10 @@ def create_app(
         title="CRM sandbox",
         description=f"A local stand-in for HubSpot and Salesforce, for demos and "
         f"tests. {kept}",
-        docs_url="/_sandbox/docs",
+        # FastAPI's own pages load from a CDN (ReDoc's fonts from Google's):
+        # serve_docs below serves Swagger UI from packaged files, and no ReDoc.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/_sandbox/openapi.json",
         lifespan=lifespan,
     )
@@ -113,6 +117,7 @@ def create_app(
 
     app.include_router(hubspot.router(state.hubspot))
     app.include_router(salesforce.router(state.salesforce))
+    serve_docs(app, page="/_sandbox/docs", assets="/_sandbox/docs/assets")
 
     @app.get("/", summary="What the sandbox holds")
     def overview() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -9,10 +10,14 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
+from connectors.sandbox.server import running_sandbox
 from deployments.supervisor import Child, Stack, StackError
 from leads.settings import Settings
 
@@ -32,6 +37,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextmanager
+def taken_ports(count: int) -> Iterator[list[int]]:
+    """`count` ports on 127.0.0.1 that something listens on, until the block ends."""
+    with ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            taken = held.enter_context(socket.socket())
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            ports.append(taken.getsockname()[1])
+        yield ports
 
 
 def stack_of(tmp_path: Path, *children: Child) -> Stack:
@@ -136,6 +154,54 @@ def test_up_reports_a_port_in_use_in_one_line(tmp_path):
     )
 
 
+def test_every_port_in_use_is_named_with_its_setting_on_a_line_of_its_own(tmp_path):
+    with taken_ports(2) as (prefect, api):
+        settings = Settings(
+            data_dir=tmp_path,
+            prefect_port=prefect,
+            api_port=api,
+            crm="sandbox",
+            sandbox_port=free_port(),
+        )
+
+        with pytest.raises(StackError) as caught:
+            Stack(settings).check_ports()
+
+    assert str(caught.value).splitlines() == [
+        f"port {prefect} on 127.0.0.1 is in use; set ORCH_PREFECT_PORT to another port",
+        f"port {api} on 127.0.0.1 is in use; set ORCH_API_PORT to another port",
+    ]
+
+
+def test_up_reports_every_port_in_use_at_once_one_a_line(tmp_path):
+    import subprocess
+
+    with taken_ports(2) as (api, sandbox):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("orchestrator")), "up"],
+            env=env
+            | {
+                "ORCH_DATA_DIR": str(tmp_path),
+                "ORCH_CRM": "sandbox",
+                "ORCH_API_PORT": str(api),
+                "ORCH_SANDBOX_PORT": str(sandbox),
+                "ORCH_PREFECT_PORT": str(free_port()),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: port {api} on 127.0.0.1 is in use; set ORCH_API_PORT to another port",
+        f"error: port {sandbox} on 127.0.0.1 is in use; "
+        "set ORCH_SANDBOX_PORT to another port",
+    ]
+    assert not (tmp_path / "orchestrator.db").exists(), "checked before writing"
+
+
 def test_sigterm_during_watch_stops_the_stack(tmp_path, monkeypatch):
     from deployments.supervisor import run_stack
 
@@ -180,6 +246,43 @@ class TestCrmSandboxChild:
         assert sandbox.argv[1:] == ["sandbox"]
         assert sandbox.url.startswith("http://127.0.0.1:8177 ")
         assert any(line.startswith("crm-sandbox ") for line in stack.describe())
+
+    @pytest.mark.parametrize(
+        ("vendor", "seed_path", "seed"),
+        [
+            (
+                "hubspot",
+                "/_sandbox/hubspot/contacts/seed",
+                {"contacts": [{"properties": {"email": "ada@example.com"}}]},
+            ),
+            (
+                "salesforce",
+                "/_sandbox/salesforce/records/Lead",
+                [{"Email": "ada@example.com", "LastName": "Lovelace", "Company": "AE"}],
+            ),
+        ],
+    )
+    def test_the_banner_points_at_the_records_of_the_vendor_in_use(
+        self, tmp_path, vendor, seed_path, seed
+    ):
+        port = free_port()
+        settings = Settings(
+            data_dir=tmp_path, crm="sandbox", sandbox_crm=vendor, sandbox_port=port
+        )
+        [line] = [
+            line
+            for line in Stack(settings).describe()
+            if line.startswith("crm-sandbox ")
+        ]
+        records_url = line.split("(records: ", 1)[1].removesuffix(")")
+
+        with running_sandbox(port=port) as (base_url, _state):
+            httpx.post(f"{base_url}{seed_path}", json=seed).raise_for_status()
+            records = httpx.get(records_url).json()
+
+        # The record itself, not `/`'s counts and links.
+        assert len(records) == 1
+        assert "ada@example.com" in json.dumps(records)
 
     @pytest.mark.parametrize("crm", ["none", "hubspot", "salesforce"])
     def test_no_sandbox_runs_when_the_crm_is_not_the_sandbox(self, tmp_path, crm):
