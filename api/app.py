@@ -21,7 +21,7 @@ from api.cors import CrossOrigin, allowed_origins
 from api.events import PendingSignal
 from api.limits import BodySizeLimit
 from api.load_shedding import LoadShedding
-from api.rate_limits import RateLimit, TokenBuckets
+from api.rate_limits import RateLimit, rate_buckets
 from api.routes import (
     audit,
     crm,
@@ -146,7 +146,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outside the audit (a refusal writes nothing), inside the access log.
     app.add_middleware(
         RateLimit,  # type: ignore[arg-type]
-        buckets=TokenBuckets(settings.rate_limit_per_minute),
+        buckets=rate_buckets(
+            settings.rate_limit_per_minute,
+            settings.rate_limit_redis_url.get_secret_value()
+            if settings.rate_limit_redis_url
+            else None,
+        ),
     )
     # Inside the access log (a refusal is logged), before any other work.
     app.add_middleware(

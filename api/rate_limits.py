@@ -23,25 +23,30 @@ and `RateLimit-Reset` (the fields of draft-ietf-httpapi-ratelimit-headers up to
 its sixth draft, which most clients read): the bucket's size, the whole tokens
 left, and the seconds until it is full again.
 
-TODO(#8): each API process keeps its own buckets, so N replicas (or
-ORCH_API_WORKERS=N) allow up to N times the budget; a shared bucket (Redis)
-needs a setting naming the Redis to use.
+Each API process keeps its own buckets unless `ORCH_RATE_LIMIT_REDIS_URL`
+names a Redis: then every process (`ORCH_API_WORKERS`, replicas on other
+machines) draws on the same buckets there (`SharedTokenBuckets`), timed by
+Redis's clock. Without one, N processes allow up to N times the budget.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
+import redis
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem
 from leads.errors import FieldError
+
+logger = logging.getLogger(__name__)
 
 Kind = Literal["key", "anonymous", "webhook", "unsubscribe"]
 Identity = tuple[Kind, str]
@@ -175,6 +180,123 @@ class TokenBuckets:
         return Budget(limit=self.limit, tokens=tokens, per_second=self.per_second)
 
 
+class Buckets(Protocol):
+    """Where the middleware reads and charges budgets."""
+
+    limit: int
+
+    def peek(self, identity: Identity) -> Budget: ...
+
+    def take(self, identity: Identity) -> Budget: ...
+
+
+# One bucket's level and when it was last charged, in a hash that expires once
+# the bucket would be full again. Redis's clock times every process alike.
+_LEVEL_SCRIPT = """
+local limit = tonumber(ARGV[1])
+local per_second = tonumber(ARGV[2])
+local charge = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = limit
+if held[1] then
+  tokens = math.min(limit, tonumber(held[1]) + (now - tonumber(held[2])) * per_second)
+end
+if charge > 0 then
+  tokens = tokens - charge
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+  local full_in = math.ceil((limit - tokens) / per_second * 1000) + 1000
+  redis.call('PEXPIRE', KEYS[1], full_in)
+end
+return tostring(tokens)
+"""
+# A Redis that answers slower than this is treated as down: a request must
+# not wait on its budget longer than on its own work.
+REDIS_TIMEOUT_SECONDS = 0.25
+# How often a Redis found down is tried again.
+REDIS_RETRY_SECONDS = 5.0
+
+
+class SharedTokenBuckets:
+    """`TokenBuckets` kept in Redis, shared by every API process that names it.
+
+    Identities are stored as digests (a client address is personal data).
+    While Redis cannot be reached, each process falls back to buckets of its
+    own, as without a Redis, and says so in its log; it tries Redis again
+    after `REDIS_RETRY_SECONDS`.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        url: str,
+        *,
+        prefix: str = "orchestrator:rate:",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = per_minute
+        self.per_second = per_minute / 60
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        self._level = self._redis.register_script(_LEVEL_SCRIPT)
+        self._prefix = prefix
+        self._local = TokenBuckets(per_minute, clock=clock)
+        self._clock = clock
+        self._down_since: float | None = None
+
+    def peek(self, identity: Identity) -> Budget:
+        """The bucket's level now."""
+        return self._charged(identity, 0) or self._local.peek(identity)
+
+    def take(self, identity: Identity) -> Budget:
+        """Charges one request to the bucket; its level after."""
+        return self._charged(identity, 1) or self._local.take(identity)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _charged(self, identity: Identity, charge: int) -> Budget | None:
+        now = self._clock()
+        if (
+            self._down_since is not None
+            and now - self._down_since < REDIS_RETRY_SECONDS
+        ):
+            return None
+        kind, value = identity
+        digest = hashlib.sha256(f"{kind}\0{value}".encode()).hexdigest()[:32]
+        try:
+            tokens = float(
+                self._level(
+                    keys=[f"{self._prefix}{digest}"],
+                    args=[self.limit, self.per_second, charge],
+                )
+            )
+        except redis.RedisError as exc:
+            if self._down_since is None:
+                logger.warning(
+                    "rate limits: Redis unreachable (%s); each API process "
+                    "counts on its own until it answers",
+                    exc.__class__.__name__,
+                )
+            self._down_since = now
+            return None
+        if self._down_since is not None:
+            logger.info("rate limits: Redis answers again; buckets shared")
+            self._down_since = None
+        return Budget(limit=self.limit, tokens=tokens, per_second=self.per_second)
+
+
+def rate_buckets(per_minute: int, redis_url: str | None) -> Buckets:
+    """The buckets the settings ask for: shared in Redis, or this process's own."""
+    if redis_url:
+        return SharedTokenBuckets(per_minute, redis_url)
+    return TokenBuckets(per_minute)
+
+
 def kind_of(method: str, path: str) -> Kind | None:
     """Which budget a request to `path` is counted against; None for none."""
     if path in _EXEMPT or path.startswith(_EXEMPT_PREFIX):
@@ -219,7 +341,7 @@ class RateLimit:
     made-up keys borrowing a real key's id, are thus refused with the address.
     """
 
-    def __init__(self, app: ASGIApp, buckets: TokenBuckets) -> None:
+    def __init__(self, app: ASGIApp, buckets: Buckets) -> None:
         self.app = app
         self.buckets = buckets
         # Digest of a sent key -> id of the key it proved to be.

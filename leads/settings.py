@@ -214,6 +214,14 @@ class Settings(BaseSettings):
             "bursts up to this many pass); more get 429 with `Retry-After`."
         ),
     )
+    rate_limit_redis_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Redis holding the rate-limit buckets (`redis://host:port/db`), so "
+            "every API process and replica shares them; unset, each process "
+            "counts on its own."
+        ),
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description=(

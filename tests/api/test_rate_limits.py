@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import redis
 
-from api.rate_limits import TokenBuckets, kind_of, sent_key
+from api import rate_limits
+from api.rate_limits import SharedTokenBuckets, TokenBuckets, kind_of, sent_key
 from leads.settings import Settings
 from leads.store import Store
 from leads.store.schema import upgrade
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, RedisDatabases, _test_redis_url, free_port
 
 # One request a second, so a drained bucket holds a request again in a second.
 PER_MINUTE = 60
@@ -162,6 +164,85 @@ class TestTokenBuckets:
             TokenBuckets(0)
 
 
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """An emptied database of the test Redis, for this module alone."""
+    databases = RedisDatabases(_test_redis_url())
+    yield databases.claim()
+    databases.release_all()
+
+
+@pytest.fixture
+def shared(redis_url) -> Callable[[int], SharedTokenBuckets]:
+    """Buckets of one size in Redis, as each API process would make them."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    made: list[SharedTokenBuckets] = []
+
+    def make(per_minute: int) -> SharedTokenBuckets:
+        buckets = SharedTokenBuckets(per_minute, redis_url, prefix=prefix)
+        made.append(buckets)
+        return buckets
+
+    make.prefix = prefix  # type: ignore[attr-defined]
+    yield make
+    for buckets in made:
+        buckets.close()
+
+
+class TestSharedTokenBuckets:
+    def test_two_processes_draw_on_one_bucket(self, shared):
+        first, second = shared(3), shared(3)
+        who = ("key", "key-1")
+
+        assert first.take(who).remaining == 2
+        assert second.take(who).remaining == 1
+        assert first.take(who).remaining == 0
+        assert not second.peek(who).allows
+        assert second.peek(("key", "key-2")).remaining == 3
+
+    def test_peeking_spends_nothing(self, shared):
+        buckets = shared(2)
+
+        for _ in range(5):
+            assert buckets.peek(("key", "k")).remaining == 2
+
+    def test_refills_at_the_per_minute_rate(self, shared):
+        buckets = shared(60 * 20)  # 20 a second
+        who = ("key", "k")
+        for _ in range(40):
+            buckets.take(who)
+        low = buckets.peek(who).tokens
+
+        time.sleep(0.25)
+
+        assert 3 <= buckets.peek(who).tokens - low <= 10
+
+    def test_keeps_digests_not_addresses_and_lets_full_buckets_expire(
+        self, shared, redis_url
+    ):
+        shared(60).take(("anonymous", "203.0.113.9"))
+
+        with redis.Redis.from_url(redis_url) as client:
+            [key] = client.keys(f"{shared.prefix}*")
+            assert b"203.0.113.9" not in key
+            assert 0 < client.pttl(key) <= 2_000
+
+    def test_without_redis_each_process_counts_on_its_own_and_says_so(
+        self, caplog, monkeypatch
+    ):
+        monkeypatch.setattr(rate_limits, "REDIS_RETRY_SECONDS", 3600)
+        clock = ManualClock()
+        buckets = SharedTokenBuckets(
+            2, f"redis://127.0.0.1:{free_port()}/0", clock=clock
+        )
+        who = ("key", "k")
+
+        assert [buckets.take(who).remaining for _ in range(3)] == [1, 0, 0]
+        assert not buckets.peek(who).allows
+        assert caplog.text.count("Redis unreachable") == 1
+        buckets.close()
+
+
 class TestWhoIsCounted:
     @pytest.mark.parametrize(
         ("method", "path", "kind"),
@@ -223,6 +304,36 @@ def http(limited) -> Iterator[httpx.Client]:
     """A client of the limited API sending no key."""
     with httpx.Client(base_url=limited.url, timeout=30) as client:
         yield client
+
+
+class TestSharedAcrossProcesses:
+    def test_a_key_spent_on_one_api_is_refused_by_another(
+        self, serve_api, store_url, tmp_path, redis_url
+    ):
+        def api(name: str) -> LiveServer:
+            return serve_api(
+                Settings(
+                    data_dir=tmp_path / name,
+                    database_url=store_url,
+                    rate_limit_per_minute=PER_MINUTE,
+                    rate_limit_redis_url=redis_url,
+                    prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+                    crm="none",
+                )
+            )
+
+        one, other = api("one"), api("other")
+        with one.client(scope="read") as first:
+            drain(lambda: first.get("/api/leads"))
+            with httpx.Client(
+                base_url=other.url, headers=first.headers, timeout=30
+            ) as second:
+                # The other API learns the key on its first answer (until then
+                # it counts by address), which overdraws the shared bucket.
+                second.get("/api/leads")
+                refused = second.get("/api/leads")
+
+        assert_rate_limited(refused, "Authorization")
 
 
 class TestKeys:
