@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import STATUS_SLUGS, problem
 
 
 def _too_large(limit: int) -> str:
@@ -33,7 +33,14 @@ class BodySizeLimit:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_413(send, limit)
+            refusal = problem(
+                413,
+                _too_large(limit),
+                slug=STATUS_SLUGS[413],
+                # The body is not read: the connection cannot carry another request.
+                headers={"Connection": "close"},
+            )
+            await refusal(scope, receive, send)
             return
 
         received = 0
@@ -48,27 +55,3 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counted, send)
-
-
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": HTTPStatus(413).phrase,
-            "status": 413,
-            "detail": _too_large(limit),
-            "errors": [],
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 PROBLEM_TYPE = "urn:orchestrator:problem:"
 # FastAPI's words when the body cannot be decoded at all.
 _FASTAPI_PARSE_FAILURE = "There was an error parsing the body"
+# The types of refusals raised as HTTPException, by a middleware, a dependency
+# or a route: a body over a limit, a body not sent as JSON. Starlette's own
+# 404 and 405 name no problem of ours, and stay `about:blank`.
+STATUS_SLUGS = {413: "body-too-large", 415: "unsupported-media-type"}
 
 
 def problem(
@@ -66,7 +70,7 @@ def _key_problem(_: Request, exc: Exception) -> JSONResponse:
 
 def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = field_errors(list(exc.errors()), skip=1)
+    errors = field_errors(list(exc.errors()), skip=1, document=exc.body)
     return _rejected(errors)
 
 
@@ -114,7 +118,12 @@ def _http(_: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc.detail, str)
         else HTTPStatus(exc.status_code).phrase
     )
-    return problem(exc.status_code, detail, headers=exc.headers)
+    return problem(
+        exc.status_code,
+        detail,
+        slug=STATUS_SLUGS.get(exc.status_code),
+        headers=exc.headers,
+    )
 
 
 def _store_down(_: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,8 +72,26 @@ _REASONS = {
 }
 
 
-def field_errors(errors: list[Any], skip: int = 0) -> list[FieldError]:
-    """Pydantic's error list as field errors, dropping `skip` leading path parts."""
+def not_json(why: ValueError | str) -> str:
+    """Why a body is not JSON, as the API and the webhooks say it.
+
+    A `json.JSONDecodeError` as `why` says the line and column reading stopped at.
+    """
+    return f"the body is not JSON: {why}"
+
+
+def field_errors(
+    errors: list[Any], skip: int = 0, document: Any = None
+) -> list[FieldError]:
+    """Pydantic's error list as field errors, dropping `skip` leading path parts.
+
+    Args:
+        errors: Pydantic's (or FastAPI's) error dictionaries.
+        skip: Leading parts of each location that name no field (`body`).
+        document: The text a `json_invalid` error was read from, which
+            FastAPI keeps as its error's `body`; with it, the message says
+            where the JSON broke.
+    """
     result = []
     for error in errors:
         path = [str(part) for part in error["loc"][skip:]]
@@ -80,8 +100,17 @@ def field_errors(errors: list[Any], skip: int = 0) -> list[FieldError]:
         if error["type"] == "json_invalid":
             # Pydantic's location is the character offset, not a field.
             field = "body"
-            detail = (error.get("ctx") or {}).get("error")
-            message = f"the body is not valid JSON: {detail or message}"
+            message = _json_invalid(error, document)
         reason = _REASONS.get(error["type"], error["type"])
         result.append(FieldError(field, reason, message))
     return result
+
+
+def _json_invalid(error: Mapping[str, Any], document: Any) -> str:
+    why = (error.get("ctx") or {}).get("error") or error["msg"]
+    position = error["loc"][-1] if error["loc"] else None
+    if isinstance(document, str) and isinstance(position, int):
+        # FastAPI keeps only the decoder's message and the offset; the
+        # decoder's own error, built again from them, says the line and column.
+        return not_json(json.JSONDecodeError(why, document, position))
+    return not_json(why)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from leads.errors import not_json
 from leads.webhooks.sources import FromHeaderOrField, Payload, WebhookSource
 
 MAX_ID_LENGTH = 255
@@ -31,7 +32,7 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the body is not JSON: {exc}") from exc
+        raise ValueError(not_json(exc)) from exc
     except RecursionError as exc:
         raise ValueError("the body is not JSON we read: it nests too deep") from exc
 
@@ -54,12 +55,16 @@ def split(
     """The events of a delivery, in the order the sender listed them.
 
     A body that is not JSON is still one event (it is kept, and rejected with
-    its reason when processed), identified by a hash of its bytes.
+    its reason when processed). Its id and time are read as from a body
+    without fields: a header's id is the sender's whatever the body holds, so
+    two broken events with the same bytes stay two and the sender finds its
+    delivery by its id; an id to be read from the body falls back to a hash
+    of the bytes.
     """
     try:
         document = parse_json(body)
     except ValueError:
-        return [Event(_body_hash(body), received_at, body)]
+        document = None
     if source.payload is Payload.HUBSPOT:
         return _hubspot_events(document, body, received_at)
 

@@ -176,7 +176,34 @@ class TestCreate:
         body = assert_problem(response, 422)
         assert body["errors"][0]["field"] == "body"
         assert body["errors"][0]["reason"] == "invalid_json"
-        assert "not valid JSON" in body["errors"][0]["message"]
+        assert body["errors"][0]["message"] == (
+            "the body is not JSON: Expecting property name enclosed in double "
+            "quotes: line 1 column 2 (char 1)"
+        )
+
+    def test_a_body_that_is_not_json_is_refused_naming_its_line_and_column(
+        self, client
+    ):
+        broken = b'{\n  "email": "ada@example.com",\n  "phone": \n}'
+
+        answers = [
+            client.request(
+                method,
+                path,
+                content=broken,
+                headers={"content-type": "application/json"},
+            )
+            for method, path in [("POST", "/api/leads"), ("PATCH", "/api/leads/x")]
+        ]
+
+        for response in answers:
+            [error] = assert_problem(response, 422)["errors"]
+            assert error == {
+                "field": "body",
+                "reason": "invalid_json",
+                "message": "the body is not JSON: Expecting value: line 4 column 1 "
+                "(char 44)",
+            }
 
     def test_a_body_not_sent_as_json_is_415_saying_what_to_send(self, client):
         for path, method in [

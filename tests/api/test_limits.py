@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from api.problems import problem
 from leads.settings import MIB, Settings
 from leads.store import Store
 from leads.store.schema import upgrade
@@ -18,6 +19,7 @@ from tests.conftest import LiveServer, free_port
 BODY_LIMIT = 4096
 BATCH_LIMIT = 5
 BOUNDARY = "limit-test-boundary"
+TOO_LARGE = "urn:orchestrator:problem:body-too-large"
 
 
 def assert_too_large(response: httpx.Response) -> dict:
@@ -88,6 +90,33 @@ def http(server) -> Iterator[httpx.Client]:
         yield client
 
 
+class TestAnswers:
+    def test_a_declared_body_over_the_limit_is_a_problem_like_every_other(self, http):
+        response = http.post(
+            "/api/leads",
+            content=b"{" + b" " * BODY_LIMIT + b"}",
+            headers={"content-type": "application/json"},
+        )
+
+        body = assert_too_large(response)
+        assert body["type"] == TOO_LARGE
+        assert f"{BODY_LIMIT:,}-byte limit" in body["detail"]
+        assert response.headers["connection"] == "close"
+        written = problem(413, body["detail"], slug="body-too-large")
+        assert response.content == written.body
+
+    def test_a_streamed_body_over_the_limit_is_the_same_problem(self, http):
+        response = http.post(
+            "/api/leads",
+            content=chunked(BODY_LIMIT * 2),
+            headers={"content-type": "application/json"},
+        )
+
+        body = assert_too_large(response)
+        assert body["type"] == TOO_LARGE
+        assert f"{BODY_LIMIT:,}-byte limit" in body["detail"]
+
+
 class TestBatches:
     @pytest.mark.parametrize("shape", ["list", "object"])
     def test_the_limit_holds_for_both_shapes_and_nothing_is_written(
@@ -99,6 +128,7 @@ class TestBatches:
         body = assert_too_large(http.post("/api/leads/batch", json=payload))
 
         assert f"{BATCH_LIMIT + 1:,} leads sent" in body["detail"]
+        assert body["type"] == TOO_LARGE
         assert count(store_url, Lead) == 0
 
     @pytest.mark.parametrize("shape", ["list", "object"])

@@ -388,7 +388,39 @@ class TestRejectedContent:
 
         assert response.status_code == 200
         assert delivery.status == "rejected"
-        assert delivery.reasons[0]["reason"] == "invalid_json"
+        # In the words the API uses for a body it cannot read, line and column.
+        assert delivery.reasons[0] == {
+            "field": "body",
+            "reason": "invalid_json",
+            "message": "the body is not JSON: Expecting value: line 1 column 1 "
+            "(char 0)",
+        }
+
+    def test_broken_bodies_are_kept_under_the_event_ids_their_headers_give(
+        self, client, store, forms_secret
+    ):
+        body = b'{"email": "ada@example.com",'
+        now = int(time.time())
+
+        answers = [
+            post_forms(client, forms_secret, body, event, at=at)
+            for event, at in (("evt-bad-1", now - 1), ("evt-bad-2", now))
+        ]
+        kept = settled(store, 2)
+        listed = client.get("/api/webhooks/deliveries", params={"status": "rejected"})
+
+        assert [a.json()["deliveries"][0]["delivery_id"] for a in answers] == [
+            "evt-bad-1",
+            "evt-bad-2",
+        ]
+        assert [(d.delivery_id, d.status) for d in kept] == [
+            ("evt-bad-1", "rejected"),
+            ("evt-bad-2", "rejected"),
+        ]
+        assert {d["delivery_id"] for d in listed.json()["data"]} == {
+            "evt-bad-1",
+            "evt-bad-2",
+        }
 
     def test_a_rejected_delivery_shows_its_body_and_can_be_processed_again(
         self, client, store, forms_secret

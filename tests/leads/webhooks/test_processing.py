@@ -162,6 +162,36 @@ class TestEvents:
         assert hashed.delivery_id.startswith("sha256:")
         assert not_json.delivery_id.startswith("sha256:")
 
+    def test_a_body_that_is_not_json_keeps_the_id_and_time_its_headers_give(self):
+        by_header = WebhookSource.model_validate(
+            {
+                **SOURCE.model_dump(),
+                "delivery_id": {"header": "X-Event-Id"},
+                "occurred_at": {"header": "X-Sent-At"},
+            }
+        )
+        headers = {"X-Event-Id": "evt-bad-2", "X-Sent-At": "2026-12-05T08:00:00Z"}
+
+        [broken] = split(by_header, b"{not json", headers, AT)
+        [undecodable] = split(by_header, b"\xff", {"X-Event-Id": "evt-bad-3"}, AT)
+
+        assert broken.delivery_id == "evt-bad-2"
+        assert broken.occurred_at == AT - timedelta(hours=1)
+        assert broken.body == b"{not json"
+        assert undecodable.delivery_id == "evt-bad-3"
+
+    def test_a_body_that_is_not_json_has_no_field_to_take_an_id_from(self):
+        by_field = WebhookSource.model_validate(
+            {**SOURCE.model_dump(), "delivery_id": {"field": "id"}}
+        )
+        hubspot = WebhookSource(name="hubspot", secret_env="X", payload=Payload.HUBSPOT)
+
+        [from_field] = split(by_field, b'{"id": 42', {"X-Event-Id": "e"}, AT)
+        [from_hubspot] = split(hubspot, b"[{", {}, AT)
+
+        assert from_field.delivery_id.startswith("sha256:")
+        assert from_hubspot.delivery_id.startswith("sha256:")
+
 
 class TestLeases:
     def test_a_processor_that_outlived_its_lease_writes_nothing(self, store):
