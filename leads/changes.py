@@ -64,6 +64,9 @@ def require_contact(
     """
     if email or phone:
         return
+    # One error, named on both fields: the same words on each let a rejects
+    # file say it once.
+    needed = "an e-mail or a phone is needed"
     if phone_raw and phone_warning(None, phone_raw) == PHONE_MANGLED:
         phone_error = FieldError(
             "phone",
@@ -76,15 +79,8 @@ def require_contact(
             "phone", "invalid_phone", f"{phone_raw!r} is not a valid phone number"
         )
     else:
-        phone_error = FieldError(
-            "phone", "missing_contact", "a phone or an e-mail is needed"
-        )
-    raise LeadRejected(
-        [
-            FieldError("email", "missing_contact", "an e-mail or a phone is needed"),
-            phone_error,
-        ]
-    )
+        phone_error = FieldError("phone", "missing_contact", needed)
+    raise LeadRejected([FieldError("email", "missing_contact", needed), phone_error])
 
 
 def set_value(lead: Lead, name: str, value: Any, changes: dict[str, Any]) -> None:

@@ -768,12 +768,28 @@ def reject_rows(scope: TenantScope, row: LeadImport) -> Iterator[list[Any]]:
     headers = [header for header, _ in row.columns or []]
     yield ["record", "line", "field", "reason", "message", *headers]
     for reject in stored.rejects(scope, row.id):
-        errors = reject.errors or []
         yield [
             reject.record,
             reject.line,
-            "; ".join(error["field"] for error in errors),
-            "; ".join(error["reason"] for error in errors),
-            "; ".join(error["message"] for error in errors),
+            *_said_once(reject.errors or []),
             *(reject.values.get(header, "") for header in headers),
         ]
+
+
+def _said_once(errors: list[dict[str, str]]) -> tuple[str, str, str]:
+    """A reject's field, reason and message cells, each error said once.
+
+    Errors are kept one a field, as the API lists them; one error on several
+    fields (neither an e-mail nor a phone is `missing_contact` on both) has the
+    same reason and message on each. Its fields are joined by ", " in one
+    entry, and entries by "; ", so the three cells still line up.
+    """
+    fields: dict[tuple[str, str], list[str]] = {}
+    for error in errors:
+        said = (error["reason"], error["message"])
+        fields.setdefault(said, []).append(error["field"])
+    return (
+        "; ".join(", ".join(dict.fromkeys(names)) for names in fields.values()),
+        "; ".join(reason for reason, _ in fields),
+        "; ".join(message for _, message in fields),
+    )

@@ -278,8 +278,8 @@ class TestRejectsDownload:
             [
                 "2",
                 "3",
-                "email; phone",
-                "missing_contact; missing_contact",
+                "email, phone",
+                "missing_contact",
                 "",
                 "Zoë",
                 "",
@@ -287,3 +287,4 @@ class TestRejectsDownload:
             ["3", "4", "email; phone", "missing_contact; invalid_phone"]
             + ["N/A", "Émile", "12"],
         ]
+        assert rows[1][4] == "an e-mail or a phone is needed"

@@ -129,7 +129,7 @@ class TestLocal:
         assert [
             (row["record"], row["line"], row["field"], row["First Name"])
             for row in rows
-        ] == [("2", "3", "email; phone", "Zoë"), ("3", "4", "email; phone", "Pat")]
+        ] == [("2", "3", "email, phone", "Zoë"), ("3", "4", "email; phone", "Pat")]
         assert rows[1]["Phone"] == "12"
 
     def test_a_mapping_file_sends_columns_where_it_says(

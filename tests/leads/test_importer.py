@@ -685,7 +685,7 @@ class TestRejects:
             "Favourite Colour",
         ]
         assert [row[:4] for row in body] == [
-            [2, 4, "email; phone", "missing_contact; missing_contact"],
+            [2, 4, "email, phone", "missing_contact"],
             [3, 5, "email; phone", "missing_contact; invalid_phone"],
             [4, 6, "record", "too_many_cells"],
         ]
@@ -695,6 +695,26 @@ class TestRejects:
         ]
         assert "'12' is not a valid phone number" in body[1][4]
         assert all(row[4] for row in body), "every reject says why"
+
+    def test_one_error_on_two_fields_is_said_once_naming_both(self, store, tmp_path):
+        import_id, _ = run_import(store, tmp_path / "imports", self.CONTENT)
+
+        with store.read(TENANT) as scope:
+            _, nobody, pat, _ = importer.reject_rows(
+                scope, stored.get(scope, import_id)
+            )
+
+        assert nobody[2:5] == [
+            "email, phone",
+            "missing_contact",
+            "an e-mail or a phone is needed",
+        ]
+        # Different errors stay one entry each, the cells still lined up.
+        assert pat[2:5] == [
+            "email; phone",
+            "missing_contact; invalid_phone",
+            "an e-mail or a phone is needed; '12' is not a valid phone number",
+        ]
 
 
 class TestRefusedFiles:
