@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Iterator
-from html.parser import HTMLParser
 
 import httpx
 import pytest
@@ -15,6 +12,7 @@ from leads.settings import Settings
 from leads.store import Store
 from leads.store.schema import upgrade
 from tests.conftest import LiveServer, free_port
+from tests.docs_pages import Page, directives, sha256_source
 
 COMMON = {
     "x-content-type-options": "nosniff",
@@ -36,45 +34,6 @@ def assert_secured(response: httpx.Response, *, cached: bool = False) -> None:
 def assert_json_secured(response: httpx.Response) -> None:
     assert_secured(response)
     assert response.headers["content-security-policy"] == JSON_POLICY
-
-
-class Page(HTMLParser):
-    """The parts of an HTML page a Content-Security-Policy governs."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.inline_scripts: list[str] = []
-        self.script_sources: list[str] = []
-        self.links: list[str] = []
-        self._in_inline_script = False
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        named = dict(attrs)
-        if tag == "script":
-            if named.get("src"):
-                self.script_sources.append(named["src"] or "")
-            else:
-                self._in_inline_script = True
-                self.inline_scripts.append("")
-        elif tag == "link" and named.get("href"):
-            self.links.append(named["href"] or "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "script":
-            self._in_inline_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_inline_script:
-            self.inline_scripts[-1] += data
-
-
-def directives(policy: str) -> dict[str, list[str]]:
-    parsed = {}
-    for part in policy.split(";"):
-        name, *values = part.split()
-        parsed[name] = values
-    return parsed
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +129,7 @@ class TestPages:
         policy = directives(answer.headers["content-security-policy"])
         page = Page(answer.text)
         assert len(page.inline_scripts) == 1
-        hashes = [
-            "'sha256-"
-            + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-            + "'"
-            for script in page.inline_scripts
-        ]
+        hashes = [sha256_source(script) for script in page.inline_scripts]
         assert policy["script-src"] == ["'self'", *hashes]
         assert policy["default-src"] == ["'none'"]
         assert policy["connect-src"] == ["'self'"]

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -127,26 +128,23 @@ def test_a_port_in_use_names_the_port_and_its_setting(tmp_path):
     )
 
 
-def test_up_reports_a_port_in_use_in_one_line(tmp_path):
-    import subprocess
+def up_with(tmp_path: Path, **settings: object) -> subprocess.CompletedProcess[str]:
+    """`orchestrator up` on a fresh data dir with these ORCH_* settings; it must end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("orchestrator")), "up"],
+        env=env
+        | {"ORCH_DATA_DIR": str(tmp_path), "ORCH_PREFECT_PORT": str(free_port())}
+        | {f"ORCH_{name.upper()}": str(value) for name, value in settings.items()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-        result = subprocess.run(
-            [str(Path(sys.executable).with_name("orchestrator")), "up"],
-            env=env
-            | {
-                "ORCH_DATA_DIR": str(tmp_path),
-                "ORCH_API_PORT": str(port),
-                "ORCH_PREFECT_PORT": str(free_port()),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+
+def test_up_reports_a_port_in_use_in_one_line(tmp_path):
+    with taken_ports(1) as (port,):
+        result = up_with(tmp_path, api_port=port)
 
     assert result.returncode == 1
     assert result.stderr.strip() == (
@@ -174,24 +172,8 @@ def test_every_port_in_use_is_named_with_its_setting_on_a_line_of_its_own(tmp_pa
 
 
 def test_up_reports_every_port_in_use_at_once_one_a_line(tmp_path):
-    import subprocess
-
     with taken_ports(2) as (api, sandbox):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-        result = subprocess.run(
-            [str(Path(sys.executable).with_name("orchestrator")), "up"],
-            env=env
-            | {
-                "ORCH_DATA_DIR": str(tmp_path),
-                "ORCH_CRM": "sandbox",
-                "ORCH_API_PORT": str(api),
-                "ORCH_SANDBOX_PORT": str(sandbox),
-                "ORCH_PREFECT_PORT": str(free_port()),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = up_with(tmp_path, crm="sandbox", api_port=api, sandbox_port=sandbox)
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -312,26 +294,9 @@ class TestCrmSandboxChild:
         )
 
     def test_up_refuses_a_busy_sandbox_port_in_one_line(self, tmp_path):
-        import subprocess
-
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-            result = subprocess.run(
-                [str(Path(sys.executable).with_name("orchestrator")), "up"],
-                env=env
-                | {
-                    "ORCH_DATA_DIR": str(tmp_path),
-                    "ORCH_CRM": "sandbox",
-                    "ORCH_SANDBOX_PORT": str(port),
-                    "ORCH_API_PORT": str(free_port()),
-                    "ORCH_PREFECT_PORT": str(free_port()),
-                },
-                capture_output=True,
-                text=True,
-                timeout=60,
+        with taken_ports(1) as (port,):
+            result = up_with(
+                tmp_path, crm="sandbox", sandbox_port=port, api_port=free_port()
             )
 
         assert result.returncode == 1

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,50 +11,10 @@ import pytest
 
 from connectors.sandbox.docs import page_policy
 from connectors.sandbox.server import running_sandbox
+from tests.docs_pages import Page, directives, sha256_source
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ANY_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>`)]+", re.IGNORECASE)
-
-
-class Page(HTMLParser):
-    """What an HTML page makes a browser fetch, and the scripts it runs inline."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.fetched: list[str] = []
-        self.inline_scripts: list[str] = []
-        self._in_inline_script = False
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        named = dict(attrs)
-        for attribute in ("src", "href"):
-            if named.get(attribute):
-                self.fetched.append(named[attribute] or "")
-        if tag == "script" and not named.get("src"):
-            self._in_inline_script = True
-            self.inline_scripts.append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "script":
-            self._in_inline_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_inline_script:
-            self.inline_scripts[-1] += data
-
-
-def sha256_source(script: str) -> str:
-    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    return f"'sha256-{digest}'"
-
-
-def directives(policy: str) -> dict[str, list[str]]:
-    parsed = {}
-    for part in policy.split(";"):
-        name, *values = part.split()
-        parsed[name] = values
-    return parsed
 
 
 @pytest.fixture(scope="module")
