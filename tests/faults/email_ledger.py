@@ -1,4 +1,4 @@
-"""The e-mail ledger: what a fault case owed in sequence e-mail, against what arrived.
+"""The e-mail ledger: what a fault case owed in e-mail, against what arrived.
 
 After a fault and a catch-up, every step that was due must be accounted for:
 
@@ -9,10 +9,15 @@ After a fault and a catch-up, every step that was due must be accounted for:
   the reason in the step's `error`; an `unknown` step reached the relay at
   most once, a skipped or failed one never.
 
-And nothing is left unexplained: no message the relay got that no step names
-(a step sent twice under two Message-IDs leaves one of them nameless), no
-Message-ID received twice, no step still `sending`, no step due and `pending`,
-no enrolment still claimed or due and untouched.
+One-off e-mails (`email_sends`) are held to the same: `sent` arrived exactly
+once, to its address (the lead's, or the one it was sent to); `unknown` at
+most once, with its reason; `failed` or `refused` never, with its reason.
+
+And nothing is left unexplained: no message the relay got that no step or
+one-off names (a step sent twice under two Message-IDs leaves one of them
+nameless), no Message-ID received twice, no step or one-off still `sending`,
+no step due and `pending`, no enrolment or one-off's outbox row still claimed
+or due and untouched.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from leads.email_sends import EMAIL_SEND
 from leads.store import Store
 from leads.store.outbox import SEQUENCE_ENROLMENT
-from leads.store.tables import Lead, OutboxItem, SequenceStep, TimelineEvent
+from leads.store.tables import EmailSend, Lead, OutboxItem, SequenceStep, TimelineEvent
 from tests.faults.email_relay import Received
 
 # (lead id, sequence, step id in the configuration)
@@ -42,12 +48,18 @@ class EmailLedger:
     """How every step ended, what the relay got, and what does not add up."""
 
     statuses: dict[StepKey, str] = field(default_factory=dict)
+    # One-off e-mails' statuses by send id.
+    sends: dict[str, str] = field(default_factory=dict)
     messages: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         """How many steps ended in `status`."""
         return sum(1 for value in self.statuses.values() if value == status)
+
+    def count_sends(self, status: str) -> int:
+        """How many one-off e-mails ended in `status`."""
+        return sum(1 for value in self.sends.values() if value == status)
 
     def assert_clean(self) -> None:
         """Fails listing the problems, if there are any."""
@@ -78,6 +90,15 @@ class _Step:
         return (self.lead_id, self.sequence, self.step_key)
 
 
+@dataclass(frozen=True)
+class _Send:
+    id: str
+    status: str
+    message_id: str | None
+    error: str | None
+    address: str | None
+
+
 def read_ledger(
     store: Store,
     received: Iterable[Received],
@@ -96,16 +117,16 @@ def read_ledger(
     """
     moment = now or datetime.now(UTC)
     steps, sent_events, enrolments = _read_store(store)
+    sends = _read_sends(store)
     ledger = EmailLedger()
     problems = ledger.problems
 
-    # TODO(#8): one-off e-mails (`email_sends`) are not in the ledger yet; a
-    # case that queues them would see their messages reported as no step's.
     by_id: dict[str, list[Received]] = defaultdict(list)
     for message in received:
         by_id[message.message_id].append(message)
         ledger.messages[message.message_id] += 1
     named = {step.message_id for step in steps if step.message_id}
+    named |= {send.message_id for send in sends if send.message_id}
 
     for message_id, copies in by_id.items():
         if len(copies) > 1:
@@ -116,7 +137,8 @@ def read_ledger(
         if message_id not in named:
             problems.append(
                 f"message {message_id} to {copies[0].recipient} "
-                f"({copies[0].subject!r}) is no step's: sent again under a new id?"
+                f"({copies[0].subject!r}) is no step's or one-off's: sent again "
+                "under a new id?"
             )
 
     for step in steps:
@@ -127,12 +149,41 @@ def read_ledger(
         if key not in ledger.statuses:
             problems.append(f"step {key} was due and never handled (no row)")
 
-    for topic_key, status, available_at in enrolments:
+    for send in sends:
+        ledger.sends[send.id] = send.status
+        problems.extend(_send_problems(send, by_id))
+
+    for topic, topic_key, status, available_at in enrolments:
+        what = "enrolment" if topic == SEQUENCE_ENROLMENT else "one-off's outbox row"
         if status == "claimed":
-            problems.append(f"enrolment {topic_key} is still claimed")
+            problems.append(f"{what} {topic_key} is still claimed")
         elif status == "pending" and available_at <= moment:
-            problems.append(f"enrolment {topic_key} is due and was never taken")
+            problems.append(f"{what} {topic_key} is due and was never taken")
     return ledger
+
+
+def _send_problems(send: _Send, by_id: dict[str, list[Received]]) -> list[str]:
+    found: list[str] = []
+    copies = by_id.get(send.message_id or "", [])
+    if send.status == "sent":
+        if len(copies) != 1:
+            found.append(f"one-off {send.id} is sent; {len(copies)} messages arrived")
+        wrong = [c.recipient for c in copies if not _same_address(c, send.address)]
+        if wrong:
+            found.append(f"one-off {send.id} went to {wrong}, not {send.address}")
+    elif send.status in ("unknown", "failed", "refused"):
+        if not send.error:
+            found.append(f"one-off {send.id} is {send.status} without a reason")
+        allowed = 1 if send.status == "unknown" else 0
+        if len(copies) > allowed:
+            found.append(
+                f"one-off {send.id} is {send.status}; {len(copies)} messages arrived"
+            )
+    elif send.status == "sending":
+        found.append(f"one-off {send.id} is still sending")
+    elif copies:
+        found.append(f"one-off {send.id} is {send.status}; {len(copies)} arrived")
+    return found
 
 
 def _step_problems(
@@ -178,7 +229,7 @@ def _same_address(message: Received, address: str | None) -> bool:
 
 def _read_store(
     store: Store,
-) -> tuple[list[_Step], dict[StepKey, list[str]], list[tuple[str, str, datetime]]]:
+) -> tuple[list[_Step], dict[StepKey, list[str]], list[tuple[str, str, str, datetime]]]:
     with store.read_across_tenants() as session:
         rows = session.execute(
             select(
@@ -198,9 +249,12 @@ def _read_store(
             )
         ).all()
         enrolments = session.execute(
-            select(OutboxItem.key, OutboxItem.status, OutboxItem.available_at).where(
-                OutboxItem.topic == SEQUENCE_ENROLMENT
-            )
+            select(
+                OutboxItem.topic,
+                OutboxItem.key,
+                OutboxItem.status,
+                OutboxItem.available_at,
+            ).where(OutboxItem.topic.in_([SEQUENCE_ENROLMENT, EMAIL_SEND]))
         ).all()
     steps = [_Step(*row) for row in rows]
     sent_events: dict[StepKey, list[str]] = defaultdict(list)
@@ -209,3 +263,18 @@ def _read_store(
         key = (lead_id, str(detail.get("sequence")), str(detail.get("step_id")))
         sent_events[key].append(str(detail.get("message_id")))
     return steps, sent_events, [tuple(row) for row in enrolments]
+
+
+def _read_sends(store: Store) -> list[_Send]:
+    """Every one-off e-mail, with the address it was for."""
+    with store.read_across_tenants() as session:
+        rows = session.execute(
+            select(
+                EmailSend.id,
+                EmailSend.status,
+                EmailSend.message_id,
+                EmailSend.error,
+                func.coalesce(EmailSend.recipient, Lead.email),
+            ).outerjoin(Lead, Lead.id == EmailSend.lead_id)
+        ).all()
+    return [_Send(*row) for row in rows]

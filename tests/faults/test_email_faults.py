@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import smtplib
 from collections import Counter
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
 from sqlalchemy import select, update
 
+from leads.email_sends import SendRequest, accept
 from leads.store import Store
 from leads.store.outbox import SEQUENCE_ENROLMENT
-from leads.store.tables import Lead, OutboxItem, SequenceStep
+from leads.store.tables import EmailSend, Lead, OutboxItem, SequenceStep
 from tests.faults import email_fixtures
 from tests.faults.email_fixtures import first_steps
 from tests.faults.email_relay import CountingRelay
@@ -240,3 +242,130 @@ def test_the_ledger_names_every_double_send_and_every_step_left_unexplained(
     assert len(ledger.problems) == len(expected) + 1  # lead 4's email.sent too
     with pytest.raises(AssertionError, match="does not add up"):
         ledger.assert_clean()
+
+
+def queue_one_offs(
+    store: Store, *, lead_ids: Sequence[str] = (), addresses: int = 0
+) -> list[str]:
+    """One-off e-mails accepted as `POST /api/email/send` accepts them: to each
+    lead, and to `addresses` bare addresses; their send ids."""
+    requests = [
+        SendRequest(category="transactional", subject="Receipt", text="Hi", lead_id=i)
+        for i in lead_ids
+    ] + [
+        SendRequest(
+            category="transactional",
+            subject="Receipt",
+            text="Hi",
+            recipient=f"bare{number}.{make_msgid()[1:9]}@example.org",
+        )
+        for number in range(addresses)
+    ]
+    return [
+        accept(
+            store, "default", request, message_id=make_msgid(domain="localhost")
+        ).send.id
+        for request in requests
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_dispatchers_at_once_send_each_step_and_one_off_once(email_case):
+    case = email_case(overlap=2, pace_seconds=0.002)
+    leads = case.take_in(100)
+    queue_one_offs(case.store, lead_ids=leads, addresses=100)
+
+    runs = [case.dispatcher(name, batch_size=25) for name in ("first", "second")]
+    counts = [run.counts(RUN_LIMIT) for run in runs]
+
+    assert case.relay.most_clients_at_once >= 2
+    assert sum(run["sent"] for run in counts) == 100
+    assert sum(run.get("one_off_sent", 0) for run in counts) == 200
+    ledger = case.ledger(first_steps(leads))
+    ledger.assert_clean()
+    assert (ledger.count("sent"), ledger.count_sends("sent")) == (100, 200)
+    assert len(case.relay.received) == 300
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_relay_stopped_mid_batch_sends_no_one_off_twice_and_the_rest_later(
+    email_case,
+):
+    case = email_case()
+    queue_one_offs(case.store, addresses=200)
+    case.relay.hold(120)
+    during = case.dispatcher("during_outage", batch_size=50)
+
+    held = case.relay.wait_until_held(RUN_LIMIT)
+    case.relay.stop()
+    counts = during.counts(RUN_LIMIT)
+
+    assert (
+        counts["one_off_sent"],
+        counts["one_off_unknown"],
+        counts["one_off_requeued"],
+    ) == (119, 1, 80)
+
+    case.relay.release()
+    case.relay.start()
+    after = case.dispatcher("after_outage", clock_offset=AFTER_RETRY)
+
+    assert after.counts(RUN_LIMIT)["one_off_sent"] == 80
+    ledger = case.ledger([])
+    ledger.assert_clean()
+    assert (ledger.count_sends("sent"), ledger.count_sends("unknown")) == (199, 1)
+    with case.store.read_across_tenants() as session:
+        unknown = session.scalars(
+            select(EmailSend.message_id).where(EmailSend.status == "unknown")
+        ).all()
+    assert unknown == [held.message_id]
+    assert len(case.relay.received) == 200
+
+
+@pytest.mark.timeout(120)
+def test_the_ledger_holds_one_offs_to_the_same(email_case):
+    case = email_case()
+    ids = queue_one_offs(case.store, addresses=5)
+    with case.store.read_across_tenants() as session:
+        sends = {
+            send.id: send
+            for send in session.scalars(select(EmailSend).where(EmailSend.id.in_(ids)))
+        }
+    first, second, third, fourth, fifth = (sends[i] for i in ids)
+    # Arrived once, as it should; and a failed one that arrived anyway.
+    send_raw(case.relay, first.recipient, first.message_id)
+    send_raw(case.relay, third.recipient, third.message_id)
+    with case.store.write_across_tenants() as session:
+
+        def set_send(send: EmailSend, **values: object) -> None:
+            session.execute(
+                update(EmailSend).where(EmailSend.id == send.id).values(**values)
+            )
+
+        set_send(first, status="sent")
+        set_send(second, status="sent")
+        set_send(third, status="failed", error=None)
+        set_send(fourth, status="sending")
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.key == fifth.id)
+            .values(status="claimed")
+        )
+
+    ledger = case.ledger([])
+
+    problems = "\n".join(ledger.problems)
+    expected = [
+        f"one-off {second.id} is sent; 0 messages arrived",
+        f"one-off {third.id} is failed without a reason",
+        f"one-off {third.id} is failed; 1 messages arrived",
+        f"one-off {fourth.id} is still sending",
+        f"one-off's outbox row {fifth.id} is still claimed",
+    ]
+    assert [line for line in expected if line not in problems] == [], problems
+    # The outbox rows of the first four are still pending and due (nothing
+    # dispatched them): each is named too.
+    assert len(ledger.problems) == len(expected) + 4
+    assert f"one-off {first.id}" not in problems
