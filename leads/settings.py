@@ -65,6 +65,15 @@ class Settings(BaseSettings):
             "`orchestrator up` starts, `http://127.0.0.1:<ORCH_PREFECT_PORT>/api`."
         ),
     )
+    prefect_ui_url: str | None = Field(
+        None,
+        description=(
+            "The Prefect UI's address as people reach it, which the links in the "
+            "API's answers name; unset means the Prefect API's address without "
+            "`/api` (right unless the API reaches Prefect by an inner address, "
+            "as in the compose file)."
+        ),
+    )
     flow_runner_limit: int = Field(
         4,
         ge=1,
@@ -309,6 +318,13 @@ class Settings(BaseSettings):
     def prefect_url(self) -> str:
         """The Prefect server's API address."""
         return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui(self) -> str:
+        """The Prefect UI's address for people, without a trailing slash."""
+        if self.prefect_ui_url:
+            return self.prefect_ui_url.rstrip("/")
+        return self.prefect_url.removesuffix("/api")
 
     @property
     def prefect_home(self) -> Path:

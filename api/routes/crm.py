@@ -488,7 +488,7 @@ def failures(
 
 
 async def _start_sync(
-    prefect_url: str, tenant_id: str
+    prefect_url: str, prefect_ui: str, tenant_id: str
 ) -> tuple[UUID, str] | JSONResponse:
     try:
         # The client retries a hung server for minutes; this answer may not.
@@ -511,13 +511,15 @@ async def _start_sync(
         )
     except (httpx.HTTPError, PrefectHTTPStatusError, TimeoutError) as exc:
         return prefect_down(exc)
-    return run.id, run_ui_url(prefect_url, run.id)
+    return run.id, run_ui_url(prefect_ui, run.id)
 
 
 @router.post("/sync", status_code=202, response_model=SyncStarted, responses={503: {}})
 async def sync_now(settings: SettingsDep, context: ContextDep) -> Any:
     """Starts a CRM sync run now (the schedule and new leads start one too)."""
-    started = await _start_sync(settings.prefect_url, context.tenant_id)
+    started = await _start_sync(
+        settings.prefect_url, settings.prefect_ui, context.tenant_id
+    )
     if isinstance(started, JSONResponse):
         return started
     run_id, ui_url = started
@@ -540,7 +542,9 @@ async def retry(
     requeued = await run_in_threadpool(
         retry_parked, store, context.tenant_id, _lead_shaped(body.lead_ids)
     )
-    started = await _start_sync(settings.prefect_url, context.tenant_id)
+    started = await _start_sync(
+        settings.prefect_url, settings.prefect_ui, context.tenant_id
+    )
     if isinstance(started, JSONResponse):
         return started
     run_id, ui_url = started

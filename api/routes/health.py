@@ -28,7 +28,7 @@ def root(settings: SettingsDep) -> dict[str, str]:
     return {
         "docs": "/api/docs",
         "status": "/api/status",
-        "prefect_ui": settings.prefect_url.removesuffix("/api"),
+        "prefect_ui": settings.prefect_ui,
     }
 
 
@@ -49,7 +49,7 @@ def health(store: StoreDep) -> Any:
     return {"status": "ok"}
 
 
-def prefect_state(prefect_url: str) -> dict[str, Any]:
+def prefect_state(prefect_url: str, prefect_ui: str | None = None) -> dict[str, Any]:
     """Whether the Prefect server answers, and each served deployment's readiness.
 
     A deployment is READY while a flow runner polls for its runs.
@@ -65,7 +65,7 @@ def prefect_state(prefect_url: str) -> dict[str, Any]:
         state["error"] = exc.__class__.__name__
         return state
     deployments = {d["name"]: d.get("status") for d in found.json()}
-    state["ui_url"] = prefect_url.removesuffix("/api")
+    state["ui_url"] = prefect_ui or prefect_url.removesuffix("/api")
     state["flow_runner"] = {
         "state": "up" if "READY" in deployments.values() else "down",
         "deployments": deployments,
@@ -99,7 +99,7 @@ def status(store: StoreDep, settings: SettingsDep, context: ContextDep) -> JSONR
             "head": state.head,
         },
     }
-    body["prefect"] = prefect_state(settings.prefect_url)
+    body["prefect"] = prefect_state(settings.prefect_url, settings.prefect_ui)
     if state.current:
         with store.read(context.tenant_id) as scope:
             by_status = lead_queries.count_by_status(scope)

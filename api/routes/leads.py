@@ -486,7 +486,7 @@ def lead_timeline(
                 TimelineEntry(
                     **TimelineEventView.model_validate(row).model_dump(),
                     flow_run_url=(
-                        run_ui_url(settings.prefect_url, row.flow_run_id)
+                        run_ui_url(settings.prefect_ui, row.flow_run_id)
                         if row.flow_run_id
                         else None
                     ),
@@ -531,12 +531,12 @@ async def lead_runs(
     for run in runs:
         run_uuid = ids[run.flow_run_id]
         known = found.get(run_uuid) if run_uuid else None
-        data.append(_run_view(run, known, workflows, settings.prefect_url))
+        data.append(_run_view(run, known, workflows, settings.prefect_ui))
     return LeadRunPage(data=data, next_cursor=next_cursor, prefect_reachable=reachable)
 
 
 def _run_view(
-    run: LeadRun, known: FlowRun | None, workflows: dict[UUID, str], prefect_url: str
+    run: LeadRun, known: FlowRun | None, workflows: dict[UUID, str], prefect_ui: str
 ) -> LeadRunView:
     """The store's record of a run, with Prefect's when Prefect has the run."""
     state = known.state if known else None
@@ -552,7 +552,7 @@ def _run_view(
         event_kinds=run.event_kinds,
         first_touched_at=run.first_touched_at,
         last_touched_at=run.last_touched_at,
-        ui_url=run_ui_url(prefect_url, run.flow_run_id),
+        ui_url=run_ui_url(prefect_ui, run.flow_run_id),
     )
 
 

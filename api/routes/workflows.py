@@ -202,16 +202,14 @@ def prefect_client(url: str) -> PrefectClient:
     return PrefectClient(api=url)
 
 
-def prefect_ui(prefect_url: str) -> str:
-    return prefect_url.removesuffix("/api")
+def run_ui_url(prefect_ui: str, run_id: UUID | str) -> str:
+    """The run's page in the Prefect UI at `prefect_ui` (`Settings.prefect_ui`)."""
+    return f"{prefect_ui}/runs/flow-run/{run_id}"
 
 
-def run_ui_url(prefect_url: str, run_id: UUID | str) -> str:
-    return f"{prefect_ui(prefect_url)}/runs/flow-run/{run_id}"
-
-
-def deployment_ui_url(prefect_url: str, deployment_id: UUID) -> str:
-    return f"{prefect_ui(prefect_url)}/deployments/deployment/{deployment_id}"
+def deployment_ui_url(prefect_ui: str, deployment_id: UUID) -> str:
+    """The deployment's page in the Prefect UI at `prefect_ui`."""
+    return f"{prefect_ui}/deployments/deployment/{deployment_id}"
 
 
 def tenant_tags(tenant_id: str) -> list[str]:
@@ -281,7 +279,7 @@ async def list_workflows(settings: SettingsDep) -> Any:
         workflow.deployment_id = deployment.id
         workflow.flow_name = flow_name
         workflow.accepted_parameters = sorted(schema.get("properties", {}))
-        workflow.ui_url = deployment_ui_url(settings.prefect_url, deployment.id)
+        workflow.ui_url = deployment_ui_url(settings.prefect_ui, deployment.id)
     return WorkflowList(data=workflows, next_cursor=None, prefect_reachable=True)
 
 
@@ -639,7 +637,7 @@ async def _start(
         workflow_id=body.workflow_id,
         lead_id=lead_id,
         status_url=f"/api/workflows/{run.id}/status",
-        ui_url=run_ui_url(settings.prefect_url, run.id),
+        ui_url=run_ui_url(settings.prefect_ui, run.id),
     )
 
 
@@ -721,7 +719,7 @@ def _replayed(
         workflow_id=body.workflow_id,
         lead_id=lead_id if isinstance(lead_id, str) else None,
         status_url=f"/api/workflows/{run.id}/status",
-        ui_url=run_ui_url(settings.prefect_url, run.id),
+        ui_url=run_ui_url(settings.prefect_ui, run.id),
     )
 
 
@@ -806,7 +804,7 @@ async def run_status(
             )
             for line in reversed(logs)
         ],
-        ui_url=run_ui_url(settings.prefect_url, run.id),
+        ui_url=run_ui_url(settings.prefect_ui, run.id),
     )
 
 

@@ -124,6 +124,32 @@ class TestTimelineLinks:
         assert synced["flow_run_url"].startswith("http://127.0.0.1:")
         assert "/api/" not in synced["flow_run_url"]
 
+    def test_links_name_the_ui_address_people_reach_when_one_is_set(
+        self, serve_api, store, tmp_path
+    ):
+        # As in the compose file: the API reaches Prefect by an inner address.
+        server = serve_api(
+            Settings(
+                data_dir=tmp_path,
+                database_url=store.url,
+                prefect_api_url="http://127.0.0.1:9/api",
+                prefect_ui_url="https://prefect.example.com/",
+                crm="none",
+            )
+        )
+        with server.client() as http:
+            lead_id = new_lead(http)
+            run_id = uuid.uuid4()
+            record(store, lead_id, "crm.synced", run_id)
+            timeline = http.get(f"/api/leads/{lead_id}/timeline").json()["data"]
+            runs = http.get(f"/api/leads/{lead_id}/runs").json()["data"]
+            root = http.get("/").json()
+
+        link = f"https://prefect.example.com/runs/flow-run/{run_id}"
+        assert timeline[1]["flow_run_url"] == link
+        assert runs[0]["ui_url"] == link
+        assert root["prefect_ui"] == "https://prefect.example.com"
+
 
 @pytest.mark.slow
 class TestWithPrefect:
