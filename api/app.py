@@ -81,6 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The API app for these settings (the environment's when not given)."""
     settings = settings or get_settings()
 
+    buckets = rate_buckets(
+        settings.rate_limit_per_minute,
+        settings.rate_limit_redis_url.get_secret_value()
+        if settings.rate_limit_redis_url
+        else None,
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = open_store(settings)
@@ -109,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.audit_writes.aclose(timeout=WAIT_SECONDS)
             await app.state.intake.aclose(timeout=WAIT_SECONDS)
             app.state.store.dispose()
+            buckets.close()
 
     app = FastAPI(
         title="Automation Orchestrator",
@@ -146,12 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outside the audit (a refusal writes nothing), inside the access log.
     app.add_middleware(
         RateLimit,  # type: ignore[arg-type]
-        buckets=rate_buckets(
-            settings.rate_limit_per_minute,
-            settings.rate_limit_redis_url.get_secret_value()
-            if settings.rate_limit_redis_url
-            else None,
-        ),
+        buckets=buckets,
     )
     # Inside the access log (a refusal is logged), before any other work.
     app.add_middleware(

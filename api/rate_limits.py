@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Literal, NamedTuple, Protocol
 
+import anyio
 import redis
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -117,6 +118,8 @@ class TokenBuckets:
     removes one token and may leave a bucket below zero.
     """
 
+    blocking = False
+
     def __init__(
         self,
         per_minute: int,
@@ -155,6 +158,9 @@ class TokenBuckets:
     def __len__(self) -> int:
         return len(self._levels)
 
+    def close(self) -> None:
+        """Nothing to let go of: the buckets live in this process."""
+
     def _level(self, identity: Identity, now: float) -> float:
         held = self._levels.get(identity)
         if held is None:
@@ -184,10 +190,15 @@ class Buckets(Protocol):
     """Where the middleware reads and charges budgets."""
 
     limit: int
+    # Whether `peek` and `take` wait on another process (a network round
+    # trip): the middleware then calls them off the event loop.
+    blocking: bool
 
     def peek(self, identity: Identity) -> Budget: ...
 
     def take(self, identity: Identity) -> Budget: ...
+
+    def close(self) -> None: ...
 
 
 # One bucket's level and when it was last charged, in a hash that expires once
@@ -226,6 +237,8 @@ class SharedTokenBuckets:
     own, as without a Redis, and says so in its log; it tries Redis again
     after `REDIS_RETRY_SECONDS`.
     """
+
+    blocking = True
 
     def __init__(
         self,
@@ -364,7 +377,7 @@ class RateLimit:
             digest = hashlib.sha256(secret.encode()).digest() if secret else None
             known = self._verified.get(digest) if digest else None
             first = ("key", known) if known else ("anonymous", address)
-        budget = self.buckets.peek(first)
+        budget = await self._call(self.buckets.peek, first)
         if not budget.allows:
             await _refused(first, budget)(scope, receive, send)
             return
@@ -376,7 +389,7 @@ class RateLimit:
                 identity = first
                 if kind == "key":
                     identity = self._verdict(digest, state.get("key_id"), address)
-                spent = self.buckets.take(identity)
+                spent = await self._call(self.buckets.take, identity)
                 message["headers"] = [
                     *message.get("headers", ()),
                     *spent.raw_headers(),
@@ -384,6 +397,15 @@ class RateLimit:
             await send(message)
 
         await self.app(scope, receive, counted)
+
+    async def _call(
+        self, method: Callable[[Identity], Budget], identity: Identity
+    ) -> Budget:
+        # A shared bucket is a round trip to Redis: a slow one must hold up
+        # this request only, not every request the event loop serves.
+        if self.buckets.blocking:
+            return await anyio.to_thread.run_sync(method, identity)
+        return method(identity)
 
     def _verdict(
         self, digest: bytes | None, key_id: str | None, address: str

@@ -26,9 +26,10 @@ from deployments.prefect_env import HEARTBEAT_SECONDS, RUN_TAG
 
 logger = logging.getLogger(__name__)
 
-# How long set-up at start (automations, the work pool) waits for the Prefect
-# server in all: its client gives each try a minute and retries, so a server
-# that accepts and never answers would otherwise hold the start for minutes.
+# How long each part of set-up at start (the automations, the work pool) waits
+# for the Prefect server: its client gives each try a minute and retries, so a
+# server that accepts and never answers would otherwise hold the start for
+# minutes.
 SETUP_SECONDS = 60.0
 
 # Three missed beats mean the run's process is gone.

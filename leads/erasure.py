@@ -130,7 +130,7 @@ def erase(
     seal: Seal | None,
     trigger: Mapping[str, str],
     crm_gone: Collection[str] = (),
-    forget_message: Callable[[str], int] | None = None,
+    forget_messages: Callable[[Iterable[str]], int] | None = None,
 ) -> Erasure:
     """Erases the tenant's lead and every row that names the person.
 
@@ -154,9 +154,9 @@ def erase(
             delivery id); goes on the audit record.
         crm_gone: CRM ids the CRM has deleted already (its own privacy
             deletion): no call is owed for them.
-        forget_message: deletes the copy the e-mail backend kept of a message
-            sent to the person, by Message-ID (`kept_copies`); None when it
-            keeps none. Files are not part of the transaction: a copy is gone
+        forget_messages: deletes the copies the e-mail backend kept of the
+            messages sent to the person, by Message-ID (`kept_copies`); None
+            when it keeps none. Files are not part of the transaction: a copy is gone
             even if the erasure then fails, and is not needed by a retry.
 
     Returns:
@@ -186,8 +186,8 @@ def erase(
     removed["webhook_deliveries"] = _scrub_deliveries(scope, lead.id, person)
     removed["import_rejects"] = _delete_rejects(scope, person)
     removed["email_files"] = (
-        sum(map(forget_message, sorted(_messages_to(scope, lead.id, person))))
-        if forget_message is not None
+        forget_messages(_messages_to(scope, lead.id, person))
+        if forget_messages is not None
         else 0
     )
     removed["email_sends"] = _delete_sends(scope, lead.id, person)

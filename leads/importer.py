@@ -41,7 +41,7 @@ from leads.store import Store, TenantScope, audit, duplicates
 from leads.store import imports as stored
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import LeadImport, utcnow
-from leads.tracebacks import valueless
+from leads.tracebacks import PlainMessage, valueless
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ MAX_REMEMBERED = 200_000
 DEFAULT_LEASE = timedelta(seconds=60)
 
 
-class ImportBusy(RuntimeError):
+class ImportBusy(PlainMessage, RuntimeError):
     """Another run holds the import under a live lease, or it has ended."""
 
 

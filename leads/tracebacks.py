@@ -122,6 +122,9 @@ def withholding(function: Callable[P, R]) -> Callable[P, R]:
     )
     functools.update_wrapper(wrapper, function)
     wrapper.withholds_messages = True  # type: ignore[attr-defined]
+    # Prefect keys a task by its function's code: the wrapped one's, not this
+    # wrapper's, which every wrapped task shares.
+    wrapper.__prefect_task_source__ = function  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -140,13 +143,34 @@ def _calling(
 
 
 class _Withheld:
-    """Mixed into an error's own type: it prints no message."""
+    """Mixed into an error's own type: it prints no message, and pickles none."""
 
     def __str__(self) -> str:
         return f"({WITHHELD})"
 
     def __repr__(self) -> str:
         return f"{type(self).__qualname__}({WITHHELD!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        # Kept results (Prefect's result storage) get a stand-in of the same
+        # name: an error changed in place still holds its arguments and
+        # attributes (a database error's parameters), which must not be kept.
+        kind = type(self)
+        return _stand_in, (kind.__module__, kind.__qualname__)
+
+
+def _stand_in(module: str, qualname: str) -> BaseException:
+    """An error named `module.qualname` that says nothing else (for unpickling)."""
+    return _named_stand_in(module, qualname)()
+
+
+@functools.cache
+def _named_stand_in(module: str, qualname: str) -> type[BaseException]:
+    return type(
+        qualname.rpartition(".")[2],
+        (_Withheld, Exception),
+        {"__module__": module, "__qualname__": qualname},
+    )
 
 
 def without_messages(error: BaseException) -> BaseException:
@@ -170,14 +194,15 @@ def _without(
 ) -> BaseException:
     if id(error) in done:
         return done[id(error)]
-    done[id(error)] = error  # until its stand-in is made: a chain may loop
+    # Until its stand-in is made: a chain may loop back to it.
+    done[id(error)] = _withheld_class(type(error), Exception)()
     if isinstance(error, BaseExceptionGroup):
         parts = [_without(part, done, stand_in=stand_in) for part in error.exceptions]
         quiet: BaseException = BaseExceptionGroup(f"({WITHHELD})", parts)
     elif _speaks_of_code(error):
         quiet = error
     elif stand_in:
-        quiet = _withheld_class(type(error), Exception)()
+        quiet = done[id(error)]
     else:
         quiet = _quiet(error)
     done[id(error)] = quiet
@@ -210,10 +235,16 @@ def _quiet(error: BaseException) -> BaseException:
         return error
     except TypeError:  # a built-in class
         pass
+    made = _withheld_class(kind)
     try:
-        return _withheld_class(kind)()
-    except Exception:  # noqa: BLE001 - its constructor needs arguments
+        # Made without its constructor, which may want arguments (a
+        # UnicodeDecodeError's five): still an instance of its own class.
+        quiet = made.__new__(made)
+    except TypeError:
         return _withheld_class(kind, Exception)()
+    if isinstance(error, OSError) and isinstance(quiet, OSError):
+        quiet.errno = error.errno  # a number, which says what failed
+    return quiet
 
 
 @functools.cache

@@ -651,7 +651,7 @@ def erase_lead(
             actor=context.key_id or "system",
             seal=secret_box(settings).seal,
             trigger={"via": "api"},
-            forget_message=kept_copies(settings),
+            forget_messages=kept_copies(settings),
         )
     if done.crm_erasure_queued:
         pending.notify()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from connectors.email.errors import EmailConfigError
 from connectors.email.file_outbox import FileOutbox
 from connectors.email.smtp import SmtpOutbox
 
@@ -37,8 +38,8 @@ class Outbox(Protocol):
         ...
 
 
-def kept_copies(settings: Settings) -> Callable[[str], int] | None:
-    """What deletes the copy the backend kept of a message, by Message-ID.
+def kept_copies(settings: Settings) -> Callable[[Iterable[str]], int] | None:
+    """What deletes the copies the backend kept of messages, by Message-ID.
 
     The `file` backend keeps every message in the data folder, so an erasure
     deletes those written to the person; None for `smtp`, which keeps none.
@@ -52,20 +53,20 @@ def outbox_from_settings(settings: Settings) -> FileOutbox | SmtpOutbox:
     """The outbox ORCH_EMAIL_BACKEND names, made from the other e-mail settings.
 
     Raises:
-        ValueError: the smtp backend without a usable ORCH_SMTP_URL.
+        EmailConfigError: the smtp backend without a usable ORCH_SMTP_URL.
     """
     if settings.email_backend == "file":
         return FileOutbox(settings.email_outbox_dir)
     if settings.email_backend != "smtp":
-        raise ValueError(
+        raise EmailConfigError(
             f"ORCH_EMAIL_BACKEND must be file or smtp, not {settings.email_backend!r}"
         )
     if settings.smtp_url is None:
-        raise ValueError(
+        raise EmailConfigError(
             "ORCH_EMAIL_BACKEND=smtp needs ORCH_SMTP_URL, as in "
             "smtp://user:password@relay.example.com:587?starttls=true"
         )
     try:
         return SmtpOutbox.from_url(settings.smtp_url.get_secret_value())
     except ValueError as exc:
-        raise ValueError(f"ORCH_SMTP_URL cannot be used: {exc}") from exc
+        raise EmailConfigError(f"ORCH_SMTP_URL cannot be used: {exc}") from exc

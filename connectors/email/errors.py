@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from leads.tracebacks import PlainMessage
+
 
 class EmailError(Exception):
     """Root of every e-mail failure."""
+
+
+class EmailConfigError(PlainMessage, ValueError):
+    """The e-mail settings cannot be used; the message names the setting and why.
+
+    Written from the settings' shape only, never their values (a password in
+    ORCH_SMTP_URL included), so a flow run shows it whole.
+    """
 
 
 class EmailRenderError(EmailError, ValueError):

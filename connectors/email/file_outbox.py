@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -67,19 +67,27 @@ class FileOutbox:
         """
         return any(self.folder.glob(f"*-{_digest(message_id)}.eml"))
 
-    def forget(self, message_id: str) -> int:
-        """Deletes the outbox's copy of the message with this Message-ID.
+    def forget(self, message_ids: Iterable[str]) -> int:
+        """Deletes the outbox's copies of the messages with these Message-IDs.
 
         For an erasure: the files are the development stand-in for delivered
-        mail, kept in the product's own data folder.
+        mail, kept in the product's own data folder. The folder is listed
+        once, however many messages there are.
 
         Returns:
-            How many files were deleted (0 when there was none).
+            How many files were deleted.
         """
+        digests = {_digest(message_id) for message_id in message_ids}
+        if not digests or not self.folder.is_dir():
+            return 0
         gone = 0
-        for path in self.folder.glob(f"*-{_digest(message_id)}.eml"):
-            path.unlink(missing_ok=True)
-            gone += 1
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                # `<timestamp>-<digest>.eml`, as `send` names them.
+                stem, dot, suffix = entry.name.rpartition(".")
+                if dot and suffix == "eml" and stem.rpartition("-")[2] in digests:
+                    Path(entry.path).unlink(missing_ok=True)
+                    gone += 1
         return gone
 
 

@@ -89,10 +89,10 @@ class Lead(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     email_display: Mapped[str | None] = mapped_column(String(320))
     # Shared by the spellings of one mailbox (`+tag`, Gmail's dots): finds
-    # possible duplicates through an index. Kept by `_keep_mailbox_key`.
+    # possible duplicates through an index. Kept by `_keep_address_keys`.
     mailbox_key: Mapped[str | None] = mapped_column(String(320))
     # The address's digest, as an address unsubscribe link or a suppression
-    # names it: finds the lead such a link was for. Kept by `_keep_mailbox_key`.
+    # names it: finds the lead such a link was for. Kept by `_keep_address_keys`.
     email_hash: Mapped[str | None] = mapped_column(String(64))
     phone: Mapped[str | None] = mapped_column(String(32))
     phone_raw: Mapped[str | None] = mapped_column(String(64))
@@ -142,7 +142,7 @@ class Lead(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     @validates("email")
-    def _keep_mailbox_key(self, _name: str, email: str | None) -> str | None:
+    def _keep_address_keys(self, _name: str, email: str | None) -> str | None:
         # Every write of the address (intake, PUT, PATCH) passes here, so the
         # key never lags behind the e-mail it was derived from.
         self.mailbox_key = matching.mailbox_key(email)

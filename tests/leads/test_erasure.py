@@ -275,7 +275,7 @@ class TestErasure:
             message.set_content("hello")
             outbox.send(message)
 
-        done = erase(store, person["lead"], forget_message=outbox.forget)
+        done = erase(store, person["lead"], forget_messages=outbox.forget)
 
         assert done.removed["email_files"] == 2
         assert not outbox.delivered("<m1@example.org>"), "a sequence step's"

@@ -7,12 +7,14 @@ import importlib
 import inspect
 import io
 import logging
+import pickle
 import sqlite3
 import time
 import traceback
 from pathlib import Path
 from uuid import UUID
 
+import cloudpickle
 import pytest
 from prefect import Flow, State, Task, flow, task
 from prefect.client.orchestration import PrefectClient
@@ -23,6 +25,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.logging.handlers import APILogWorker
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.exc import OperationalError
 
 from leads.sequences import SequenceConfigError
@@ -34,6 +37,7 @@ from leads.tracebacks import (
     withholding,
     without_messages,
 )
+from tasks.import_chunks import _store_busy as store_busy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,6 +212,37 @@ class TestWithholding:
         assert ADDRESS not in printed(error)
         assert f"UnicodeDecodeError: ({WITHHELD})" in printed(error)
 
+    def test_a_built_in_error_needing_arguments_keeps_its_class(self):
+        error = without_messages(
+            UnicodeDecodeError("utf-8", ADDRESS.encode(), 0, 1, ADDRESS)
+        )
+        refused = without_messages(ConnectionRefusedError(111, ADDRESS))
+
+        assert isinstance(error, UnicodeDecodeError) and isinstance(error, ValueError)
+        assert isinstance(refused, ConnectionRefusedError)
+        assert refused.errno == 111, "a number, saying what failed"
+        assert ADDRESS not in printed(error) + printed(refused)
+
+    def test_a_withheld_error_pickles_without_its_message_or_attributes(self):
+        try:
+            database_refuses(ADDRESS)
+        except OperationalError as raised:
+            quiet = without_messages(raised)
+
+        for kept in (pickle.dumps(quiet), cloudpickle.dumps(quiet)):
+            assert ADDRESS.encode() not in kept
+            again = pickle.loads(kept)
+            assert type(again).__qualname__ == "OperationalError"
+            assert type(again).__module__ == "sqlalchemy.exc"
+            assert WITHHELD in str(again)
+
+    def test_a_chain_looping_through_a_group_is_withheld_throughout(self):
+        inner = ValueError(ADDRESS)
+        group = ExceptionGroup(f"group of {ADDRESS}", [inner])
+        inner.__cause__ = group
+
+        assert ADDRESS not in printed(without_messages(group))
+
     def test_notes_and_groups_are_withheld_too(self):
         def grouped(address: str) -> None:
             inner = ValueError(address)
@@ -346,3 +381,70 @@ def test_prefect_keeps_the_error_s_type_and_frames_and_not_its_message(on_prefec
     assert ADDRESS not in kept
     assert "ValueError" in kept and WITHHELD in kept
     assert "in refuse\n" in kept, "the frames are logged"
+
+
+# The lock another connection holds on each test file, and the attempts made.
+HELD: dict[str, Connection] = {}
+ATTEMPTS: dict[str, int] = {}
+
+
+@task(
+    name="retried-test-task",
+    retries=2,
+    retry_delay_seconds=0,
+    retry_condition_fn=store_busy,
+)
+@withholding
+def write_to(path: str, statement: str) -> int:
+    ATTEMPTS[path] = ATTEMPTS.get(path, 0) + 1
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+        held = HELD.pop(path, None)
+        if held is not None:
+            held.rollback()  # free for the next try
+            held.close()
+    return ATTEMPTS[path]
+
+
+@flow(name="retrying-test-flow")
+@withholding
+def write_through_prefect(path: str, statement: str) -> int:
+    return write_to(path, statement)
+
+
+@pytest.mark.slow
+class TestRetriesThroughPrefect:
+    """The import's retry condition still reads a withheld database error."""
+
+    def test_a_busy_store_is_tried_again(self, on_prefect, tmp_path):
+        path = str(tmp_path / "busy.db")
+        engine = create_engine(f"sqlite:///{path}")
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (a TEXT)")
+        holder = engine.connect()
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+        HELD[path] = holder
+
+        state = write_through_prefect(
+            path, "INSERT INTO t VALUES ('x')", return_state=True
+        )
+
+        assert state.is_completed(), state
+        assert ATTEMPTS[path] == 2
+        engine.dispose()
+
+    def test_a_missing_table_is_not(self, on_prefect, tmp_path):
+        path = str(tmp_path / "empty.db")
+
+        state = write_through_prefect(
+            path, f"INSERT INTO missing VALUES ('{ADDRESS}')", return_state=True
+        )
+
+        assert state.is_failed()
+        assert ATTEMPTS[path] == 1
+        assert "OperationalError" in state.message
+        assert ADDRESS not in state.message

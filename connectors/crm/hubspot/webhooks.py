@@ -10,7 +10,7 @@ read back by id and taken in as a lead; a privacy deletion erases the person
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,7 @@ def hubspot_handler(
     region: str,
     *,
     seal: Seal | None = None,
-    forget_message: Callable[[str], int] | None = None,
+    forget_messages: Callable[[Iterable[str]], int] | None = None,
 ) -> Handler:
     """The handler of `hubspot` payloads.
 
@@ -85,7 +85,7 @@ def hubspot_handler(
         region: default region for phone numbers.
         seal: encrypts what an erasure must keep until the CRM is done
             (`leads.erasure`); None keeps no address.
-        forget_message: deletes the e-mail backend's copy of a message, for
+        forget_messages: deletes the e-mail backend's copies of messages, for
             an erasure (`leads.erasure.erase`).
     """
 
@@ -133,7 +133,7 @@ def hubspot_handler(
         if kind == "contact.creation":
             return _created(scope, source, delivery, lead, fetched, region)
         if kind == "contact.privacyDeletion":
-            return _privacy_deletion(scope, delivery, lead, seal, forget_message)
+            return _privacy_deletion(scope, delivery, lead, seal, forget_messages)
         return _ignored("subscriptionType", "event_type_not_handled", f"{kind!r}")
 
     return Handler(apply, fetch)
@@ -242,7 +242,7 @@ def _privacy_deletion(
     delivery: deliveries.Claimed,
     lead: Lead | None,
     seal: Seal | None,
-    forget_message: Callable[[str], int] | None,
+    forget_messages: Callable[[Iterable[str]], int] | None,
 ) -> Verdict:
     """Erases the contact's lead, as `DELETE /api/leads/{id}?erase=true` does.
 
@@ -259,7 +259,7 @@ def _privacy_deletion(
         seal=seal,
         trigger={"via": "webhook:hubspot", "delivery_id": delivery.delivery_id},
         crm_gone={str(lead.crm_id)},
-        forget_message=forget_message,
+        forget_messages=forget_messages,
     )
     return Verdict(deliveries.APPLIED)
 
@@ -279,7 +279,7 @@ def handlers_for(
             _contact_reader(store, settings, tenant_id),
             region,
             seal=secret_box(settings).seal,
-            forget_message=kept_copies(settings),
+            forget_messages=kept_copies(settings),
         ),
     }
 

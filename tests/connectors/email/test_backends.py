@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from connectors.email.backends import Outbox, outbox_from_settings
+from connectors.email.errors import EmailConfigError
 from connectors.email.file_outbox import FileOutbox
 from connectors.email.messages import build_message
 from connectors.email.smtp import SmtpOutbox
 from connectors.email.templates import RenderedEmail
 from leads.settings import Settings
+from leads.tracebacks import withholding
 
 RENDERED = RenderedEmail("Welcome, Ada!", "Hello Ada,\n", "<p>Hello Ada,</p>\n")
 
@@ -65,6 +67,15 @@ def test_a_wrong_smtp_url_names_the_setting_and_not_the_password(tmp_path):
 
     assert "unencrypted" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_settings_error_keeps_its_words_when_a_flow_run_fails_on_it(tmp_path):
+    settings = Settings(data_dir=tmp_path, email_backend="smtp", smtp_url=None)
+
+    with pytest.raises(EmailConfigError) as caught:
+        withholding(outbox_from_settings)(settings)
+
+    assert "ORCH_EMAIL_BACKEND=smtp needs ORCH_SMTP_URL" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -33,17 +33,24 @@ def test_fills_each_lead_s_digest_and_drops_it_going_down(new_store_url, backend
                 {"id": "l3", "email": "grace.hopper@example.org"},
             ],
         )
+        # More than one batch of the backfill.
+        connection.execute(
+            text(LEAD),
+            [{"id": f"m{n:05d}", "email": f"m{n}@example.net"} for n in range(5_001)],
+        )
 
         command.upgrade(config, "0011")
 
         digests = dict(
             connection.execute(text("SELECT id, email_hash FROM leads")).all()
         )
-        assert digests == {
+        assert {key: digests[key] for key in ("l1", "l2", "l3")} == {
             "l1": address_hash("ada@example.com"),
             "l2": None,
             "l3": address_hash("Grace.Hopper@example.org"),
         }
+        assert digests["m05000"] == address_hash("m5000@example.net")
+        assert sum(digest is not None for digest in digests.values()) == 5_003
 
         command.downgrade(config, "0010")
 
@@ -51,5 +58,5 @@ def test_fills_each_lead_s_digest_and_drops_it_going_down(new_store_url, backend
             column["name"] for column in inspect(connection).get_columns("leads")
         }
         assert "email_hash" not in columns
-        assert connection.execute(text("SELECT count(*) FROM leads")).scalar() == 3
+        assert connection.execute(text("SELECT count(*) FROM leads")).scalar() == 5_004
     engine.dispose()
