@@ -180,8 +180,9 @@ def without_messages(error: BaseException) -> BaseException:
     instance of a subclass that prints no message: identity, attributes and
     traceback stay, and so do the errors its attributes name (a database
     error's `orig`). One of a built-in class cannot change class, so a new
-    instance of such a subclass takes its place, made without arguments, or
-    of a class of the same name under `Exception` where its class needs some.
+    instance of such a subclass takes its place, made without its constructor
+    (and keeping an `OSError`'s number), or of a class of the same name under
+    `Exception` where even that fails.
     The errors that led to it are only printed: each gets such a stand-in of
     the same name. Errors about the code, and Prefect's own, keep their
     messages; the errors behind them are still walked.
