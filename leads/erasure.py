@@ -156,8 +156,9 @@ def erase(
             deletion): no call is owed for them.
         forget_messages: deletes the copies the e-mail backend kept of the
             messages sent to the person, by Message-ID (`kept_copies`); None
-            when it keeps none. Files are not part of the transaction: a copy is gone
-            even if the erasure then fails, and is not needed by a retry.
+            when it keeps none. Files are not part of the transaction: a copy
+            is gone even if the erasure then fails, and is not needed by a
+            retry.
 
     Returns:
         What was removed, and whether the CRM is owed a deletion.

@@ -594,7 +594,8 @@ class ErasureResult(BaseModel):
     removed: dict[str, int] = Field(
         description="Rows deleted by kind (`leads`, `timeline_events`, "
         "`outbox_items`, `sequence_steps`, `email_sends`, `email_events`, "
-        "`match_keys`, `duplicate_reviews`, `import_rejects`, …); "
+        "`match_keys`, `duplicate_reviews`, `import_rejects`, `email_files` (the "
+        "file e-mail backend's copies), …); "
         "`webhook_deliveries` were emptied, kept as ids so a redelivery is "
         "not taken in again; `duplicate_flags` were taken off other leads."
     )
