@@ -6,12 +6,23 @@ do that work run at a higher niceness (`ORCH_BACKGROUND_NICENESS`), so the
 kernel gives the API the CPU whenever it wants it, and the background work
 everything left over. Containers are scheduled by their own CPU weights
 (`cpu_shares` in compose.yaml), which niceness within one does not change.
+
+Linux with autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`,
+on in most desktop and server kernels) first shares the CPU evenly between
+sessions, and a process's niceness only weighs against processes of its own
+session. `orchestrator up` starts each process in a session of its own, so
+a niced flow runner would still get as much CPU as the API. A process that
+leads its session therefore also lowers its session's group: its weight, and
+that of everything it starts, drops against the API's session. A process
+started from a terminal shares the terminal's session and group; that group
+is left as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +31,8 @@ def lower_priority(niceness: int, pid: int = 0) -> int | None:
     """Raises the process's niceness to at least `niceness`; its children inherit it.
 
     A niceness already higher is kept: an operator's `nice -n 19` wins. Where
-    the system has no niceness (Windows), nothing changes.
+    the system has no niceness (Windows), nothing changes. A process leading
+    its own session lowers its session's autogroup the same way (see above).
 
     Args:
         niceness: 0 (no change) to 19 (the lowest priority).
@@ -39,5 +51,45 @@ def lower_priority(niceness: int, pid: int = 0) -> int | None:
             # Raising niceness needs no privilege; a process gone is the one case.
             logger.warning("niceness of process %d not raised: %s", pid, exc)
             return current
-        return niceness
+        current = niceness
+    lower_session_group(niceness, pid)
     return current
+
+
+def session_group_niceness(pid: int = 0) -> int | None:
+    """The niceness of the process's autogroup, or None where there is none."""
+    try:
+        text = _autogroup(pid).read_text()
+    except OSError:
+        return None
+    # "/autogroup-85 nice 0"
+    _, _, niceness = text.rpartition(" nice ")
+    try:
+        return int(niceness)
+    except ValueError:
+        return None
+
+
+def lower_session_group(niceness: int, pid: int = 0) -> None:
+    """Raises the autogroup's niceness of a session the process leads.
+
+    Nothing changes for a process that does not lead its session (its group
+    holds the terminal's other processes), where the kernel has no
+    autogroups, or where the group's niceness is already at least `niceness`.
+    """
+    target = pid or os.getpid()
+    try:
+        leads_session = os.getsid(target) == target
+    except OSError:
+        return
+    current = session_group_niceness(target)
+    if not leads_session or current is None or niceness <= current:
+        return
+    try:
+        _autogroup(target).write_text(str(niceness))
+    except OSError as exc:
+        logger.warning("session group of process %d not lowered: %s", target, exc)
+
+
+def _autogroup(pid: int) -> Path:
+    return Path("/proc", str(pid or os.getpid()), "autogroup")

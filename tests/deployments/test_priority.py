@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-from deployments.priority import lower_priority
+from deployments.priority import (
+    lower_priority,
+    lower_session_group,
+    session_group_niceness,
+)
 
 CHECK = (
     "import os, sys;"
@@ -56,5 +60,54 @@ def test_another_process_is_lowered_by_its_pid():
         try:
             assert lower_priority(9, p.pid) == expected
             assert os.getpriority(os.PRIO_PROCESS, p.pid) == expected
+        finally:
+            p.kill()
+
+
+needs_autogroups = pytest.mark.skipif(
+    session_group_niceness() is None,
+    reason="this kernel has no autogroups (/proc/self/autogroup)",
+)
+
+
+def sleeper(**popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], **popen
+    )
+
+
+@needs_autogroups
+def test_a_session_leader_lowers_its_sessions_group():
+    """Across sessions the kernel weighs groups, not processes: the group must drop."""
+    with sleeper(start_new_session=True) as p:
+        try:
+            assert session_group_niceness(p.pid) == 0
+            lower_priority(11, p.pid)
+            assert session_group_niceness(p.pid) == 11
+            assert os.getpriority(os.PRIO_PROCESS, p.pid) >= 11
+        finally:
+            p.kill()
+
+
+@needs_autogroups
+def test_a_process_sharing_a_session_leaves_its_group_alone():
+    ours = session_group_niceness()
+    with sleeper() as p:
+        try:
+            lower_priority(12, p.pid)
+            assert os.getpriority(os.PRIO_PROCESS, p.pid) >= 12
+            assert session_group_niceness(p.pid) == ours
+            assert session_group_niceness() == ours
+        finally:
+            p.kill()
+
+
+@needs_autogroups
+def test_a_sessions_group_already_lower_is_kept():
+    with sleeper(start_new_session=True) as p:
+        try:
+            lower_session_group(15, p.pid)
+            lower_priority(10, p.pid)
+            assert session_group_niceness(p.pid) == 15
         finally:
             p.kill()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from connectors.sandbox.server import running_sandbox
+from deployments.priority import session_group_niceness
 from deployments.supervisor import Child, Stack, StackError
 from leads.settings import Settings
 
@@ -341,6 +342,11 @@ class TestPriority:
             assert os.getpriority(os.PRIO_PROCESS, parent.process.pid) == max(7, ours)
             assert os.getpriority(os.PRIO_PROCESS, grandchild) == max(7, ours)
             assert os.getpriority(os.PRIO_PROCESS, sleeper.process.pid) == ours
+            if session_group_niceness() is not None:
+                # Each child leads a session; the kernel weighs sessions first.
+                assert session_group_niceness(parent.process.pid) == 7
+                assert session_group_niceness(grandchild) == 7
+                assert session_group_niceness(sleeper.process.pid) == 0
         finally:
             stack.stop()
 
