@@ -38,14 +38,26 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     The stack's, plus the worker's poll interval: a worker asks for due runs as
     often as `orchestrator up`'s flow runner does (ORCH_FLOW_RUNNER_POLL_SECONDS).
     """
-    return prefect_environment(settings) | {
+    environment = prefect_environment(settings) | {
         "PREFECT_WORKER_QUERY_SECONDS": str(settings.flow_runner_poll_seconds),
     }
+    if settings.worker_health_port is not None:
+        # Prefect's own default is every address, port 8080.
+        environment |= {
+            "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+            "PREFECT_WORKER_WEBSERVER_PORT": str(settings.worker_health_port),
+        }
+    return environment
 
 
-def worker_command(prefect: str, pool: str, limit: int) -> list[str]:
-    """The `prefect worker start` command line `orchestrator worker` runs."""
-    return [
+def worker_command(
+    prefect: str, pool: str, limit: int, *, health: bool = False
+) -> list[str]:
+    """The `prefect worker start` command line `orchestrator worker` runs.
+
+    With `health`, Prefect's health server too (where: `worker_environment`).
+    """
+    command = [
         prefect,
         "worker",
         "start",
@@ -57,6 +69,7 @@ def worker_command(prefect: str, pool: str, limit: int) -> list[str]:
         "--limit",
         str(limit),
     ]
+    return [*command, "--with-healthcheck"] if health else command
 
 
 async def ensure_work_pool(name: str) -> bool:
@@ -163,10 +176,16 @@ def worker(
     """Runs flow runs from the work pool on this machine until stopped."""
     settings, pool = _settings_and_pool()
     environment = os.environ | worker_environment(settings)
+    health = settings.worker_health_port
     command = worker_command(
-        _prefect_executable(), pool, limit or settings.flow_runner_limit
+        _prefect_executable(),
+        pool,
+        limit or settings.flow_runner_limit,
+        health=health is not None,
     )
     typer.echo(f"worker for pool {pool!r} on {settings.prefect_url}")
+    if health is not None:
+        typer.echo(f"health check: http://127.0.0.1:{health}/health")
     # Kept across exec, and by every flow run the worker starts.
     lower_priority(settings.background_niceness)
     sys.stdout.flush()  # exec drops what is still buffered

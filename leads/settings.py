@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         le=60,
         description="How often the flow runner asks the Prefect server for due runs.",
     )
+    worker_health_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "Port on which `orchestrator worker` answers GET /health: 200 while "
+            "it polls the work pool, 503 once it has missed its polls (a hung "
+            "worker). Unset: no health server. Served on 127.0.0.1, for a "
+            "container's own health check."
+        ),
+    )
     sandbox_port: int = Field(
         8100,
         ge=1,

@@ -417,6 +417,16 @@ def prefect_probe(path: str) -> bool:
     return path == base.rstrip("/") + health
 
 
+def worker_probe(path: str) -> bool:
+    """Whether Prefect's worker health server (`--with-healthcheck`) answers `path`."""
+    from prefect.workers.server import _build_healthcheck_server
+    from starlette.routing import Match
+
+    app = _build_healthcheck_server(lambda: True).config.app
+    scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+    return any(route.matches(scope)[0] is Match.FULL for route in app.routes)
+
+
 def probe_problems(
     test: list[str], where: str, answers: Callable[[str], bool], port: int
 ) -> list[str]:
@@ -608,6 +618,12 @@ def compose_problems(text: str, image: Image, root: Path = ROOT) -> list[str]:
                 listening[name] = int(command[command.index("--port") + 1])
             elif command[:2] == ["orchestrator", "api"]:
                 listening[name] = int(image.env.get("ORCH_API_PORT", "8000"))
+            elif command[:2] == ["orchestrator", "worker"]:
+                health = (service.get("environment") or {}).get(
+                    "ORCH_WORKER_HEALTH_PORT"
+                )
+                if health is not None:
+                    listening[name] = int(health)
 
     for name, service in services.items():
         where = f"services.{name}"
@@ -652,6 +668,8 @@ def _built_service_problems(
         answers = api_probe
     elif command[:3] == ["prefect", "server", "start"]:
         answers = prefect_probe
+    elif command[:2] == ["orchestrator", "worker"]:
+        answers = worker_probe
     if probe is None and answers is not api_probe:
         # The image's own check asks the API, which only `orchestrator api` serves.
         problems.append(f"{where}.healthcheck: set one or disable the image's")
@@ -1015,6 +1033,13 @@ def mutated(text: str, old: str, new: str) -> str:
         ("5432/orchestrator", "5432/leads", "names database leads"),
         ("127.0.0.1:8000/health", "127.0.0.1:8000/healthz", "GET /healthz"),
         ('"127.0.0.1:4200:4200"', '"4200:4200"', "not on loopback"),
+        ("127.0.0.1:8080/health", "127.0.0.1:8080/healthz", "GET /healthz"),
+        (
+            'ORCH_WORKER_HEALTH_PORT: "8080"',
+            'ORCH_WORKER_HEALTH_PORT: "8081"',
+            "asks port 8080, not 8081",
+        ),
+        ('      ORCH_WORKER_HEALTH_PORT: "8080"\n', "", "nothing here a probe"),
         (
             "${ORCH_SECRET_KEY:?set ORCH_SECRET_KEY in .env}",
             "${ORCH_SECRET_KEY}",

@@ -43,6 +43,26 @@ def test_a_worker_takes_at_most_the_limit_of_runs_from_the_process_pool():
     assert command[command.index("--pool") + 1] == "orchestrator"
     assert command[command.index("--type") + 1] == "process"
     assert command[command.index("--limit") + 1] == "4"
+    assert "--with-healthcheck" not in command
+
+
+def test_a_health_port_serves_prefects_worker_health_check_on_loopback(
+    tmp_path: Path,
+):
+    settings = Settings(data_dir=tmp_path, worker_health_port=8181)
+
+    environment = worker_environment(settings)
+    command = worker_command("prefect", "orchestrator", 4, health=True)
+
+    assert command[-1] == "--with-healthcheck"
+    assert environment["PREFECT_WORKER_WEBSERVER_HOST"] == "127.0.0.1"
+    assert environment["PREFECT_WORKER_WEBSERVER_PORT"] == "8181"
+
+
+def test_without_a_health_port_the_worker_serves_nothing(tmp_path: Path):
+    environment = worker_environment(Settings(data_dir=tmp_path))
+
+    assert "PREFECT_WORKER_WEBSERVER_PORT" not in environment
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
@@ -41,7 +42,7 @@ from leads.intake import submit
 from leads.store import Store
 from leads.store.schema import upgrade
 from leads.store.tables import SequenceStep, TimelineEvent
-from tests.conftest import PrefectServer
+from tests.conftest import PrefectServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -271,9 +272,11 @@ def test_orchestrator_deploy_and_worker_do_the_same_with_the_products_settings(
     deployed, server, tmp_path
 ):
     orchestrator = str(Path(sys.executable).with_name("orchestrator"))
+    health_port = free_port()
     environment = outside_environment() | {
         "ORCH_DATA_DIR": str(tmp_path / "data"),
         "ORCH_PREFECT_API_URL": server.api_url,
+        "ORCH_WORKER_HEALTH_PORT": str(health_port),
     }
 
     again = subprocess.run(
@@ -323,6 +326,9 @@ def test_orchestrator_deploy_and_worker_do_the_same_with_the_products_settings(
             return [w for w in workers if w.last_heartbeat_time > started]
 
         wait_for(online, 60, "`orchestrator worker` to poll the pool")
+        # What compose.yaml's health check asks.
+        health = httpx.get(f"http://127.0.0.1:{health_port}/health", timeout=5)
+        assert health.status_code == 200, health.text
     finally:
         stop(worker)
     assert f"worker for pool {POOL!r} on {server.api_url}" in log_path.read_text()
