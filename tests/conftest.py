@@ -575,10 +575,6 @@ def stack_settings(
     Scaled: a new PostgreSQL database for the lead store, another for the
     stack's own Prefect server and a Redis database emptied for its messaging.
     """
-    # TODO(#8): tests/e2e/test_privacy.py's stack, the one with a Prefect server
-    # of its own, keeps that server on SQLite when scaled: it searches the
-    # server's SQLite file. It takes these settings once it can search PostgreSQL.
-
     def make() -> dict[str, str]:
         if prefect_backends is None:
             return {}

@@ -36,9 +36,12 @@ from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 import httpx
+import psycopg
 import pytest
+import redis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy.engine import make_url
 
 from connectors.sandbox import hubspot as hubspot_sandbox
 from connectors.sandbox import salesforce as salesforce_sandbox
@@ -235,8 +238,11 @@ class PrivateStack:
         return self.data_dir / "up.log"
 
     @property
-    def prefect_db(self) -> Path:
-        return self.data_dir / "prefect" / "prefect.db"
+    def prefect_db(self) -> str:
+        """The Prefect server's database: its URL, or its SQLite file's path."""
+        return self.env.get("ORCH_PREFECT_DATABASE_URL") or str(
+            self.data_dir / "prefect" / "prefect.db"
+        )
 
     def stop(self) -> None:
         """Stops the whole stack (its Prefect server too); safe to call twice."""
@@ -259,8 +265,12 @@ class PrivateStack:
 
 
 @pytest.fixture(scope="module")
-def stack(new_store_url, tmp_path_factory, relay) -> Iterator[PrivateStack]:
-    """`orchestrator up` with its own Prefect server, SMTP to the relay, sandbox CRM."""
+def stack(stack_settings, tmp_path_factory, relay) -> Iterator[PrivateStack]:
+    """`orchestrator up` with its own Prefect server, SMTP to the relay, sandbox CRM.
+
+    Scaled, the lead store and the Prefect server are on PostgreSQL, with
+    Prefect's messaging in Redis: all three are searched.
+    """
     relay_port, _ = relay
     data_dir = tmp_path_factory.mktemp("privacy")
     port, sandbox_port, prefect_port = free_port(), free_port(), free_port()
@@ -282,8 +292,7 @@ def stack(new_store_url, tmp_path_factory, relay) -> Iterator[PrivateStack]:
             f"@127.0.0.1:{relay_port}?timeout=10"
         ),
     }
-    if SCALED:
-        env["ORCH_DATABASE_URL"] = new_store_url("postgresql")
+    env |= stack_settings()
     with (data_dir / "up.log").open("wb") as log:
         process = subprocess.Popen(
             [ORCHESTRATOR, "up"],
@@ -743,17 +752,25 @@ def search_prefect_api(stack: PrivateStack, search: Search) -> dict[str, int]:
     return counts
 
 
-def search_prefect_database(path: Path, search: Search) -> int:
-    """Every column of every row of the Prefect server's SQLite file."""
+def search_prefect_database(location: str, search: Search) -> int:
+    """Every column of every row of the Prefect server's database.
+
+    Args:
+        location: its SQLite file's path, or its PostgreSQL URL.
+    """
+    if "://" not in location:
+        connection = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+        listing = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        url = make_url(location).set(drivername="postgresql")
+        connection = psycopg.connect(url.render_as_string(hide_password=False))
+        listing = (
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
     rows = 0
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        tables = [
-            name
-            for (name,) in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'"
-            )
-        ]
+        tables = [name for (name,) in connection.execute(listing).fetchall()]
         for table in tables:
             cursor = connection.execute(f'SELECT * FROM "{table}"')
             columns = [column[0] for column in cursor.description]
@@ -771,7 +788,44 @@ def search_prefect_database(path: Path, search: Search) -> int:
     return rows
 
 
+def search_prefect_redis(url: str, search: Search) -> int:
+    """Every value under every key of the Redis database Prefect's messaging uses.
+
+    Returns:
+        How many keys were read.
+    """
+    keys = 0
+    with redis.Redis.from_url(url, socket_timeout=10) as client:
+        for key in client.scan_iter(count=500):
+            kind = client.type(key).decode()
+            if kind == "string":
+                values: list[Any] = [client.get(key)]
+            elif kind == "hash":
+                values = [client.hgetall(key)]
+            elif kind == "list":
+                values = client.lrange(key, 0, -1)
+            elif kind == "set":
+                values = list(client.smembers(key))
+            elif kind == "zset":
+                values = client.zrange(key, 0, -1)
+            elif kind == "stream":
+                values = [fields for _, fields in client.xrange(key)]
+            else:
+                values = []
+            keys += 1
+            for value in values:
+                if isinstance(value, dict):
+                    value = " | ".join(
+                        f"{_as_text(k)}={_as_text(v)}" for k, v in value.items()
+                    )
+                search.text(f"Prefect's Redis {kind} {_as_text(key)}", _as_text(value))
+    return keys
+
+
 def _as_text(value: object) -> str:
+    if isinstance(value, dict | list):
+        # PostgreSQL's JSON columns, read as Python values.
+        return json.dumps(value, ensure_ascii=False, default=str)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return "" if value is None else str(value)
@@ -801,6 +855,11 @@ def test_no_secret_or_personal_data_reaches_the_logs_or_prefect(stack, relay):
     search_log_files(stack, control)
     rows = search_prefect_database(stack.prefect_db, search)
     search_prefect_database(stack.prefect_db, control)
+    if SCALED:
+        redis_url = stack.env["ORCH_PREFECT_REDIS_URL"]
+        # Its streams are read as they are when the stack has stopped.
+        assert search_prefect_redis(redis_url, search) > 0, "Prefect used no Redis"
+        search_prefect_redis(redis_url, control)
 
     # The searches saw the work: a search of nothing would pass as well.
     assert counts["flow runs"] >= 5 and counts["logs"] > 20, counts
