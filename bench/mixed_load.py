@@ -31,10 +31,10 @@ TODO(#8): the latency half of the claim is not met on the two-core reference
 machine. Alone, 200/s are all answered and stored with p99 about 60-120 ms (by
 the day's machine); while the import and the sync run, the two cores are busy
 and the API falls behind (p99 0.4-0.8 s in the last runs). At 200/s over two
-API processes a group holds about one lead, which costs the API 4-6 ms of CPU
+API processes a group holds about one lead, which costs the API 3-6 ms of CPU
 in 8-9 statements through SQLAlchemy and psycopg, so the API alone needs about
 a core. The background's priority now reaches the kernel (its sessions'
-autogroups are lowered, `deployments.priority`): the API keeps 0.9 of a core
+autogroups are lowered, `leads.priority`): the API keeps 0.9 of a core
 beside the import, against 0.6 before. The import's and the sync's PostgreSQL
 sessions are still out of reach of CPU priority.
 """

@@ -184,8 +184,8 @@ def serve() -> None:
 
     settings = _settings()
     apply_runner_defaults(settings)
-    from deployments.priority import lower_priority
     from deployments.runner import serve_all
+    from leads.priority import lower_priority
 
     # Every flow run this starts is a child: the whole background yields to the API.
     lower_priority(settings.background_niceness)

@@ -23,7 +23,7 @@ from types import FrameType
 import httpx
 
 from deployments.prefect_env import prefect_environment
-from deployments.priority import lower_priority
+from leads.priority import lower_priority
 from leads.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from deployments.definitions import (
     work_pool_name,
 )
 from deployments.prefect_env import prefect_environment
-from deployments.priority import lower_priority
+from leads.priority import lower_priority
 from leads.settings import Settings
 
 WORKER_TYPE = "process"

@@ -10,6 +10,7 @@ from connectors.crm.reconcile import reconcile, tenants_with_crm_records
 from connectors.crm.sync import CrmSync
 from flows.summaries import publish_summary
 from leads.collector import collect_less_often
+from leads.priority import follow_own_niceness
 from leads.settings import get_settings
 from leads.store import Store
 from leads.tracebacks import valueless, withholding
@@ -30,6 +31,7 @@ def crm_reconcile() -> dict[str, int]:
         changed), `tenants`, and `failed_tenants` (logged with the reason).
     """
     collect_less_often()
+    follow_own_niceness()
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)

@@ -11,6 +11,7 @@ from pydantic import Field
 from connectors.crm.sync import DEFAULT_LEASE, CrmSync
 from flows.summaries import publish_summary
 from leads.collector import collect_less_often
+from leads.priority import follow_own_niceness
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store.outbox import CRM_SYNC, CRM_SYNC_DRAIN
@@ -53,6 +54,7 @@ def crm_sync(
         `requeued_for_new_account` when a tenant's CRM account changed.
     """
     collect_less_often()
+    follow_own_niceness()
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)

@@ -13,6 +13,7 @@ from flows.summaries import publish_summary
 from leads import importer
 from leads.collector import collect_less_often
 from leads.importer import Chunk, Job
+from leads.priority import follow_own_niceness
 from leads.settings import Settings, get_settings
 from leads.store import Store
 from leads.store import imports as stored
@@ -42,6 +43,7 @@ def import_leads(import_id: str | None = None) -> dict[str, int]:
         Counts by outcome, summed over the imports this run finished.
     """
     collect_less_often()
+    follow_own_niceness()
     settings = get_settings()
     store = Store(settings.store_url)
     totals: Counter[str] = Counter()

@@ -14,6 +14,7 @@ from connectors.email.templates import TemplateRenderer
 from flows.summaries import publish_summary
 from leads.collector import collect_less_often
 from leads.email_sends import EMAIL_SEND
+from leads.priority import follow_own_niceness
 from leads.sequences import SequenceConfigError, load_sequences
 from leads.settings import get_settings
 from leads.store import Store
@@ -61,6 +62,7 @@ def dispatch_sequence(
         `failed`, `bounced`, `requeued`, …); one-offs' as `one_off_<outcome>`.
     """
     collect_less_often()
+    follow_own_niceness()
     logger = get_run_logger()
     settings = get_settings()
     sequences = load_sequences(settings.config_dir / "sequences.yaml")

@@ -14,6 +14,7 @@ from flows.summaries import publish_summary
 from leads import clock
 from leads.collector import collect_less_often
 from leads.flow_run import within_flow_run
+from leads.priority import follow_own_niceness
 from leads.settings import get_settings
 from leads.store import Store
 from leads.store import webhooks as deliveries
@@ -47,6 +48,7 @@ def drain_webhooks(
         `rejected`, `left_pending`).
     """
     collect_less_often()
+    follow_own_niceness()
     logger = get_run_logger()
     settings = get_settings()
     store = Store(settings.store_url)

@@ -103,9 +103,10 @@ class Settings(BaseSettings):
         le=65535,
         description=(
             "Port on which `orchestrator worker` answers GET /health: 200 while "
-            "it polls the work pool, 503 once it has missed its polls (a hung "
-            "worker). Unset: no health server. Served on 127.0.0.1, for a "
-            "container's own health check."
+            "it polls the work pool, 503 once it has not polled for 30 polling "
+            "intervals (30 x ORCH_FLOW_RUNNER_POLL_SECONDS; a hung worker). "
+            "Unset: no health server. Served on 127.0.0.1, for a container's "
+            "own health check."
         ),
     )
     sandbox_port: int = Field(

@@ -575,6 +575,7 @@ def stack_settings(
     Scaled: a new PostgreSQL database for the lead store, another for the
     stack's own Prefect server and a Redis database emptied for its messaging.
     """
+
     def make() -> dict[str, str]:
         if prefect_backends is None:
             return {}

@@ -622,8 +622,13 @@ def compose_problems(text: str, image: Image, root: Path = ROOT) -> list[str]:
                 health = (service.get("environment") or {}).get(
                     "ORCH_WORKER_HEALTH_PORT"
                 )
-                if health is not None:
+                if str(health).isdigit():
                     listening[name] = int(health)
+                elif health is not None:
+                    problems.append(
+                        f"services.{name}: ORCH_WORKER_HEALTH_PORT {health!r} "
+                        "is not a port number"
+                    )
 
     for name, service in services.items():
         where = f"services.{name}"

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from connectors.sandbox.server import running_sandbox
-from deployments.priority import session_group_niceness
 from deployments.supervisor import Child, Stack, StackError
+from leads.priority import session_group_niceness
 from leads.settings import Settings
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]

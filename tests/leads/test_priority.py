@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from deployments.priority import (
+from leads.priority import (
     lower_priority,
     lower_session_group,
     session_group_niceness,
@@ -16,7 +17,7 @@ from deployments.priority import (
 
 CHECK = (
     "import os, sys;"
-    "from deployments.priority import lower_priority;"
+    "from leads.priority import lower_priority;"
     "lower_priority(int(sys.argv[1]));"
     "print(os.getpriority(os.PRIO_PROCESS, 0))"
 )
@@ -111,3 +112,76 @@ def test_a_sessions_group_already_lower_is_kept():
             assert session_group_niceness(p.pid) == 15
         finally:
             p.kill()
+
+
+FOLLOW = (
+    "import os;"
+    "from leads.priority import follow_own_niceness, session_group_niceness;"
+    "follow_own_niceness();"
+    "print(session_group_niceness())"
+)
+
+
+def group_after_following(**popen) -> int:
+    """The session group's niceness a process started at niceness 9 leaves."""
+    done = subprocess.run(
+        ["nice", "-n", "9", sys.executable, "-c", FOLLOW],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        **popen,
+    )
+    return int(done.stdout)
+
+
+@needs_autogroups
+def test_a_niced_flow_run_in_a_session_of_its_own_lowers_its_group():
+    """As Prefect's worker starts each flow run: niced, in a new session."""
+    expected = max(9, os.getpriority(os.PRIO_PROCESS, 0))
+    assert group_after_following(start_new_session=True) == expected
+
+
+@needs_autogroups
+def test_a_niced_process_in_the_callers_session_leaves_the_group_alone():
+    assert group_after_following() == session_group_niceness()
+
+
+THREE_IN_A_ROW = """
+import subprocess, sys
+from leads.priority import lower_priority, session_group_niceness
+sleepers = [
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                     start_new_session=True)
+    for _ in range(3)
+]
+try:
+    for p in sleepers:
+        lower_priority(13, p.pid)
+    print(" ".join(str(session_group_niceness(p.pid)) for p in sleepers))
+finally:
+    for p in sleepers:
+        p.kill()
+"""
+
+
+@needs_autogroups
+def test_group_changes_in_quick_succession_all_land_without_privilege():
+    """Unprivileged, the kernel refuses a second change within 100 ms (EAGAIN)."""
+    command = [sys.executable, "-c", THREE_IN_A_ROW]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip(
+                "running as root, and setpriv (util-linux) to drop it is missing"
+            )
+        # As an unprivileged user would run it: without CAP_SYS_ADMIN.
+        command = [
+            "setpriv",
+            "--inh-caps=-sys_admin",
+            "--bounding-set=-sys_admin",
+            *command,
+        ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["13", "13", "13"], done.stderr

@@ -7,24 +7,33 @@ kernel gives the API the CPU whenever it wants it, and the background work
 everything left over. Containers are scheduled by their own CPU weights
 (`cpu_shares` in compose.yaml), which niceness within one does not change.
 
-Linux with autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`,
-on in most desktop and server kernels) first shares the CPU evenly between
-sessions, and a process's niceness only weighs against processes of its own
-session. `orchestrator up` starts each process in a session of its own, so
-a niced flow runner would still get as much CPU as the API. A process that
-leads its session therefore also lowers its session's group: its weight, and
-that of everything it starts, drops against the API's session. A process
+Linux with autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`)
+first shares the CPU evenly between sessions, and a process's niceness only
+weighs against processes of its own session. `orchestrator up` starts each
+process in a session of its own, and Prefect's worker starts each flow run in
+one, so a niced flow run would still get as much CPU as the API. A process
+leading its session therefore also lowers its session's group: its weight,
+and that of everything it starts, drops against the API's session. A process
 started from a terminal shares the terminal's session and group; that group
-is left as it is.
+is left as it is. Autogroups apply only to processes in the root CPU cgroup
+(a bare host); in a container or a service with a CPU controller of its own,
+the group's niceness is kept and the cgroup's weight decides.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+# Without CAP_SYS_ADMIN the kernel takes one autogroup change a machine every
+# 100 ms and refuses others meanwhile (EAGAIN): try again a few times.
+GROUP_WRITE_ATTEMPTS = 5
+GROUP_WRITE_PAUSE_S = 0.11
 
 
 def lower_priority(niceness: int, pid: int = 0) -> int | None:
@@ -56,6 +65,16 @@ def lower_priority(niceness: int, pid: int = 0) -> int | None:
     return current
 
 
+def follow_own_niceness() -> None:
+    """Lowers the session's group to this process's niceness, if it leads one.
+
+    For a process started niced in a session of its own by someone else: a
+    flow run Prefect's worker started. Elsewhere nothing changes.
+    """
+    if hasattr(os, "getpriority"):
+        lower_session_group(os.getpriority(os.PRIO_PROCESS, 0))
+
+
 def session_group_niceness(pid: int = 0) -> int | None:
     """The niceness of the process's autogroup, or None where there is none."""
     try:
@@ -85,10 +104,16 @@ def lower_session_group(niceness: int, pid: int = 0) -> None:
     current = session_group_niceness(target)
     if not leads_session or current is None or niceness <= current:
         return
-    try:
-        _autogroup(target).write_text(str(niceness))
-    except OSError as exc:
-        logger.warning("session group of process %d not lowered: %s", target, exc)
+    for attempt in range(1, GROUP_WRITE_ATTEMPTS + 1):
+        try:
+            _autogroup(target).write_text(str(niceness))
+            return
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN and attempt < GROUP_WRITE_ATTEMPTS:
+                time.sleep(GROUP_WRITE_PAUSE_S)
+                continue
+            logger.warning("session group of process %d not lowered: %s", target, exc)
+            return
 
 
 def _autogroup(pid: int) -> Path:
