@@ -96,6 +96,8 @@ def lower_session_group(niceness: int, pid: int = 0) -> None:
     holds the terminal's other processes), where the kernel has no
     autogroups, or where the group's niceness is already at least `niceness`.
     """
+    if not hasattr(os, "getsid"):
+        return  # Windows: no sessions, no autogroups
     target = pid or os.getpid()
     try:
         leads_session = os.getsid(target) == target
