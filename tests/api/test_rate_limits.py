@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -240,6 +244,58 @@ class TestSharedTokenBuckets:
         assert [buckets.take(who).remaining for _ in range(3)] == [1, 0, 0]
         assert not buckets.peek(who).allows
         assert caplog.text.count("Redis unreachable") == 1
+        buckets.close()
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[str]:
+    """A Redis server of this test's own on `port`, keeping nothing on disk."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed: no Redis to stop and start")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(url, socket_timeout=1) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class TestRedisComingBack:
+    def test_buckets_are_shared_again_once_redis_answers(self, caplog):
+        caplog.set_level(logging.INFO, logger="api.rate_limits")
+        port, clock, who = free_port(), ManualClock(), ("key", "k")
+        with private_redis(port) as url:
+            buckets = SharedTokenBuckets(10, url, prefix="back:", clock=clock)
+            assert buckets.take(who).remaining == 9
+        # Redis stopped: this process counts on its own, from a full bucket.
+        assert buckets.take(who).remaining == 9
+        assert "Redis unreachable" in caplog.text
+
+        with private_redis(port) as url:
+            clock.now += rate_limits.REDIS_RETRY_SECONDS - 1
+            # Not asked again yet: still counted here.
+            assert buckets.take(who).remaining == 8
+            clock.now += 1
+            # A new, empty Redis: its bucket starts full and is charged there.
+            assert buckets.take(who).remaining == 9
+            with redis.Redis.from_url(url) as client:
+                assert len(client.keys("back:*")) == 1
+        assert "Redis answers again" in caplog.text
         buckets.close()
 
 
