@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Row, bindparam, select
 
@@ -56,17 +56,28 @@ def enrolment_start(payload: Mapping[str, Any], created_at: datetime) -> datetim
     return created_at
 
 
+class SettledStep(Protocol):
+    """What `step_anchor` reads of a step row: a `steps_of` row or a `SequenceStep`."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def sent_at(self) -> datetime | None: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
 def step_anchor(
     sequence: Sequence,
     index: int,
-    rows: Mapping[str, Any],
+    rows: Mapping[str, SettledStep],
     enrolled_at: datetime,
 ) -> datetime:
     """What step `index`'s delay counts from: the enrolment or the step before it.
 
-    `rows` are the lead's step rows of the sequence by step id (`steps_of`'s,
-    or `SequenceStep`s): the latest settled one before the step anchors it,
-    at its send or, skipped, when it was settled.
+    `rows` are the lead's step rows of the sequence by step id: the latest
+    settled one before the step anchors it, at its send or, skipped, when it
+    was settled.
     """
     if sequence.steps[index].after == "enrolment":
         return enrolled_at
