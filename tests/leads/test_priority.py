@@ -35,6 +35,12 @@ def niceness_after(start: int, wanted: int) -> int:
     return int(done.stdout)
 
 
+def sleeper(**popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], **popen
+    )
+
+
 @pytest.fixture(autouse=True)
 def unprivileged_baseline():
     if os.getpriority(os.PRIO_PROCESS, 0) > 5:
@@ -57,7 +63,7 @@ def test_zero_changes_nothing():
 
 def test_another_process_is_lowered_by_its_pid():
     expected = max(9, os.getpriority(os.PRIO_PROCESS, 0))
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as p:
+    with sleeper() as p:
         try:
             assert lower_priority(9, p.pid) == expected
             assert os.getpriority(os.PRIO_PROCESS, p.pid) == expected
@@ -69,12 +75,6 @@ needs_autogroups = pytest.mark.skipif(
     session_group_niceness() is None,
     reason="this kernel has no autogroups (/proc/self/autogroup)",
 )
-
-
-def sleeper(**popen) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)"], **popen
-    )
 
 
 @needs_autogroups
