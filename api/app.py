@@ -100,7 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit_writes = audit_writes(app.state.store, app.state.audit_spool)
         await anyio.to_thread.run_sync(rulebook.warm)
         collect_less_often()
-        app.state.intake = leads.lead_intake(app.state.store)
+        app.state.intake = leads.lead_intake(
+            app.state.store, settings.intake_linger_ms / 1000
+        )
         app.state.pending.drains_polling = partial(
             pending_drains_polling, app.state.store
         )

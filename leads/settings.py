@@ -55,6 +55,17 @@ class Settings(BaseSettings):
             "lower latency. On SQLite, writers take turns at the file anyway."
         ),
     )
+    intake_linger_ms: float = Field(
+        10.0,
+        ge=0,
+        le=1000,
+        description=(
+            "How long a single lead posted to the API may wait for others to "
+            "be written in one transaction with it, while leads come in less "
+            "than twice this apart on average. A lone lead is written at once; "
+            "0 never waits. Most of a lone lead's cost is its transaction's."
+        ),
+    )
     prefect_port: int = Field(
         4200, ge=1, le=65535, description="Port of the Prefect server and its UI."
     )

@@ -339,6 +339,31 @@ def serve_api() -> Iterator[Callable[[Settings], LiveServer]]:
         server.stop()
 
 
+@pytest.fixture
+def serve_api_on_new_store(
+    serve_api: Callable[[Settings], LiveServer],
+    new_store_url: Callable[..., str],
+    tmp_path: Path,
+) -> Callable[..., LiveServer]:
+    """Starts the API on a new upgraded store of the session's backend, with
+    these settings besides: no CRM, and a closed port for Prefect."""
+
+    def start(**settings: object) -> LiveServer:
+        url = new_store_url()
+        store = Store(url)
+        upgrade(store.engine)
+        store.dispose()
+        defaults: dict[str, object] = {
+            "data_dir": tmp_path,
+            "database_url": url,
+            "prefect_api_url": f"http://127.0.0.1:{free_port()}/api",
+            "crm": "none",
+        }
+        return serve_api(Settings(**(defaults | settings)))
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def live_api(
     migrated_store: Store, tmp_path_factory: pytest.TempPathFactory

@@ -180,12 +180,13 @@ GROUP_MOST = 200
 Intake = GroupCommit[dict[str, Any], IntakeResult]
 
 
-def lead_intake(store: Store) -> Intake:
+def lead_intake(store: Store, linger_s: float = 0.0) -> Intake:
     """Single leads posted at about the same time, taken in together.
 
     Grouped per tenant and key: the key is who the group's automated decisions
     (a merge) act for, and each call's audit record is written in the same
-    transaction as its lead.
+    transaction as its lead. A group may wait `linger_s` for company while
+    leads come fast (`ORCH_INTAKE_LINGER_MS`, see `GroupCommit`).
     """
 
     # As the audit middleware names the call: the method and route template.
@@ -221,7 +222,7 @@ def lead_intake(store: Store) -> Intake:
                 also=record_calls,
             )
 
-    return GroupCommit(work, most=GROUP_MOST, name="lead intake")
+    return GroupCommit(work, most=GROUP_MOST, name="lead intake", linger=linger_s)
 
 
 def _status(result: IntakeResult) -> int:

@@ -105,6 +105,114 @@ class TestGrouping:
         )
 
 
+# Items enough at a steady pace for a group to linger: the first counts as
+# after a quiet spell.
+PACE_ITEMS = 12
+
+
+async def _paced(committer: GroupCommit, key: Hashable, count: int, gap: float) -> list:
+    """Submits `count` items `gap` s apart (each answered or not), in order."""
+    sent = []
+    for n in range(count):
+        sent.append(asyncio.create_task(committer.submit(key, f"pace {n}")))
+        await asyncio.sleep(gap)
+    return await asyncio.gather(*sent)
+
+
+class TestLinger:
+    async def test_items_coming_fast_wait_for_each_other(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test", linger=0.5)
+        await _paced(committer, "t", PACE_ITEMS, 0.01)
+        recorder.groups.clear()
+
+        # Each finds the writer idle; without lingering, each is a group.
+        answers = await _paced(committer, "t", 3, 0.01)
+
+        assert answers == [("t", f"pace {n}") for n in range(3)]
+        assert recorder.groups == [("t", ["pace 0", "pace 1", "pace 2"])]
+
+    async def test_without_linger_the_same_items_go_alone(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test")
+        await _paced(committer, "t", PACE_ITEMS, 0.01)
+        recorder.groups.clear()
+
+        await _paced(committer, "t", 3, 0.01)
+
+        assert [items for _, items in recorder.groups] == [
+            ["pace 0"],
+            ["pace 1"],
+            ["pace 2"],
+        ]
+
+    async def test_a_first_item_is_written_at_once(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test", linger=60)
+
+        # Lingering, it would wait a minute.
+        assert await asyncio.wait_for(committer.submit("t", 1), 10) == ("t", 1)
+
+    async def test_a_group_waits_no_longer_than_the_linger(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test", linger=0.2)
+        await _paced(committer, "t", PACE_ITEMS, 0.01)
+
+        # No company comes: it is written once its linger is over.
+        assert await asyncio.wait_for(committer.submit("t", 1), 10) == ("t", 1)
+        assert recorder.groups[-1] == ("t", [1])
+
+    async def test_a_full_group_does_not_wait(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=3, name="test", linger=60)
+        first = await _held_first_group(committer, recorder, "t", 0)
+        # Eight queue behind the held group, fast: two groups of three go at
+        # once (full), and two items linger for a third.
+        queued = [asyncio.create_task(committer.submit("t", n)) for n in range(1, 9)]
+        recorder.release.set()
+        await asyncio.gather(first, *queued[:6])
+        await asyncio.sleep(0.05)
+        assert [items for _, items in recorder.groups] == [[0], [1, 2, 3], [4, 5, 6]]
+
+        third = committer.submit("t", 9)
+
+        assert await asyncio.wait_for(asyncio.gather(*queued[6:], third), 10) == [
+            ("t", 7),
+            ("t", 8),
+            ("t", 9),
+        ]
+        assert recorder.groups[-1] == ("t", [7, 8, 9])
+
+    async def test_after_a_quiet_spell_an_item_is_written_at_once(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test", linger=0.1)
+        await _paced(committer, "t", PACE_ITEMS, 0.01)
+        # Ten lingers without an item.
+        await asyncio.sleep(1.1)
+        recorder.groups.clear()
+
+        # Lingering, the first would wait 100 ms and the second join it.
+        await _paced(committer, "t", 2, 0.02)
+
+        assert [items for _, items in recorder.groups] == [["pace 0"], ["pace 1"]]
+
+    async def test_each_key_has_its_own_pace(self):
+        recorder = Recorder()
+        committer = GroupCommit(recorder, most=10, name="test", linger=0.5)
+        await _paced(committer, "busy", PACE_ITEMS, 0.01)
+        recorder.groups.clear()
+
+        # Lingering at "busy"'s pace, the second would join the first.
+        await _paced(committer, "calm", 2, 0.02)
+
+        assert recorder.groups == [("calm", ["pace 0"]), ("calm", ["pace 1"])]
+
+    def test_a_negative_or_endless_linger_is_refused(self):
+        for linger in (-0.01, float("inf"), float("nan")):
+            with pytest.raises(ValueError, match="linger: expected 0 s or more"):
+                GroupCommit(Recorder(), most=1, name="test", linger=linger)
+
+
 class TestLifetime:
     async def test_a_writer_does_not_run_in_its_first_callers_context(self):
         seen: list[str] = []

@@ -15,30 +15,15 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api.load_shedding import LoadShedding
-from leads.settings import Settings
-from leads.store import Store
-from leads.store.schema import upgrade
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer
 
 IN_FLIGHT = 2
 PERSON = {"email": "shed@example.com", "first_name": "Shed"}
 
 
 @pytest.fixture
-def server(serve_api, new_store_url, tmp_path) -> LiveServer:
-    url = new_store_url()
-    store = Store(url)
-    upgrade(store.engine)
-    store.dispose()
-    return serve_api(
-        Settings(
-            data_dir=tmp_path,
-            database_url=url,
-            max_requests_in_flight=IN_FLIGHT,
-            prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
-            crm="none",
-        )
-    )
+def server(serve_api_on_new_store) -> LiveServer:
+    return serve_api_on_new_store(max_requests_in_flight=IN_FLIGHT)
 
 
 @contextmanager
