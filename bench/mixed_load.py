@@ -28,15 +28,13 @@ stack is stopped then, which ends it (its last chunk rolls back).
 Both phases run the API with `ORCH_API_WORKERS=--api-workers` processes.
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
-machine. Alone, 200/s are all answered and stored with p99 about 60-120 ms (by
-the day's machine); while the import and the sync run, the two cores are busy
-and the API falls behind (p99 0.4-0.8 s in the last runs). At 200/s over two
-API processes a group holds about one lead, which costs the API 3-6 ms of CPU
-in 8-9 statements through SQLAlchemy and psycopg, so the API alone needs about
-a core. The background's priority now reaches the kernel (its sessions'
-autogroups are lowered, `leads.priority`): the API keeps 0.9 of a core
-beside the import, against 0.6 before. The import's and the sync's PostgreSQL
-sessions are still out of reach of CPU priority.
+machine. Alone, 200/s are all answered and stored with p99 about 25 ms (60-120
+ms before single leads lingered for company, `api.group_commit`); while the
+import and the sync run, the two cores are busy and the p99 was 143 ms in the
+last run (0.4-0.8 s before). The API then needs about 0.6 of a core (3.2 ms of
+CPU a lead). The database's sessions wait most often on the WAL's flush at
+COMMIT, which the import's large transactions fill; the import's and the
+sync's PostgreSQL sessions are out of reach of the background's CPU priority.
 """
 
 from __future__ import annotations
