@@ -1,21 +1,22 @@
 """Group commit: writes that arrive together are done together, in one transaction.
 
 A lead written alone costs nearly as much in round trips, statement set-up
-and the commit as several written together (on PostgreSQL, 4.6 ms of CPU for
-one lead alone, 6.8 ms for eight together). So the API does not give each
-request a transaction of its own: a request hands its
-item to a `GroupCommit` and waits; a worker takes every item waiting, up to
-`most`, and does them in one call of `work` in a thread. While that group is
-being written the next one gathers, so the groups grow with the load.
+and the commit as several written together (on PostgreSQL, in the writer's
+thread, 3.5 ms of CPU for one lead alone, 2.1 ms a lead in twos, 1.4 ms in
+fours, on a store of 20,000). So the API does not give each request a
+transaction of its own: a request hands its item to a `GroupCommit` and
+waits; a worker takes every item waiting, up to `most`, and does them in one
+call of `work` in a thread. While that group is being written the next one
+gathers, so the groups grow with the load.
 
-Most of a lone lead's cost is its transaction's (on PostgreSQL, 3.5 ms of
-the writer's CPU for one lead alone, 2.1 ms a lead in twos, 1.4 ms in fours),
-so at a steady moderate rate, when each request finds the writer idle, the
-API would spend most of a core on transactions of one. A queue may therefore
-`linger`: while its items come less than two lingers apart on average, a
-group waits up to `linger` from its oldest item's arrival for company (or
-until it is full). A lone request, or one after a quiet spell, is written at
-once.
+At a steady moderate rate each request would find the writer idle and go
+alone, and the API would spend most of a core on transactions of one. A
+queue may therefore `linger`: while its items come less than two lingers
+apart on average, a group waits up to `linger` from its oldest item's arrival
+for company (or until it is full). The first item of a key, and the first
+after a quiet spell (ten lingers without one), is written at once; so are a
+client's that sends one request at a time, after a few: lingering stops
+while it finds no company.
 
 Each key (for leads, a tenant and an API key) has its own queue and worker,
 so a group holds only that key's items. A request whose caller goes away is
@@ -29,6 +30,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -44,13 +46,21 @@ Work = Callable[[Hashable, list[Item]], Sequence[Result | BaseException]]
 
 # A group lingers while items come less than LINGER_GAPS lingers apart on
 # average (half an item or more is expected to join it). The average moves
-# GAP_WEIGHT of the way to each new gap; a gap of QUIET_LINGERS or more is
-# counted as that many (a quiet spell): it lifts the average to LINGER_GAPS
-# lingers at least, so the item after it is written at once, and a few quick
-# ones bring the average down again.
+# GAP_WEIGHT of the way to each new gap. A gap of QUIET_LINGERS lingers or
+# more is a quiet spell: the key starts again as new, so the next item is
+# written at once, and eight quick ones bring the average under the bar.
 LINGER_GAPS = 2.0
 GAP_WEIGHT = 0.2
-QUIET_LINGERS = LINGER_GAPS / GAP_WEIGHT
+QUIET_LINGERS = 10.0
+# Items that come quickly may still not come together: a client sending one
+# at a time sends the next only once the last is answered, and lingering would
+# only slow it down. So a group lingers only while lingering groups have found
+# company at least COMPANY_WORTH of the time lately (an average moving
+# GAP_WEIGHT of the way each time: seven lingers alone in a row bring it
+# under); below that, one lingers every PROBE_LINGERS lingers to see whether
+# company comes again.
+COMPANY_WORTH = 0.25
+PROBE_LINGERS = 100
 # Paces kept of keys with nothing waiting, before those gone quiet are dropped.
 IDLE_PACES = 100
 
@@ -67,14 +77,16 @@ class _Queue(Generic[Item, Result]):
 
 @dataclass
 class _Pace:
-    """When a key's last item came, and the usual gap between its items (s)."""
+    """How a key's items come: when the last came, the mean gap between them
+    (s), how often lingering found company lately and when it last lingered."""
 
     last: float
-    gap: float
+    mean_gap: float
+    company: float = 1.0
+    lingered: float = -math.inf
 
-    def arrived(self, now: float, quiet: float) -> None:
-        self.gap += GAP_WEIGHT * (min(now - self.last, quiet) - self.gap)
-        self.last = now
+    def found_company(self, found: bool) -> None:
+        self.company += GAP_WEIGHT * (found - self.company)
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -97,19 +109,24 @@ class GroupCommit(Generic[Item, Result]):
         if most < 1:
             raise ValueError(f"most: expected at least 1, got {most}")
         if not 0 <= linger < math.inf:
-            raise ValueError(f"linger: expected 0 s or more, got {linger}")
+            raise ValueError(f"linger: expected a finite 0 s or more, got {linger}")
         self._work = work
         self._most = most
         self._name = name
         self._linger = linger
         self._queues: dict[Hashable, _Queue[Item, Result]] = {}
-        # Each key's pace, while `linger` is set (see `_pace`).
-        self._paces: dict[Hashable, _Pace] = {}
+        # Each key's pace while `linger` is set, the most lately heard last.
+        self._paces: OrderedDict[Hashable, _Pace] = OrderedDict()
         self.groups = 0
         self.items = 0
 
     async def aclose(self, timeout: float) -> None:
-        """Waits up to `timeout` s for the groups being written and those waiting."""
+        """Waits up to `timeout` s for the groups being written and those waiting.
+
+        A lingering group stops waiting for company and is written at once.
+        """
+        for queue in self._queues.values():
+            queue.full.set()
         writers = [q.worker for q in self._queues.values() if q.worker is not None]
         if writers:
             await asyncio.wait(writers, timeout=timeout)
@@ -172,27 +189,43 @@ class GroupCommit(Generic[Item, Result]):
         if not self._linger:
             return
         quiet = self._linger * QUIET_LINGERS
-        pace = self._paces.get(key)
-        if pace is None:
-            # A key's first item (or first after a quiet spell): written alone.
-            self._paces[key] = _Pace(now, quiet)
+        pace = self._paces.pop(key, None)
+        if pace is None or now - pace.last >= quiet:
+            # New, or back from a quiet spell: written alone.
+            pace = _Pace(now, quiet)
         else:
-            pace.arrived(now, quiet)
-        if len(self._paces) > len(self._queues) + IDLE_PACES:
-            # Many keys must not hold memory for ever; one gone quiet would
-            # start again from a quiet spell anyway.
-            for gone in [k for k, p in self._paces.items() if now - p.last > quiet]:
-                del self._paces[gone]
+            pace.mean_gap += GAP_WEIGHT * (now - pace.last - pace.mean_gap)
+            pace.last = now
+        self._paces[key] = pace
+        # Many keys must not hold memory for ever; one gone quiet would start
+        # again as new anyway. The least lately heard are first.
+        while len(self._paces) > len(self._queues) + IDLE_PACES:
+            gone, oldest = next(iter(self._paces.items()))
+            if now - oldest.last < quiet:
+                break
+            del self._paces[gone]
 
     async def _company(self, key: Hashable, queue: _Queue[Item, Result]) -> None:
-        """Lets a group wait for more items while they come often enough."""
+        """Lets a group wait for more items while they come often enough, and
+        lingering has lately found them company (see `COMPANY_WORTH`)."""
         pace = self._paces.get(key)
-        if pace is None or pace.gap >= self._linger * LINGER_GAPS:
+        if pace is None or pace.mean_gap >= self._linger * LINGER_GAPS:
             return
-        left = queue.since + self._linger - asyncio.get_running_loop().time()
-        if left > 0 and not queue.full.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(queue.full.wait(), left)
+        now = asyncio.get_running_loop().time()
+        left = queue.since + self._linger - now
+        if left <= 0 or queue.full.is_set():
+            return
+        if (
+            pace.company < COMPANY_WORTH
+            and now - pace.lingered < self._linger * PROBE_LINGERS
+        ):
+            return
+        pace.lingered = now
+        alone = len(queue.waiting)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left):
+                await queue.full.wait()
+        pace.found_company(len(queue.waiting) > alone)
 
     async def _commit(
         self, key: Hashable, group: list[tuple[Item, asyncio.Future[Result]]]

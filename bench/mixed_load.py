@@ -23,18 +23,22 @@ up in the store. The import may still be running when the window ends; the
 stack is stopped then, which ends it (its last chunk rolls back).
 
     python -m bench.mixed_load [--rate 200] [--seconds 60] [--rows 100000]
-        [--api-workers 2] [--quick]
+        [--api-workers 1] [--quick]
 
-Both phases run the API with `ORCH_API_WORKERS=--api-workers` processes.
+Both phases run the API with `ORCH_API_WORKERS=--api-workers` processes (the
+product's default, one, unless given: with single leads lingering for company,
+one process spends less CPU a lead than two, whose groups are half as full).
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
-machine. Alone, 200/s are all answered and stored with p99 about 25 ms (60-120
-ms before single leads lingered for company, `api.group_commit`); while the
-import and the sync run, the two cores are busy and the p99 was 143 ms in the
-last run (0.4-0.8 s before). The API then needs about 0.6 of a core (3.2 ms of
-CPU a lead). The database's sessions wait most often on the WAL's flush at
-COMMIT, which the import's large transactions fill; the import's and the
-sync's PostgreSQL sessions are out of reach of the background's CPU priority.
+machine. Alone, 200/s are all answered and stored with p99 about 25-30 ms on
+the last run's machine; while the import and the sync run, the two cores are
+busy and the p99 was 117-143 ms in the last runs (one API process and two).
+Single leads now linger for company (`api.group_commit`), which cut the API's
+CPU a lead by a quarter (a third with one process) in a side-by-side run; the
+API then needs about 0.5-0.6 of a core (2.6-3.2 ms of CPU a lead). The
+database's sessions wait most often on the WAL's flush at COMMIT, which the
+import's large transactions fill; the import's and the sync's PostgreSQL
+sessions are out of reach of the background's CPU priority.
 """
 
 from __future__ import annotations
@@ -92,8 +96,8 @@ from leads.store import Store
 from leads.store.tables import Lead, LeadImport
 
 RESULTS = Path(__file__).parent / "results" / "mixed_load-latest.md"
-FULL = {"rate": 200, "seconds": 60, "rows": 100_000, "api_workers": 2}
-QUICK = {"rate": 50, "seconds": 10, "rows": 5_000, "api_workers": 2}
+FULL = {"rate": 200, "seconds": 60, "rows": 100_000, "api_workers": 1}
+QUICK = {"rate": 50, "seconds": 10, "rows": 5_000, "api_workers": 1}
 # Upper bounds keep a mistyped option from running for hours or flooding.
 MOST = {"rate": 2_000, "seconds": 600, "rows": 1_000_000, "api_workers": 16}
 TARGET_P99_MS = 100.0

@@ -61,9 +61,10 @@ class Settings(BaseSettings):
         le=1000,
         description=(
             "How long a single lead posted to the API may wait for others to "
-            "be written in one transaction with it, while leads come in less "
-            "than twice this apart on average. A lone lead is written at once; "
-            "0 never waits. Most of a lone lead's cost is its transaction's."
+            "be written in one transaction with it, while an API key's leads "
+            "come in less than twice this apart on average and waiting has "
+            "lately found them company. The first lead after ten times this "
+            "without one is written at once; 0 never waits."
         ),
     )
     prefect_port: int = Field(

@@ -108,6 +108,9 @@ class TestGrouping:
 # Items enough at a steady pace for a group to linger: the first counts as
 # after a quiet spell.
 PACE_ITEMS = 12
+# Far enough apart for a lone item to be written before the next comes, on a
+# busy machine too; well within the lingers below.
+APART_S = 0.1
 
 
 async def _paced(committer: GroupCommit, key: Hashable, count: int, gap: float) -> list:
@@ -119,6 +122,27 @@ async def _paced(committer: GroupCommit, key: Hashable, count: int, gap: float) 
     return await asyncio.gather(*sent)
 
 
+async def _quick_pace(committer: GroupCommit, recorder: Recorder) -> None:
+    """Gives key "t" a quick pace with a long linger, no group left lingering:
+    PACE_ITEMS come at once behind a held group, and go as one full group
+    (`committer` must take PACE_ITEMS a group)."""
+    first = await _held_first_group(committer, recorder, "t", "first")
+    queued = [committer.submit("t", f"pace {n}") for n in range(PACE_ITEMS)]
+    recorder.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), 10)
+    recorder.groups.clear()
+
+
+async def _lingering(recorder: Recorder) -> tuple[GroupCommit, asyncio.Task]:
+    """A committer lingering up to a minute over item 1 of key "t"."""
+    committer = GroupCommit(recorder, most=PACE_ITEMS, name="test", linger=60)
+    await _quick_pace(committer, recorder)
+    lingering = asyncio.create_task(committer.submit("t", 1))
+    await asyncio.sleep(0.05)
+    assert recorder.groups == [], "item 1 did not linger"
+    return committer, lingering
+
+
 class TestLinger:
     async def test_items_coming_fast_wait_for_each_other(self):
         recorder = Recorder()
@@ -127,7 +151,7 @@ class TestLinger:
         recorder.groups.clear()
 
         # Each finds the writer idle; without lingering, each is a group.
-        answers = await _paced(committer, "t", 3, 0.01)
+        answers = await _paced(committer, "t", 3, APART_S)
 
         assert answers == [("t", f"pace {n}") for n in range(3)]
         assert recorder.groups == [("t", ["pace 0", "pace 1", "pace 2"])]
@@ -138,13 +162,32 @@ class TestLinger:
         await _paced(committer, "t", PACE_ITEMS, 0.01)
         recorder.groups.clear()
 
-        await _paced(committer, "t", 3, 0.01)
+        await _paced(committer, "t", 3, APART_S)
 
         assert [items for _, items in recorder.groups] == [
             ["pace 0"],
             ["pace 1"],
             ["pace 2"],
         ]
+
+    async def test_a_caller_sending_one_at_a_time_soon_stops_waiting(self):
+        recorder = Recorder()
+        linger = 0.15
+        committer = GroupCommit(recorder, most=10, name="test", linger=linger)
+        loop = asyncio.get_running_loop()
+        waited = []
+
+        # Each sent once the last is answered: quick, but never together.
+        for n in range(PACE_ITEMS + 16):
+            sent = loop.time()
+            await committer.submit("t", n)
+            waited.append(loop.time() - sent)
+
+        # A lingering item waits its whole linger, as no company comes: seven
+        # such waits bring the company found below COMPANY_WORTH. Without that
+        # stop, every item after the first PACE_ITEMS - 4 would wait.
+        assert sum(w >= linger for w in waited) <= 8
+        assert len(recorder.groups) == PACE_ITEMS + 16
 
     async def test_a_first_item_is_written_at_once(self):
         recorder = Recorder()
@@ -158,9 +201,15 @@ class TestLinger:
         committer = GroupCommit(recorder, most=10, name="test", linger=0.2)
         await _paced(committer, "t", PACE_ITEMS, 0.01)
 
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+
         # No company comes: it is written once its linger is over.
         assert await asyncio.wait_for(committer.submit("t", 1), 10) == ("t", 1)
+        waited = loop.time() - sent
         assert recorder.groups[-1] == ("t", [1])
+        # Timers never fire early; the bound above is loose for a busy machine.
+        assert 0.9 * 0.2 <= waited < 10 * 0.2
 
     async def test_a_full_group_does_not_wait(self):
         recorder = Recorder()
@@ -174,7 +223,7 @@ class TestLinger:
         await asyncio.sleep(0.05)
         assert [items for _, items in recorder.groups] == [[0], [1, 2, 3], [4, 5, 6]]
 
-        third = committer.submit("t", 9)
+        third = asyncio.create_task(committer.submit("t", 9))
 
         assert await asyncio.wait_for(asyncio.gather(*queued[6:], third), 10) == [
             ("t", 7),
@@ -207,9 +256,30 @@ class TestLinger:
 
         assert recorder.groups == [("calm", ["pace 0"]), ("calm", ["pace 1"])]
 
+    async def test_a_lingering_group_is_written_at_once_when_closing(self):
+        recorder = Recorder()
+        committer, lingering = await _lingering(recorder)
+
+        await asyncio.wait_for(committer.aclose(timeout=10), 10)
+
+        assert lingering.result() == ("t", 1)
+
+    async def test_a_writer_cancelled_while_lingering_fails_what_waits(self):
+        recorder = Recorder()
+        _, lingering = await _lingering(recorder)
+        [writer] = [
+            t for t in asyncio.all_tasks() if t.get_name() == "test group commit"
+        ]
+
+        writer.cancel()
+
+        with pytest.raises(RuntimeError, match="stopped before this was written"):
+            await asyncio.wait_for(lingering, 10)
+        assert recorder.groups == []
+
     def test_a_negative_or_endless_linger_is_refused(self):
         for linger in (-0.01, float("inf"), float("nan")):
-            with pytest.raises(ValueError, match="linger: expected 0 s or more"):
+            with pytest.raises(ValueError, match="linger: expected a finite 0 s"):
                 GroupCommit(Recorder(), most=1, name="test", linger=linger)
 
 
