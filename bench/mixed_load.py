@@ -31,11 +31,12 @@ one process spends less CPU a lead than two, whose groups are half as full).
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
 machine. Alone, 200/s are all answered and stored with p99 about 25-30 ms on
-the last run's machine; while the import and the sync run, the two cores are
-busy and the p99 was 117-143 ms in the last runs (one API process and two).
-Single leads now linger for company (`api.group_commit`), which cut the API's
+the last runs' machine; while the import and the sync run, the two cores are
+busy and the p99 was 103-143 ms in the last runs (103 and 117 ms with one API
+process, 143 ms with two), against 0.4-0.8 s before single leads lingered
+for company (`api.group_commit`) on another machine. Lingering cut the API's
 CPU a lead by a quarter (a third with one process) in a side-by-side run; the
-API then needs about 0.5-0.6 of a core (2.6-3.2 ms of CPU a lead). The
+API then needs about half a core (2.3-2.6 ms of CPU a lead). The
 database's sessions wait most often on the WAL's flush at COMMIT, which the
 import's large transactions fill; the import's and the sync's PostgreSQL
 sessions are out of reach of the background's CPU priority.
@@ -997,7 +998,7 @@ def report(argv: list[str], plan: Plan, results: Results) -> str:
         "outbox (the baseline's, the imported and the posted leads) to the "
         "sandbox. The window began once the import had committed a chunk and "
         "the sync had synced a lead since the upload.",
-        f"- Both API processes: `ORCH_DATABASE_URL` the fresh database, "
+        f"- The API in both phases: `ORCH_DATABASE_URL` the fresh database, "
         f"`ORCH_RATE_LIMIT_PER_MINUTE={BENCH_RATE_LIMIT_PER_MINUTE}` (the default "
         f"1,200 a minute per key is below {plan.rate}/s; the limiter still runs), "
         "other settings at their defaults.",
@@ -1065,6 +1066,10 @@ def report(argv: list[str], plan: Plan, results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _processes(plan: Plan) -> str:
+    return f"{plan.api_workers} API process" + ("es" if plan.api_workers > 1 else "")
+
+
 def headlines(plan: Plan, results: Results) -> list[headline.Figure]:
     """Per phase, the rate achieved and the p99; the mixed window decides."""
     target = (
@@ -1073,8 +1078,7 @@ def headlines(plan: Plan, results: Results) -> list[headline.Figure]:
     figures = []
     for phase in ("baseline", "mixed"):
         label = (
-            f"Single leads at {plan.rate}/s on PostgreSQL, {plan.api_workers} API "
-            f"processes, {phase}"
+            f"Single leads at {plan.rate}/s on PostgreSQL, {_processes(plan)}, {phase}"
             + (": while an import and a CRM sync run" if phase == "mixed" else "")
         )
         window = next((w for w in results.windows if w.name == phase), None)
