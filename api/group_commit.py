@@ -47,7 +47,7 @@ Work = Callable[[Hashable, list[Item]], Sequence[Result | BaseException]]
 # A group lingers while items come less than LINGER_GAPS lingers apart on
 # average (half an item or more is expected to join it). The average moves
 # GAP_WEIGHT of the way to each new gap. A gap of QUIET_LINGERS lingers or
-# more is a quiet spell: the key starts again as new, so the next item is
+# more is a quiet spell: the key's pace starts again as new, so the next item is
 # written at once, and eight quick ones bring the average under the bar.
 LINGER_GAPS = 2.0
 GAP_WEIGHT = 0.2
@@ -58,7 +58,7 @@ QUIET_LINGERS = 10.0
 # company at least COMPANY_WORTH of the time lately (an average moving
 # GAP_WEIGHT of the way each time: seven lingers alone in a row bring it
 # under); below that, one lingers every PROBE_LINGERS lingers to see whether
-# company comes again.
+# company comes again, and lingering resumes if it does.
 COMPANY_WORTH = 0.25
 PROBE_LINGERS = 100
 # Paces kept of keys with nothing waiting, before those gone quiet are dropped.
@@ -86,7 +86,11 @@ class _Pace:
     lingered: float = -math.inf
 
     def found_company(self, found: bool) -> None:
-        self.company += GAP_WEIGHT * (found - self.company)
+        if found and self.company < COMPANY_WORTH:
+            # A probe found company: it comes again.
+            self.company = 1.0
+        else:
+            self.company += GAP_WEIGHT * (found - self.company)
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -190,18 +194,24 @@ class GroupCommit(Generic[Item, Result]):
             return
         quiet = self._linger * QUIET_LINGERS
         pace = self._paces.pop(key, None)
-        if pace is None or now - pace.last >= quiet:
-            # New, or back from a quiet spell: written alone.
+        if pace is None:
             pace = _Pace(now, quiet)
+        elif now - pace.last >= quiet:
+            # Back from a quiet spell: written alone, as a new key's first
+            # item is. Whether lingering found it company is kept: a client
+            # sending one at a time in bursts does not pay for it each burst.
+            pace.last, pace.mean_gap = now, quiet
         else:
             pace.mean_gap += GAP_WEIGHT * (now - pace.last - pace.mean_gap)
             pace.last = now
         self._paces[key] = pace
-        # Many keys must not hold memory for ever; one gone quiet would start
-        # again as new anyway. The least lately heard are first.
+        # Many keys must not hold memory for ever. One quiet for a probe's
+        # interval is dropped (the least lately heard are first): it would
+        # linger once again before anything it remembers counted.
+        forget = self._linger * PROBE_LINGERS
         while len(self._paces) > len(self._queues) + IDLE_PACES:
             gone, oldest = next(iter(self._paces.items()))
-            if now - oldest.last < quiet:
+            if now - oldest.last < forget:
                 break
             del self._paces[gone]
 
@@ -225,7 +235,10 @@ class GroupCommit(Generic[Item, Result]):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(left):
                 await queue.full.wait()
-        pace.found_company(len(queue.waiting) > alone)
+        found = len(queue.waiting) > alone
+        # Woken with no new item: closing, which says nothing of the pace.
+        if found or not queue.full.is_set():
+            pace.found_company(found)
 
     async def _commit(
         self, key: Hashable, group: list[tuple[Item, asyncio.Future[Result]]]

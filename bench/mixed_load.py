@@ -27,7 +27,8 @@ stack is stopped then, which ends it (its last chunk rolls back).
 
 Both phases run the API with `ORCH_API_WORKERS=--api-workers` processes (the
 product's default, one, unless given: with single leads lingering for company,
-one process spends less CPU a lead than two, whose groups are half as full).
+one process spent less CPU a lead than two, which split the leads between two
+queues).
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
 machine. Alone, 200/s are all answered and stored with p99 about 25-30 ms on
@@ -35,7 +36,7 @@ the last runs' machine; while the import and the sync run, the two cores are
 busy and the p99 was 103-143 ms in the last runs (103 and 117 ms with one API
 process, 143 ms with two), against 0.4-0.8 s before single leads lingered
 for company (`api.group_commit`) on another machine. Lingering cut the API's
-CPU a lead by a quarter (a third with one process) in a side-by-side run; the
+CPU a lead by 24 % (30 % with one process) in a side-by-side run; the
 API then needs about half a core (2.3-2.6 ms of CPU a lead). The
 database's sessions wait most often on the WAL's flush at COMMIT, which the
 import's large transactions fill; the import's and the sync's PostgreSQL

@@ -9,7 +9,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from api.group_commit import GroupCommit
+from api.group_commit import QUIET_LINGERS, GroupCommit
 
 pytestmark = pytest.mark.anyio
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
@@ -175,19 +175,31 @@ class TestLinger:
         linger = 0.15
         committer = GroupCommit(recorder, most=10, name="test", linger=linger)
         loop = asyncio.get_running_loop()
-        waited = []
 
-        # Each sent once the last is answered: quick, but never together.
-        for n in range(PACE_ITEMS + 16):
-            sent = loop.time()
-            await committer.submit("t", n)
-            waited.append(loop.time() - sent)
+        async def one_at_a_time(count: int) -> list[float]:
+            # Each sent once the last is answered: quick, but never together.
+            waited = []
+            for n in range(count):
+                sent = loop.time()
+                await committer.submit("t", n)
+                waited.append(loop.time() - sent)
+            return waited
 
-        # A lingering item waits its whole linger, as no company comes: seven
-        # such waits bring the company found below COMPANY_WORTH. Without that
-        # stop, every item after the first PACE_ITEMS - 4 would wait.
-        assert sum(w >= linger for w in waited) <= 8
-        assert len(recorder.groups) == PACE_ITEMS + 16
+        waited = await one_at_a_time(PACE_ITEMS + 16)
+        # A quiet spell, then another burst like it.
+        await asyncio.sleep(linger * QUIET_LINGERS + 0.1)
+        again = await one_at_a_time(PACE_ITEMS + 4)
+
+        # A lingering item waits its whole linger, as no company comes: it
+        # lingered, and seven such waits brought the company found below
+        # COMPANY_WORTH. Without that stop, every item after the first
+        # PACE_ITEMS - 4 would wait.
+        lingered = [w >= linger for w in waited]
+        assert 1 <= sum(lingered) <= 8
+        assert not any(lingered[-10:])
+        # The next burst remembers that lingering found no company.
+        assert not any(w >= linger for w in again)
+        assert len(recorder.groups) == len(waited) + len(again)
 
     async def test_a_first_item_is_written_at_once(self):
         recorder = Recorder()
@@ -240,10 +252,14 @@ class TestLinger:
         await asyncio.sleep(1.1)
         recorder.groups.clear()
 
-        # Lingering, the first would wait 100 ms and the second join it.
-        await _paced(committer, "t", 2, 0.02)
+        # Without starting again, the fourth would linger (its mean gap under
+        # two lingers) and the fifth join it; starting again, the mean stays
+        # above until the ninth.
+        await _paced(committer, "t", 5, 0.02)
 
-        assert [items for _, items in recorder.groups] == [["pace 0"], ["pace 1"]]
+        assert [items for _, items in recorder.groups] == [
+            [f"pace {n}"] for n in range(5)
+        ]
 
     async def test_each_key_has_its_own_pace(self):
         recorder = Recorder()
@@ -260,9 +276,13 @@ class TestLinger:
         recorder = Recorder()
         committer, lingering = await _lingering(recorder)
 
-        await asyncio.wait_for(committer.aclose(timeout=10), 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
 
-        assert lingering.result() == ("t", 1)
+        await committer.aclose(timeout=1)
+
+        assert loop.time() - started < 1, "closing waited out the linger"
+        assert await asyncio.wait_for(lingering, 1) == ("t", 1)
 
     async def test_a_writer_cancelled_while_lingering_fails_what_waits(self):
         recorder = Recorder()
