@@ -11,7 +11,6 @@ from sqlalchemy.exc import OperationalError
 
 from connectors.crm.hubspot.webhooks import handlers_for
 from flows.summaries import publish_summary
-from leads import clock
 from leads.collector import collect_less_often
 from leads.flow_run import within_flow_run
 from leads.priority import follow_own_niceness
@@ -59,7 +58,7 @@ def drain_webhooks(
         sources = configured_sources(settings.config_dir)
         with within_flow_run(str(runtime.flow_run.id)):
             for _ in range(max_batches):
-                due = deliveries.due(store, clock.now(), batch_size)
+                due = deliveries.due(store, batch_size)
                 if not due:
                     break
                 for tenant_id, delivery_id in due:

@@ -70,6 +70,11 @@ def now() -> datetime:
     return _current.now()
 
 
+def reads_system() -> bool:
+    """Whether the machine's own clock is the one installed (no test's clock)."""
+    return isinstance(_current, SystemClock)
+
+
 @contextmanager
 def use_clock(clock: Clock) -> Iterator[Clock]:
     """Installs `clock` for every reader in this process until the block ends."""

@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select, update
 from leads.email_sends import EMAIL_SEND
 from leads.matching import mailbox_key
 from leads.normalise import email_key
-from leads.store import audit, duplicates, outbox, timeline
+from leads.store import audit, duplicates, lease_time, outbox, timeline
 from leads.store.database import TenantScope
 from leads.store.duplicates import FLAG_PREFIX
 from leads.store.inserts import insert_if_absent
@@ -327,7 +327,8 @@ def _crm_targets(
         .where(OutboxItem.topic == outbox.CRM_SYNC, OutboxItem.lead_id == lead.id)
         .with_for_update()
     ).one_or_none()
-    now = utcnow()
+    # By the clock the sync's claims judge leases and due times with.
+    now = lease_time.read(scope.session)
     available_at = now
     in_flight = sync_row is not None and sync_row.status == "claimed"
     if in_flight and sync_row.lease_expires_at and sync_row.lease_expires_at > now:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from leads import rulebook
 from leads.erasure import erased_since
@@ -37,7 +38,7 @@ from leads.imports import (
 from leads.intake import IntakeResult, fold, prepare, store_many
 from leads.matching import mailbox_key
 from leads.normalise import email_key
-from leads.store import Store, TenantScope, audit, duplicates
+from leads.store import Store, TenantScope, audit, duplicates, lease_time
 from leads.store import imports as stored
 from leads.store.statistics import refresh_statistics
 from leads.store.tables import LeadImport, utcnow
@@ -457,7 +458,7 @@ def run_chunk(store: Store, job: Job, chunk: Chunk) -> dict[str, int]:
         else:
             leads.commit()
         stored.add_rejects(scope, job.import_id, rejects)
-        _advance(row, job, chunk, counts)
+        _advance(scope.session, row, job, chunk, counts)
     # Only once the chunk is committed: a retried chunk starts from the same keys.
     job.note(keys)
     _remember(job, made)
@@ -624,14 +625,17 @@ def _outcome(job: Job, keys: set[str], email: str | None, result: IntakeResult) 
     return result.outcome
 
 
-def _advance(row: LeadImport, job: Job, chunk: Chunk, counts: Counter[str]) -> None:
+def _advance(
+    session: Session, row: LeadImport, job: Job, chunk: Chunk, counts: Counter[str]
+) -> None:
     totals = Counter(row.counts or {})
     totals.update(counts)
     # Reassigned, not mutated: a JSON column notices only a new value.
     row.counts = {name: totals.get(name, 0) for name in stored.OUTCOMES}
     row.records_done = chunk.last
     row.bytes_done = chunk.bytes_read
-    row.lease_expires_at = utcnow() + job.lease
+    # Renewed by the clock other runs judge it with (`lease_time`).
+    row.lease_expires_at = lease_time.after(session, job.lease)
 
 
 def _reject(

@@ -227,7 +227,7 @@ class _OneOffSender:
             # Only a run that still holds the claim may act on its send: a
             # slow run whose lease was taken over must not send beside the
             # new holder.
-            if not extend_in(scope.session, held, self.lease, moment):
+            if not extend_in(scope.session, held, self.lease):
                 return "contended"
             status = SendStatus(send.status)
             if status in SETTLED:

@@ -254,7 +254,7 @@ class _Visitor:
         # Only a run that still holds the claim may act on its steps: a slow
         # run whose lease ran out and was taken over must neither send beside
         # the new holder nor settle a step the new holder is sending.
-        if not extend_in(session, held, self.context.lease, moment):
+        if not extend_in(session, held, self.context.lease):
             return "contended"
         lead = _read_lead(scope, held.lead_id)
         if lead is None:

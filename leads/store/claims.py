@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import Interval, Select, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from leads.store import lease_time
 from leads.store.database import Store
 from leads.store.tables import OutboxItem, utcnow
 
@@ -64,7 +65,8 @@ def claim(
         limit: the most rows to take.
         lease: how long the claims last before another owner may take them.
         lead_id: take only this lead's rows (an on-demand run for one lead).
-        now: the current time, aware; the clock's when not given.
+        now: the current time, aware; when not given, the database server's
+            on PostgreSQL, the installed clock's elsewhere (`lease_time`).
 
     Returns:
         The claims taken, oldest row first; empty when nothing is due.
@@ -81,33 +83,46 @@ def claim(
         raise ValueError(
             f"owner must be 1 to {MAX_OWNER_LENGTH} characters, got {len(owner)}"
         )
-    # TODO(#8): take `now` from the database when workers run on several
-    # machines; leases on each worker's own clock assume clocks agree.
-    now = _aware(now)
+    if now is not None:
+        now = _aware(now)
 
-    due = or_(
-        and_(OutboxItem.status == "pending", OutboxItem.available_at <= now),
-        and_(OutboxItem.status == "claimed", OutboxItem.lease_expires_at < now),
-    )
-    query = select(OutboxItem.id).where(OutboxItem.topic == topic, due)
-    if lead_id is not None:
-        query = query.where(OutboxItem.lead_id == lead_id)
+    def due(session: Session) -> Select[tuple[int]]:
+        # Judged by the database server's clock where it can be, as the
+        # lease is stamped (`lease_time`): workers' clocks never meet.
+        moment = lease_time.now(session, now)
+        query = select(OutboxItem.id).where(
+            OutboxItem.topic == topic,
+            or_(
+                and_(OutboxItem.status == "pending", OutboxItem.available_at <= moment),
+                and_(
+                    OutboxItem.status == "claimed", OutboxItem.lease_expires_at < moment
+                ),
+            ),
+        )
+        if lead_id is not None:
+            query = query.where(OutboxItem.lead_id == lead_id)
+        return query
 
     # A draining run polls an empty outbox most of the time. Look first in a
     # read transaction: on SQLite the claim's write transaction would hold
     # the one write lock, and the API's intake would wait for it, at every poll.
     with store.read_across_tenants() as session:
-        if session.scalar(query.limit(1)) is None:
+        if session.scalar(due(session).limit(1)) is None:
             return []
-
-    # SQLite renders no FOR UPDATE; its write lock already keeps others out.
-    query = query.order_by(OutboxItem.id).limit(limit).with_for_update(skip_locked=True)
 
     # Two statements rather than an UPDATE over a LIMIT subquery: the ids are
     # fixed, and locked until commit, before anything changes, whatever plan
-    # the database picks.
+    # the database picks. SQLite renders no FOR UPDATE; its write lock
+    # already keeps others out.
     with store.write_across_tenants() as session:
-        ids = list(session.scalars(query))
+        ids = list(
+            session.scalars(
+                due(session)
+                .order_by(OutboxItem.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
         if not ids:
             return []
         session.execute(
@@ -116,7 +131,7 @@ def claim(
             .values(
                 status="claimed",
                 lease_owner=owner,
-                lease_expires_at=now + lease,
+                lease_expires_at=lease_time.after(session, lease, now),
                 attempts=OutboxItem.attempts + 1,
             )
             .execution_options(synchronize_session=False)
@@ -246,7 +261,6 @@ def finish_in(
         True when the row is now `status`; False when it was made due again or
         the lease was lost.
     """
-    now = _aware(now)
     if _settle(session, held, "same", status=status, last_error=last_error):
         return True
     _settle(
@@ -254,7 +268,8 @@ def finish_in(
         held,
         "moved",
         status="pending",
-        available_at=now,
+        # Due at once by the clock `claim` judges it with.
+        available_at=lease_time.read(session, now and _aware(now)),
         attempts=0,
         last_error=last_error,
     )
@@ -305,7 +320,7 @@ def finish_all_in(
             .where(OutboxItem.id.in_(moved), *held_by_owner)
             .values(
                 status="pending",
-                available_at=_aware(now),
+                available_at=lease_time.now(session, now and _aware(now)),
                 attempts=0,
                 last_error=None,
                 **released,
@@ -360,8 +375,7 @@ def extend_in(
     """`extend` inside the caller's transaction (one of the claim's tenant)."""
     if lease <= timedelta(0):
         raise ValueError(f"lease must be positive, got {lease}")
-    expires = _aware(now) + lease
-    return _update_held(session, held, {"lease_expires_at": expires})
+    return _extend_held(session, held, lease, now)
 
 
 def reschedule_in(session: Session, held: Claim, at: datetime) -> bool:
@@ -402,12 +416,11 @@ def extend_all(
     """
     if lease <= timedelta(0):
         raise ValueError(f"lease must be positive, got {lease}")
-    expires = _aware(now) + lease
+    if now is not None:
+        now = _aware(now)
     with store.write(tenant_id) as scope:
         return {
-            held.id
-            for held in claims
-            if _update_held(scope.session, held, {"lease_expires_at": expires})
+            held.id for held in claims if _extend_held(scope.session, held, lease, now)
         }
 
 
@@ -424,15 +437,33 @@ def _settle(
     return _update_held(session, held, values, generation)
 
 
+def _extend_held(
+    session: Session, held: Claim, lease: timedelta, now: datetime | None
+) -> bool:
+    """Moves the claim's lease out to `lease` from now, by `lease_time`'s clock."""
+    if lease_time.on_server(session, now):
+        return _update_held(session, held, {}, lease_from_server=lease)
+    return _update_held(session, held, {"lease_expires_at": _aware(now) + lease})
+
+
 def _update_held(
     session: Session,
     held: Claim,
     values: dict[str, Any],
     generation: Generation = None,
+    lease_from_server: timedelta | None = None,
 ) -> bool:
-    """Updates the claim's row if it is still held by the claim's owner."""
-    statement = _held_update(tuple(sorted(values)), generation)
+    """Updates the claim's row if it is still held by the claim's owner.
+
+    With `lease_from_server`, the lease also runs out that long after the
+    database server's current time.
+    """
+    statement = _held_update(
+        tuple(sorted(values)), generation, lease_from_server is not None
+    )
     parameters = {f"new_{name}": value for name, value in values.items()}
+    if lease_from_server is not None:
+        parameters["lease_span"] = lease_from_server
     updated = session.execute(
         statement,
         {
@@ -447,7 +478,9 @@ def _update_held(
 
 
 @lru_cache(maxsize=64)
-def _held_update(columns: tuple[str, ...], generation: Generation) -> Any:
+def _held_update(
+    columns: tuple[str, ...], generation: Generation, lease_from_server: bool
+) -> Any:
     """The UPDATE of a held row setting `columns`, built once per shape.
 
     Built with bind parameters and kept: this runs for every claim a drain
@@ -466,12 +499,11 @@ def _held_update(columns: tuple[str, ...], generation: Generation) -> Any:
         conditions.append(table.c.generation == bindparam("held_generation"))
     elif generation == "moved":
         conditions.append(table.c.generation != bindparam("held_generation"))
-    return (
-        update(table)
-        .where(*conditions)
-        .values({name: bindparam(f"new_{name}") for name in columns})
-        .returning(table.c.id)
-    )
+    assignments: dict[str, Any] = {name: bindparam(f"new_{name}") for name in columns}
+    if lease_from_server:
+        span = bindparam("lease_span", type_=Interval())
+        assignments["lease_expires_at"] = lease_time.server_now() + span
+    return update(table).where(*conditions).values(assignments).returning(table.c.id)
 
 
 def _aware(moment: datetime | None) -> datetime:

@@ -6,11 +6,12 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from leads.errors import LeadError
+from leads.store import lease_time
 from leads.store.database import Store, TenantScope
-from leads.store.tables import ImportReject, LeadImport, UTCDateTime, utcnow
+from leads.store.tables import ImportReject, LeadImport
 
 QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 STATUSES = (QUEUED, RUNNING, FINISHED, FAILED)
@@ -87,23 +88,22 @@ def claim(
 
     Two runs started for one import never both read it: the loser gets False.
     """
-    now = now or utcnow()
-    takeable = or_(
-        LeadImport.status == QUEUED,
-        and_(LeadImport.status == RUNNING, LeadImport.lease_expires_at < now),
-        and_(LeadImport.status == RUNNING, LeadImport.lease_owner == owner),
-    )
     with store.write_across_tenants() as session:
+        # Stamped and judged by the database server's clock where it can be.
+        moment = lease_time.now(session, now)
+        takeable = or_(
+            LeadImport.status == QUEUED,
+            and_(LeadImport.status == RUNNING, LeadImport.lease_expires_at < moment),
+            and_(LeadImport.status == RUNNING, LeadImport.lease_owner == owner),
+        )
         taken = session.execute(
             update(LeadImport)
             .where(LeadImport.id == import_id, takeable)
             .values(
                 status=RUNNING,
                 lease_owner=owner,
-                lease_expires_at=now + lease,
-                started_at=func.coalesce(
-                    LeadImport.started_at, literal(now, UTCDateTime())
-                ),
+                lease_expires_at=lease_time.after(session, lease, now),
+                started_at=func.coalesce(LeadImport.started_at, moment),
                 error=None,
             )
             .execution_options(synchronize_session=False)
@@ -121,7 +121,7 @@ def extend(store: Store, import_id: str, owner: str, *, lease: timedelta) -> boo
                 LeadImport.status == RUNNING,
                 LeadImport.lease_owner == owner,
             )
-            .values(lease_expires_at=utcnow() + lease)
+            .values(lease_expires_at=lease_time.after(session, lease))
             .execution_options(synchronize_session=False)
         )
         return renewed.rowcount == 1
@@ -129,12 +129,12 @@ def extend(store: Store, import_id: str, owner: str, *, lease: timedelta) -> boo
 
 def resumable(store: Store, now: datetime | None = None) -> list[str]:
     """Imports no run holds: queued, or running under a lease that has run out."""
-    now = now or utcnow()
-    waiting = or_(
-        LeadImport.status == QUEUED,
-        and_(LeadImport.status == RUNNING, LeadImport.lease_expires_at < now),
-    )
     with store.write_across_tenants() as session:
+        expired = LeadImport.lease_expires_at < lease_time.now(session, now)
+        waiting = or_(
+            LeadImport.status == QUEUED,
+            and_(LeadImport.status == RUNNING, expired),
+        )
         query = select(LeadImport.id).where(waiting).order_by(LeadImport.created_at)
         return list(session.scalars(query))
 

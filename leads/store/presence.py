@@ -27,16 +27,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from leads import clock
+from leads.store import lease_time
 from leads.store.database import Store
 from leads.store.outbox import PENDING_DRAINS
 from leads.store.tables import DrainPresence
 
 logger = logging.getLogger(__name__)
 
-# TODO(#8): `until` is stamped by the drain's clock and compared with the
-# reader's, as claims' leases are: with workers on several machines, clocks
-# that disagree make a dead drain count longer, or a live one too briefly.
+# `until` is stamped and judged by the database server's clock where it can
+# be (`lease_time`), as claims' leases are: a drain on a machine whose clock
+# disagrees neither counts longer when dead nor too briefly when alive.
 # A present drain writes again this often, between its polls and batches ...
 RENEW_SECONDS = 5.0
 # ... and counts for this long after each write: a batch slower than this
@@ -46,8 +46,8 @@ VALID_FOR = timedelta(seconds=20)
 
 def announce(store: Store, name: str, owner: str, now: datetime | None = None) -> None:
     """Records that `owner`, a run of drain `name`, polls until `now + VALID_FOR`."""
-    until = (now or clock.now()) + VALID_FOR
     with store.write_across_tenants() as session:
+        until = lease_time.after(session, VALID_FOR, now)
         build = postgresql.insert if store.backend == "postgresql" else sqlite.insert
         statement = build(DrainPresence).values(name=name, owner=owner, until=until)
         # One row per drain; the latest run to write it is the one present.
@@ -78,7 +78,7 @@ def all_present(
         present = session.scalar(
             select(func.count()).where(
                 DrainPresence.name.in_(wanted),
-                DrainPresence.until > (now or clock.now()),
+                DrainPresence.until > lease_time.now(session, now),
             )
         )
     return present == len(wanted)

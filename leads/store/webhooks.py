@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
+from leads.store import lease_time
 from leads.store.database import Store, TenantScope
 from leads.store.inserts import insert_if_absent
 from leads.store.paging import decode_cursor, encode_cursor, invalid_cursor
@@ -109,18 +110,28 @@ def keep(
     return Stored(row.id, row.delivery_id, False, row.status)
 
 
-def claim(scope: TenantScope, delivery_pk: int, now: datetime) -> Claimed | None:
-    """Takes a pending delivery for `LEASE`, or None if it is done or held."""
-    table = WebhookDelivery.__table__
-    row = scope.session.execute(
+def claim(
+    scope: TenantScope, delivery_pk: int, now: datetime | None = None
+) -> Claimed | None:
+    """Takes a pending delivery for `LEASE`, or None if it is done or held.
+
+    The lease is stamped and judged by the database server's clock where it
+    can be (`lease_time`), unless `now` is given.
+    """
+    table, session = WebhookDelivery.__table__, scope.session
+    expired = table.c.claimed_until < lease_time.now(session, now)
+    row = session.execute(
         update(table)
         .where(
             table.c.id == delivery_pk,
             table.c.tenant_id == scope.tenant_id,
             table.c.status == PENDING,
-            or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
+            or_(table.c.claimed_until.is_(None), expired),
         )
-        .values(claimed_until=now + LEASE, attempts=table.c.attempts + 1)
+        .values(
+            claimed_until=lease_time.after(session, LEASE, now),
+            attempts=table.c.attempts + 1,
+        )
         .returning(*table.columns)
     ).one_or_none()
     if row is None:
@@ -241,22 +252,26 @@ def newest_applied(
     )
 
 
-def due(store: Store, now: datetime, limit: int) -> list[tuple[str, int]]:
-    """(tenant, id) of deliveries waiting to be processed, oldest first, all tenants."""
-    query = (
-        select(WebhookDelivery.tenant_id, WebhookDelivery.id)
-        .where(
-            WebhookDelivery.status == PENDING,
-            WebhookDelivery.next_attempt_at <= now,
-            or_(
-                WebhookDelivery.claimed_until.is_(None),
-                WebhookDelivery.claimed_until < now,
-            ),
-        )
-        .order_by(WebhookDelivery.id)
-        .limit(limit)
-    )
+def due(store: Store, limit: int, now: datetime | None = None) -> list[tuple[str, int]]:
+    """(tenant, id) of deliveries waiting to be processed, oldest first, all tenants.
+
+    Judged by the clock `claim` stamps leases with, unless `now` is given.
+    """
     with store.engine.connect() as connection:
+        moment = lease_time.now(connection, now)
+        query = (
+            select(WebhookDelivery.tenant_id, WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.next_attempt_at <= moment,
+                or_(
+                    WebhookDelivery.claimed_until.is_(None),
+                    WebhookDelivery.claimed_until < moment,
+                ),
+            )
+            .order_by(WebhookDelivery.id)
+            .limit(limit)
+        )
         return [(row.tenant_id, row.id) for row in connection.execute(query)]
 
 

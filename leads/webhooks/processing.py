@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from leads import clock
 from leads.errors import FieldError, LeadRejected
 from leads.flow_run import current_flow_run_id
 from leads.intake import prepare, store_prepared
@@ -207,7 +206,7 @@ def process(
     stays pending with the reason in `last_error`.
     """
     with store.write(tenant_id) as scope:
-        delivery = deliveries.claim(scope, delivery_pk, clock.now())
+        delivery = deliveries.claim(scope, delivery_pk)
     if delivery is None:
         return None
 

@@ -164,7 +164,7 @@ def settle_deliveries(store: Store, settings: Settings, timeout: float) -> None:
             return
         if time.monotonic() > drain_from:
             later = clock.now() + timedelta(minutes=10)
-            for tenant_id, delivery_id in deliveries.due(store, later, 500):
+            for tenant_id, delivery_id in deliveries.due(store, 500, later):
                 handlers = handlers_for(store, settings, tenant_id)
                 process(store, tenant_id, delivery_id, sources, handlers)
         time.sleep(0.5)

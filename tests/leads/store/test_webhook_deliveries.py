@@ -93,14 +93,14 @@ class TestClaim:
         with use_clock(ManualClock(AT)) as clock:
             kept = keep(store)
             for _ in range(4):
-                due = [pk for _, pk in deliveries.due(store, clock.now(), 10)]
+                due = [pk for _, pk in deliveries.due(store, 10)]
                 assert due == [kept.id]
                 with store.write("default") as scope:
                     claimed = deliveries.claim(scope, kept.id, clock.now())
                     deliveries.retry_later(scope, claimed, "database is locked")
                 stored = row(store, kept.id)
                 waits.append(stored.next_attempt_at - clock.now())
-                assert deliveries.due(store, clock.now(), 10) == []
+                assert deliveries.due(store, 10) == []
                 clock.set(stored.next_attempt_at)
 
         assert waits == sorted(waits) and waits[0] < waits[-1]
