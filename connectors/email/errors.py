@@ -54,11 +54,14 @@ class EmailRejectedError(EmailError):
         self.bounce = bounce
 
 
-class EmailAuthenticationError(EmailRejectedError):
+class EmailAuthenticationError(PlainMessage, EmailRejectedError):
     """The relay refused our login, or wants one we were not given.
 
     Every other message would be refused the same way until the credentials in
     ORCH_SMTP_URL are fixed, so stop the batch rather than fail each message.
+    The message is written from the settings and the reply's code alone, never
+    the relay's own words (which may quote the login), so a flow run shows it
+    whole; the connector logs those words at DEBUG.
     """
 
 

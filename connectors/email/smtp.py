@@ -392,9 +392,10 @@ class SmtpOutbox:
             return
         text = _reply_text(reply)
         if code == 530:
+            logger.debug("The SMTP relay's reply at %s: %s %s", phase, code, text)
             raise EmailAuthenticationError(
-                f"the SMTP relay at {self._where} wants a login or TLS first: "
-                f"{code} {text}; set them in ORCH_SMTP_URL",
+                f"the SMTP relay at {self._where} wants a login or TLS first "
+                f"(SMTP {code} at {phase}); set them in ORCH_SMTP_URL",
                 code=code,
             )
         if 500 <= code < 600:
@@ -510,9 +511,12 @@ class SmtpOutbox:
                 f"the SMTP relay at {self._where} cannot check the login for now: "
                 f"{code} {_reply_text(reply)}"
             )
+        logger.debug(
+            "The SMTP relay's reply to the login: %s %s", code, _reply_text(reply)
+        )
         raise EmailAuthenticationError(
-            f"the SMTP relay at {self._where} refused the login: {code} "
-            f"{_reply_text(reply)}; check the user and password in ORCH_SMTP_URL",
+            f"the SMTP relay at {self._where} refused the login (SMTP {code}); "
+            "check the user and password in ORCH_SMTP_URL",
             code=code,
         )
 

@@ -21,6 +21,7 @@ from connectors.email.errors import (
 from connectors.email.messages import build_message
 from connectors.email.smtp import SmtpOutbox
 from connectors.email.templates import RenderedEmail
+from leads.tracebacks import valueless
 
 SENDER = "Automation Orchestrator <noreply@example.com>"
 RENDERED = RenderedEmail("Welcome, Ada!", "Hello Ada,\n", "<p>Hello Ada,</p>\n")
@@ -39,8 +40,14 @@ def check_login(server, session, envelope, mechanism, auth_data) -> AuthResult:
     expected = LoginPassword(USER.encode(), PASSWORD.encode())
     if auth_data == expected:
         return AuthResult(success=True, auth_data=auth_data)
-    # Not handled: aiosmtpd then answers 535 itself.
-    return AuthResult(success=False, handled=False)
+    # Not handled: aiosmtpd answers with this message. Relays quote the login
+    # they refused, as this one does.
+    login = auth_data.login.decode()
+    return AuthResult(
+        success=False,
+        handled=False,
+        message=f"535 5.7.8 Login {login} refused, see https://relay.example/help",
+    )
 
 
 def cafile(certificate) -> str:
@@ -358,10 +365,17 @@ class TestLogin:
         error = caught.value
         assert isinstance(error, EmailRejectedError)
         assert (error.code, error.bounce) == (535, False)
-        assert "535" in str(error)
+        assert "535" in str(error) and "ORCH_SMTP_URL" in str(error)
         assert wrong not in str(error) and wrong not in repr(error)
         assert wrong not in caplog.text
         assert relay.handler.received == []
+        # The relay's words quote the login: kept out of the message, which a
+        # flow run then shows whole, and logged at DEBUG only.
+        assert USER not in str(error) and "relay.example" not in str(error)
+        assert valueless(error).endswith(f"EmailAuthenticationError: {error}")
+        assert [r.levelno for r in caplog.records if USER in r.getMessage()] == [
+            logging.DEBUG
+        ]
 
     def test_a_relay_that_wants_a_login_we_lack_is_an_authentication_error(
         self, start_relay, server_tls, certificate
