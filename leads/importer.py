@@ -635,7 +635,7 @@ def _advance(
     row.records_done = chunk.last
     row.bytes_done = chunk.bytes_read
     # Renewed by the clock other runs judge it with (`lease_time`).
-    row.lease_expires_at = lease_time.after(session, job.lease)
+    row.lease_expires_at = lease_time.read(session) + job.lease
 
 
 def _reject(

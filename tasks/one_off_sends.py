@@ -193,12 +193,12 @@ class _OneOffSender:
                 mark_failed(scope, prepared.send_id, reason=str(exc), flow_run_id=run)
                 if exc.bounce:
                     self._suppress_bounce(scope, prepared)
-                finish_in(scope.session, held, "parked", str(exc), clock.now())
+                finish_in(scope.session, held, "parked", str(exc))
             return "failed"
         except EmailOutcomeUnknownError as exc:
             with self.store.write(held.tenant_id) as scope:
                 mark_unknown(scope, prepared.send_id, reason=str(exc), flow_run_id=run)
-                finish_in(scope.session, held, "done", None, clock.now())
+                finish_in(scope.session, held, "done")
             return "unknown"
         # Any other error leaves the send `sending`: the next run parks it
         # `unknown` rather than risk sending it twice.
@@ -211,7 +211,7 @@ class _OneOffSender:
                 flow_run_id=run,
                 now=clock.now(),
             )
-            finish_in(scope.session, held, "done", None, clock.now())
+            finish_in(scope.session, held, "done")
         return "sent"
 
     def _prepare(self, held: Claim) -> _Ready | str:
@@ -231,7 +231,7 @@ class _OneOffSender:
                 return "contended"
             status = SendStatus(send.status)
             if status in SETTLED:
-                finish_in(scope.session, held, "done", None, moment)
+                finish_in(scope.session, held, "done")
                 return "settled"
             if status is SendStatus.SENDING:
                 # Its sender may be dead, or only slow and still sending: a
@@ -245,7 +245,7 @@ class _OneOffSender:
                         "out is unknown",
                         flow_run_id=run,
                     )
-                    finish_in(scope.session, held, "done", None, moment)
+                    finish_in(scope.session, held, "done")
                     return "unknown"
                 mark_sent(
                     scope,
@@ -254,7 +254,7 @@ class _OneOffSender:
                     flow_run_id=run,
                     now=moment,
                 )
-                finish_in(scope.session, held, "done", None, moment)
+                finish_in(scope.session, held, "done")
                 return "sent"
 
             lead = scope.get(Lead, send.lead_id) if send.lead_id else None
@@ -263,21 +263,21 @@ class _OneOffSender:
             )
             if recipient is None:
                 mark_failed(scope, send.id, reason="missing_email", flow_run_id=run)
-                finish_in(scope.session, held, "parked", "missing_email", moment)
+                finish_in(scope.session, held, "parked", "missing_email")
                 return "failed"
             reason = blocked_reason(
                 scope, lead=lead, address=send.recipient, category=send.category
             )
             if reason is not None:
                 mark_refused(scope, send.id, reason=reason, flow_run_id=run)
-                finish_in(scope.session, held, "done", None, moment)
+                finish_in(scope.session, held, "done")
                 return "refused"
 
             try:
                 message = self._message(send, lead, recipient, moment)
             except EmailRenderError as exc:
                 mark_failed(scope, send.id, reason=str(exc), flow_run_id=run)
-                finish_in(scope.session, held, "parked", str(exc), moment)
+                finish_in(scope.session, held, "parked", str(exc))
                 return "failed"
             if not begin_sending(scope, send.id, flow_run_id=run):
                 # Another run holds the send; whichever run takes the row next

@@ -38,7 +38,7 @@ from leads.email_sends import template_fields
 from leads.flow_run import within_flow_run
 from leads.local_time import lead_zone, next_send_time, schedule_step
 from leads.sequences import FieldCondition, Sequence, Step
-from leads.store import Store, timeline
+from leads.store import Store, lease_time, timeline
 from leads.store.claims import (
     Claim,
     extend_in,
@@ -233,10 +233,8 @@ class _Visitor:
             )
             return "held"
         assert sequence is not None
-        moment = clock.now()
-
         with self.store.write(held.tenant_id) as scope:
-            decided = self._decide(scope, held, str(name), sequence, moment)
+            decided = self._decide(scope, held, str(name), sequence)
         if isinstance(decided, str):
             return decided
         return self._hand_over(held, str(name), sequence, decided)
@@ -247,7 +245,6 @@ class _Visitor:
         held: Claim,
         name: str,
         sequence: Sequence,
-        moment: datetime,
     ) -> str | _Send:
         """Settles the claim, or makes the message and marks its step `sending`."""
         session, run = scope.session, self.context.flow_run_id
@@ -256,10 +253,15 @@ class _Visitor:
         # the new holder nor settle a step the new holder is sending.
         if not extend_in(session, held, self.context.lease):
             return "contended"
+        # Due or not by the clock the claim was judged by (`lease_time`): a
+        # machine whose clock runs behind the database's would hand back a
+        # step its claim found due, and take it again at once, until its own
+        # clock caught up.
+        moment = lease_time.read(session)
         lead = _read_lead(scope, held.lead_id)
         if lead is None:
             # Deleting a lead deletes its outbox rows: nothing is owed.
-            finish_in(session, held, "done", None, moment)
+            finish_in(session, held, "done")
             return "settled"
 
         rows = steps_of(scope, lead.id, name)
@@ -274,7 +276,7 @@ class _Visitor:
                 self._advance(scope, held, sequence, person, index, moment)
                 return outcome
         if index is None:
-            finish_in(session, held, "done", None, moment)
+            finish_in(session, held, "done")
             return "settled"
 
         step = sequence.steps[index]
@@ -308,7 +310,7 @@ class _Visitor:
                 scope, lead.id, name, step.id, due_at=due, known=row, **place
             )
             mark_failed(scope, row.id, reason=str(exc), flow_run_id=run)
-            finish_in(session, held, "parked", str(exc), moment)
+            finish_in(session, held, "parked", str(exc))
             return "failed"
         message_id = str(message["Message-ID"])
         sent_to = suppression.address_hash(lead.email)
@@ -368,7 +370,7 @@ class _Visitor:
                 lead = scope.get(Lead, held.lead_id)
                 if exc.bounce and lead is not None and lead.email:
                     suppression.record_bounce(scope, lead, source=f"sequence:{name}")
-                finish_in(scope.session, held, "parked", str(exc), clock.now())
+                finish_in(scope.session, held, "parked", str(exc))
             return "bounced" if exc.bounce else "failed"
         except EmailOutcomeUnknownError:
             with store.write(held.tenant_id) as scope:
@@ -472,7 +474,7 @@ class _Visitor:
         """Hands the enrolment back due at its next step, or ends it after the last."""
         name = str(held.payload.get("sequence"))
         if index + 1 >= len(sequence.steps):
-            finish_in(scope.session, held, "done", None, after)
+            finish_in(scope.session, held, "done")
             timeline.append(
                 scope,
                 lead.id,
@@ -520,7 +522,7 @@ class _Visitor:
             detail={"sequence": name, "reason": reason, **detail},
             flow_run_id=run,
         )
-        finish_in(scope.session, held, "done", None, moment)
+        finish_in(scope.session, held, "done")
 
     def _message(
         self,

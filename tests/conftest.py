@@ -207,6 +207,15 @@ def migrated_store(request: pytest.FixtureRequest, new_store_url) -> Iterator[St
     store.dispose()
 
 
+@pytest.fixture(scope="module")
+def postgres_store(new_store_url) -> Iterator[Store]:
+    """A migrated store on PostgreSQL in either session, shared by a module."""
+    store = Store(new_store_url("postgresql"))
+    upgrade(store.engine)
+    yield store
+    store.dispose()
+
+
 def wipe(store: Store) -> None:
     with store.engine.begin() as connection:
         for table in (

@@ -416,7 +416,7 @@ class CrmSync:
             ]
             # Claims first, in as few statements as may be (one for every lead
             # written), before any lead is touched: nothing to flush between.
-            current = finish_all_in(scope.session, done, "done", now)
+            current = finish_all_in(scope.session, done, "done")
             for held in claims:
                 outcome = outcomes[held.lead_id]
                 if outcome.status in ("synced", "skipped"):
@@ -435,7 +435,6 @@ class CrmSync:
                         held,
                         "parked",
                         outcome.message or outcome.reason or "",
-                        now,
                     )
                 if settled:
                     current.add(held.id)

@@ -501,6 +501,8 @@ def _held_update(
         conditions.append(table.c.generation != bindparam("held_generation"))
     assignments: dict[str, Any] = {name: bindparam(f"new_{name}") for name in columns}
     if lease_from_server:
+        if "lease_expires_at" in assignments:
+            raise ValueError("the lease is set from the server or given, not both")
         span = bindparam("lease_span", type_=Interval())
         assignments["lease_expires_at"] = lease_time.server_now() + span
     return update(table).where(*conditions).values(assignments).returning(table.c.id)

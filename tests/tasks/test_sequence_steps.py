@@ -7,6 +7,7 @@ moving it, never by sleeping. The last ones run the task in a real flow run.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -41,6 +42,7 @@ from tasks.sequence_steps import (
     dispatch_claims,
     send_sequence_steps,
 )
+from tests.skewed_clock import OffClock
 
 CONFIG = Path(__file__).parents[2] / "config"
 SENDER = "Automation Orchestrator <noreply@localhost>"
@@ -290,6 +292,29 @@ class TestSchedule:
         assert run(store, context) == DispatchSummary()
         clock.set(thursday_opening)
         assert run(store, context) == DispatchSummary(sent=1)
+
+    def test_a_dispatcher_whose_clock_runs_behind_sends_what_its_claim_found_due(
+        self, postgres_store, context, folder
+    ):
+        # Workers on several machines share a PostgreSQL store, whose clock
+        # judges what is due. Were the step judged again by this machine's
+        # clock, it would be handed back and claimed again at once, in a loop.
+        store = postgres_store
+        lead = take(store, {"email": f"behind.{time.time_ns()}@example.com"})
+
+        with use_clock(OffClock(-timedelta(hours=1))):
+            claims = [
+                held
+                for held in claim(
+                    store, SEQUENCE_ENROLMENT, "behind", limit=500, lease=LEASE
+                )
+                if held.lead_id == lead.id
+            ]
+            summary = dispatch_claims(store, claims, context)
+
+        assert summary == DispatchSummary(sent=1)
+        assert subjects(folder) == ["Hi"]
+        assert steps(store, lead)["welcome_1"].status == "sent"
 
     def test_missed_schedules_catch_up_once_the_dispatcher_runs_again(
         self, store, clock, context, folder

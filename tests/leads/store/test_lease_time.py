@@ -13,18 +13,19 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from leads.clock import ManualClock, SystemClock, use_clock
+from leads import importer
+from leads.clock import ManualClock, use_clock
 from leads.intake import submit
 from leads.store import Store, lease_time
 from leads.store import imports as stored_imports
 from leads.store import webhooks as deliveries
-from leads.store.claims import claim, extend
+from leads.store.claims import claim, complete, extend
 from leads.store.outbox import CRM_SYNC
 from leads.store.presence import VALID_FOR, all_present, announce
-from leads.store.schema import upgrade
 from leads.store.tables import DrainPresence, LeadImport, OutboxItem
+from tests.skewed_clock import OffClock
 
 pytestmark = pytest.mark.postgres
 
@@ -34,24 +35,6 @@ LEASE = timedelta(minutes=5)
 BRIEF = timedelta(milliseconds=300)
 # How far a stamp read back may sit from the server's time read around it.
 SLACK = timedelta(seconds=5)
-
-
-class OffClock(SystemClock):
-    """The system clock of a machine whose clock is `offset` off the true time."""
-
-    def __init__(self, offset: timedelta) -> None:
-        self.offset = offset
-
-    def now(self) -> datetime:
-        return super().now() + self.offset
-
-
-@pytest.fixture(scope="module")
-def pg_store(new_store_url) -> Store:
-    store = Store(new_store_url("postgresql"))
-    upgrade(store.engine)
-    yield store
-    store.dispose()
 
 
 def server_now(store: Store) -> datetime:
@@ -86,65 +69,93 @@ def take(store: Store, owner: str, lease: timedelta = LEASE, row_id: int = 0):
 
 
 class TestOutboxClaims:
-    def test_the_lease_is_stamped_by_the_servers_clock(self, pg_store):
-        row_id = new_sync_row(pg_store)
+    def test_the_lease_is_stamped_by_the_servers_clock(self, postgres_store):
+        row_id = new_sync_row(postgres_store)
 
-        before = server_now(pg_store)
+        before = server_now(postgres_store)
         with use_clock(OffClock(HOUR)):
-            assert take(pg_store, "ahead", row_id=row_id) == [row_id]
+            assert take(postgres_store, "ahead", row_id=row_id) == [row_id]
 
-        expires = lease_of(pg_store, OutboxItem, row_id)
+        expires = lease_of(postgres_store, OutboxItem, row_id)
         assert before + LEASE <= expires <= before + LEASE + SLACK
 
-    def test_a_machine_whose_clock_runs_ahead_takes_no_lease_still_held(self, pg_store):
-        row_id = new_sync_row(pg_store)
-        assert take(pg_store, "here", row_id=row_id) == [row_id]
+    def test_a_machine_whose_clock_runs_ahead_takes_no_lease_still_held(
+        self, postgres_store
+    ):
+        row_id = new_sync_row(postgres_store)
+        assert take(postgres_store, "here", row_id=row_id) == [row_id]
 
         # An hour ahead, its own clock would say the five-minute lease ran out.
         with use_clock(OffClock(HOUR)):
-            assert take(pg_store, "ahead", row_id=row_id) == []
+            assert take(postgres_store, "ahead", row_id=row_id) == []
 
     def test_a_machine_whose_clock_runs_behind_takes_a_dead_lease_at_once(
-        self, pg_store
+        self, postgres_store
     ):
-        row_id = new_sync_row(pg_store)
-        assert take(pg_store, "dies", lease=BRIEF, row_id=row_id) == [row_id]
+        row_id = new_sync_row(postgres_store)
+        assert take(postgres_store, "dies", lease=BRIEF, row_id=row_id) == [row_id]
         time.sleep(BRIEF.total_seconds() * 2)
 
         with use_clock(OffClock(-HOUR)):
-            assert take(pg_store, "behind", row_id=row_id) == [row_id]
+            assert take(postgres_store, "behind", row_id=row_id) == [row_id]
 
-    def test_rows_due_now_are_due_to_a_machine_whose_clock_runs_behind(self, pg_store):
-        row_id = new_sync_row(pg_store)
+    def test_rows_due_now_are_due_to_a_machine_whose_clock_runs_behind(
+        self, postgres_store
+    ):
+        row_id = new_sync_row(postgres_store)
 
         with use_clock(OffClock(-HOUR)):
-            assert take(pg_store, "behind", row_id=row_id) == [row_id]
+            assert take(postgres_store, "behind", row_id=row_id) == [row_id]
 
-    def test_an_extended_lease_runs_from_the_servers_time(self, pg_store):
-        row_id = new_sync_row(pg_store)
+    def test_an_extended_lease_runs_from_the_servers_time(self, postgres_store):
+        row_id = new_sync_row(postgres_store)
         (held,) = [
             held
-            for held in claim(pg_store, CRM_SYNC, "here", limit=1000, lease=LEASE)
+            for held in claim(postgres_store, CRM_SYNC, "here", limit=1000, lease=LEASE)
             if held.id == row_id
         ]
 
-        before = server_now(pg_store)
+        before = server_now(postgres_store)
         with use_clock(OffClock(HOUR)):
-            assert extend(pg_store, held, timedelta(minutes=30)) is True
+            assert extend(postgres_store, held, timedelta(minutes=30)) is True
 
-        expires = lease_of(pg_store, OutboxItem, row_id)
+        expires = lease_of(postgres_store, OutboxItem, row_id)
         late = before + timedelta(minutes=30)
         assert late <= expires <= late + SLACK
 
-    def test_an_installed_test_clock_still_moves_leases(self, pg_store):
-        row_id = new_sync_row(pg_store)
-        start = server_now(pg_store) + timedelta(days=3)
+    def test_a_row_whose_lead_changed_while_held_is_due_at_once_by_the_server(
+        self, postgres_store
+    ):
+        row_id = new_sync_row(postgres_store)
+        (held,) = [
+            held
+            for held in claim(postgres_store, CRM_SYNC, "here", limit=1000, lease=LEASE)
+            if held.id == row_id
+        ]
+        with postgres_store.engine.begin() as connection:
+            connection.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == row_id)
+                .values(generation=OutboxItem.generation + 1)
+            )
+
+        before = server_now(postgres_store)
+        with use_clock(OffClock(HOUR)):
+            assert complete(postgres_store, held) is False
+
+        due = lease_of(postgres_store, OutboxItem, row_id, "available_at")
+        assert before <= due <= before + SLACK
+        assert take(postgres_store, "next", row_id=row_id) == [row_id]
+
+    def test_an_installed_test_clock_still_moves_leases(self, postgres_store):
+        row_id = new_sync_row(postgres_store)
+        start = server_now(postgres_store) + timedelta(days=3)
 
         with use_clock(ManualClock(start)) as moved:
-            assert take(pg_store, "first", row_id=row_id) == [row_id]
-            assert lease_of(pg_store, OutboxItem, row_id) == start + LEASE
+            assert take(postgres_store, "first", row_id=row_id) == [row_id]
+            assert lease_of(postgres_store, OutboxItem, row_id) == start + LEASE
             moved.advance(LEASE + timedelta(seconds=1))
-            assert take(pg_store, "second", row_id=row_id) == [row_id]
+            assert take(postgres_store, "second", row_id=row_id) == [row_id]
 
 
 class TestImports:
@@ -161,36 +172,84 @@ class TestImports:
             )
             return row.id
 
-    def test_a_machine_ahead_neither_takes_nor_resumes_a_held_import(self, pg_store):
-        import_id = self.new_import(pg_store)
-        before = server_now(pg_store)
-        assert stored_imports.claim(pg_store, import_id, "here", lease=LEASE)
-        expires = lease_of(pg_store, LeadImport, import_id)
+    def test_a_machine_ahead_neither_takes_nor_resumes_a_held_import(
+        self, postgres_store
+    ):
+        import_id = self.new_import(postgres_store)
+        before = server_now(postgres_store)
+        with use_clock(OffClock(-HOUR)):
+            assert stored_imports.claim(
+                postgres_store, import_id, "behind", lease=LEASE
+            )
+        expires = lease_of(postgres_store, LeadImport, import_id)
         assert before + LEASE <= expires <= before + LEASE + SLACK
 
         with use_clock(OffClock(HOUR)):
-            assert not stored_imports.claim(pg_store, import_id, "ahead", lease=LEASE)
-            assert import_id not in stored_imports.resumable(pg_store)
+            assert not stored_imports.claim(
+                postgres_store, import_id, "ahead", lease=LEASE
+            )
+            assert import_id not in stored_imports.resumable(postgres_store)
 
-    def test_a_machine_behind_resumes_an_import_whose_run_died(self, pg_store):
-        import_id = self.new_import(pg_store)
-        assert stored_imports.claim(pg_store, import_id, "dies", lease=BRIEF)
+    def test_a_machine_behind_resumes_an_import_whose_run_died(self, postgres_store):
+        import_id = self.new_import(postgres_store)
+        assert stored_imports.claim(postgres_store, import_id, "dies", lease=BRIEF)
         time.sleep(BRIEF.total_seconds() * 2)
 
         with use_clock(OffClock(-HOUR)):
-            assert import_id in stored_imports.resumable(pg_store)
-            assert stored_imports.claim(pg_store, import_id, "behind", lease=LEASE)
+            assert import_id in stored_imports.resumable(postgres_store)
+            assert stored_imports.claim(
+                postgres_store, import_id, "behind", lease=LEASE
+            )
 
-    def test_a_renewed_import_lease_runs_from_the_servers_time(self, pg_store):
-        import_id = self.new_import(pg_store)
-        assert stored_imports.claim(pg_store, import_id, "here", lease=BRIEF)
+    def test_a_renewed_import_lease_runs_from_the_servers_time(self, postgres_store):
+        import_id = self.new_import(postgres_store)
+        assert stored_imports.claim(postgres_store, import_id, "here", lease=BRIEF)
 
-        before = server_now(pg_store)
+        before = server_now(postgres_store)
         with use_clock(OffClock(-HOUR)):
-            assert stored_imports.extend(pg_store, import_id, "here", lease=LEASE)
+            assert stored_imports.extend(postgres_store, import_id, "here", lease=LEASE)
 
-        expires = lease_of(pg_store, LeadImport, import_id)
+        expires = lease_of(postgres_store, LeadImport, import_id)
         assert before + LEASE <= expires <= before + LEASE + SLACK
+
+    def test_a_running_import_renews_its_lease_by_the_servers_clock(
+        self, postgres_store, tmp_path
+    ):
+        source = tmp_path / "people.csv"
+        rows = [f"person{n}.{time.time_ns()}@example.com" for n in range(5)]
+        source.write_text("email\n" + "\n".join(rows) + "\n")
+        with source.open("rb") as upload:
+            accepted = importer.accept(
+                postgres_store,
+                "default",
+                upload,
+                filename=source.name,
+                folder=tmp_path,
+                chunk_size=2,
+                max_bytes=10**6,
+            )
+        renewed = []
+
+        def after_chunk(_job, _chunk, _counts) -> None:
+            renewed.append(
+                (
+                    server_now(postgres_store),
+                    lease_of(postgres_store, LeadImport, accepted.id),
+                )
+            )
+
+        with use_clock(OffClock(HOUR)):
+            importer.run(
+                postgres_store,
+                accepted.id,
+                owner="ahead",
+                region="US",
+                on_chunk=after_chunk,
+            )
+
+        assert len(renewed) == 3
+        for then, expires in renewed:
+            assert then < expires <= then + importer.DEFAULT_LEASE + SLACK
 
 
 class TestWebhookDeliveries:
@@ -204,23 +263,32 @@ class TestWebhookDeliveries:
                 occurred_at=datetime.now(UTC),
             ).id
 
-    def test_a_machine_ahead_takes_no_delivery_still_held(self, pg_store):
-        pk = self.new_delivery(pg_store)
-        with pg_store.write("default") as scope:
+    def test_a_machine_ahead_takes_no_delivery_still_held(self, postgres_store):
+        pk = self.new_delivery(postgres_store)
+        before = server_now(postgres_store)
+        with use_clock(OffClock(-HOUR)), postgres_store.write("default") as scope:
             assert deliveries.claim(scope, pk) is not None
+        until = lease_of(
+            postgres_store, deliveries.WebhookDelivery, pk, "claimed_until"
+        )
+        assert before + deliveries.LEASE <= until <= before + deliveries.LEASE + SLACK
 
         with use_clock(OffClock(HOUR)):
-            assert pk not in [found for _, found in deliveries.due(pg_store, 1000)]
-            with pg_store.write("default") as scope:
+            assert pk not in [
+                found for _, found in deliveries.due(postgres_store, 1000)
+            ]
+            with postgres_store.write("default") as scope:
                 assert deliveries.claim(scope, pk) is None
 
-    def test_a_machine_behind_takes_a_delivery_whose_processor_died(self, pg_store):
-        pk = self.new_delivery(pg_store)
-        with pg_store.write("default") as scope:
+    def test_a_machine_behind_takes_a_delivery_whose_processor_died(
+        self, postgres_store
+    ):
+        pk = self.new_delivery(postgres_store)
+        with postgres_store.write("default") as scope:
             assert deliveries.claim(scope, pk) is not None
         # The delivery's lease is two minutes; let it run out by the server's
         # clock without waiting for it.
-        with pg_store.write("default") as scope:
+        with postgres_store.write("default") as scope:
             scope.session.execute(
                 deliveries.WebhookDelivery.__table__.update()
                 .where(deliveries.WebhookDelivery.id == pk)
@@ -228,30 +296,32 @@ class TestWebhookDeliveries:
             )
 
         with use_clock(OffClock(-HOUR)):
-            assert pk in [found for _, found in deliveries.due(pg_store, 1000)]
-            with pg_store.write("default") as scope:
+            assert pk in [found for _, found in deliveries.due(postgres_store, 1000)]
+            with postgres_store.write("default") as scope:
                 assert deliveries.claim(scope, pk) is not None
 
 
 class TestDrainPresence:
-    def test_a_drain_on_a_machine_ahead_counts_only_its_valid_time(self, pg_store):
-        before = server_now(pg_store)
+    def test_a_drain_on_a_machine_ahead_counts_only_its_valid_time(
+        self, postgres_store
+    ):
+        before = server_now(postgres_store)
         with use_clock(OffClock(HOUR)):
-            announce(pg_store, "crm_sync", "ahead")
+            announce(postgres_store, "crm_sync", "ahead")
 
-        with pg_store.engine.connect() as connection:
+        with postgres_store.engine.connect() as connection:
             until = connection.scalar(
                 select(DrainPresence.until).where(DrainPresence.name == "crm_sync")
             ).astimezone(UTC)
         assert before + VALID_FOR <= until <= before + VALID_FOR + SLACK
 
-    def test_a_live_drain_on_a_machine_behind_counts_as_present(self, pg_store):
+    def test_a_live_drain_on_a_machine_behind_counts_as_present(self, postgres_store):
         with use_clock(OffClock(-HOUR)):
-            announce(pg_store, "sequence_dispatcher", "behind")
+            announce(postgres_store, "sequence_dispatcher", "behind")
 
-        assert all_present(pg_store, ["sequence_dispatcher"])
+        assert all_present(postgres_store, ["sequence_dispatcher"])
         with use_clock(OffClock(HOUR)):
-            assert all_present(pg_store, ["sequence_dispatcher"])
+            assert all_present(postgres_store, ["sequence_dispatcher"])
 
 
 class TestWhereTheTimeComesFrom:
@@ -265,19 +335,24 @@ class TestWhereTheTimeComesFrom:
         finally:
             sqlite.dispose()
 
-    def test_postgresql_reads_the_servers_clock_unless_given_a_time(self, pg_store):
+    def test_postgresql_reads_the_servers_clock_unless_given_a_time(
+        self, postgres_store
+    ):
         at = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
-        with pg_store.write_across_tenants() as session:
+        with postgres_store.write_across_tenants() as session:
             assert lease_time.on_server(session)
             assert not lease_time.on_server(session, at)
             assert lease_time.read(session, at) == at
             with use_clock(OffClock(HOUR)):
                 read = lease_time.read(session)
-            assert abs(read - server_now(pg_store)) < SLACK
+            assert abs(read - server_now(postgres_store)) < SLACK
             with use_clock(ManualClock(at)):
                 assert not lease_time.on_server(session)
                 assert lease_time.read(session) == at
 
-    def test_a_naive_time_is_refused(self, pg_store):
-        with pg_store.write_across_tenants() as session, pytest.raises(ValueError):
+    def test_a_naive_time_is_refused(self, postgres_store):
+        with (
+            postgres_store.write_across_tenants() as session,
+            pytest.raises(ValueError),
+        ):
             lease_time.read(session, datetime(2026, 12, 5, 9, 0))
