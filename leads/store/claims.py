@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import Interval, Select, and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import Float, Select, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from leads.store import lease_time
@@ -463,7 +463,7 @@ def _update_held(
     )
     parameters = {f"new_{name}": value for name, value in values.items()}
     if lease_from_server is not None:
-        parameters["lease_span"] = lease_from_server
+        parameters["lease_seconds"] = lease_from_server.total_seconds()
     updated = session.execute(
         statement,
         {
@@ -503,8 +503,8 @@ def _held_update(
     if lease_from_server:
         if "lease_expires_at" in assignments:
             raise ValueError("the lease is set from the server or given, not both")
-        span = bindparam("lease_span", type_=Interval())
-        assignments["lease_expires_at"] = lease_time.server_now() + span
+        span = bindparam("lease_seconds", type_=Float())
+        assignments["lease_expires_at"] = lease_time.server_after(span)
     return update(table).where(*conditions).values(assignments).returning(table.c.id)
 
 

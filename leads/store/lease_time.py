@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Interval, func, literal, select
+from sqlalchemy import Connection, Float, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -42,6 +42,16 @@ def server_now() -> ColumnElement[datetime]:
     return func.statement_timestamp(type_=UTCDateTime())
 
 
+def server_after(seconds: ColumnElement[float]) -> ColumnElement[datetime]:
+    """`seconds` past the database server's current time, for a statement.
+
+    Added as seconds, never days: a day added in a session whose time zone
+    keeps daylight saving can be 23 or 25 hours long.
+    """
+    span = func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+    return type_coerce(server_now() + span, UTCDateTime())
+
+
 def now(runner: Runner, given: datetime | None = None) -> ColumnElement[datetime]:
     """The current time, as an expression for a statement in `runner`."""
     return after(runner, timedelta(0), given)
@@ -56,7 +66,9 @@ def after(
         ValueError: `given` is naive.
     """
     if on_server(runner, given):
-        return server_now() + literal(span, Interval()) if span else server_now()
+        if not span:
+            return server_now()
+        return server_after(literal(span.total_seconds(), Float()))
     return literal(_aware(given) + span, UTCDateTime())
 
 
