@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
-from deployments.key_cli import api_client, refused_key
+from deployments.key_cli import api_client, not_answering, refused_key
 from leads.settings import Settings
 
 # How often `sync` asks how its run is doing, and for how long.
@@ -261,7 +261,6 @@ def _sync_here(settings: Settings, tenant: str, retry: bool) -> None:
 
 
 def _sync_through_api(settings: Settings, retry: bool) -> None:
-    base = f"http://{settings.api_host}:{settings.api_port}"
     with api_client(settings) as client:
         try:
             if retry:
@@ -269,10 +268,7 @@ def _sync_through_api(settings: Settings, retry: bool) -> None:
             else:
                 answer = client.post("/api/crm/sync")
         except httpx.TransportError:
-            _fail(
-                f"the API at {base} is not answering; start the stack with "
-                "`make run`, or pass --local to sync in this process"
-            )
+            _fail(not_answering(settings, "sync"))
         if answer.status_code != 202:
             _fail(
                 refused_key(answer)

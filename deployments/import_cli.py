@@ -14,7 +14,7 @@ import yaml
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from sqlalchemy.exc import OperationalError
 
-from deployments.key_cli import api_client, refused_key
+from deployments.key_cli import api_client, not_answering, refused_key
 from leads.imports import ImportFileError, read_mapping
 from leads.settings import Settings
 
@@ -106,7 +106,6 @@ def _run_through_api(
 ) -> dict[str, Any]:
     from deployments.cli import _fail
 
-    base = f"http://{settings.api_host}:{settings.api_port}"
     data: dict[str, str] = {"dry_run": "true" if dry_run else "false"}
     if mapping:
         data["mapping"] = json.dumps(mapping)
@@ -119,10 +118,7 @@ def _run_through_api(
                     data=data,
                 )
         except httpx.TransportError:
-            _fail(
-                f"the API at {base} is not answering; start the stack with "
-                "`make run`, or pass --local to import in this process"
-            )
+            _fail(not_answering(settings, "import"))
         if answer.status_code != 202:
             _fail(refused_key(answer) or _problem(answer))
         view = answer.json()

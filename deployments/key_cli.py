@@ -158,6 +158,16 @@ def api_client(settings: Settings, timeout: float = 60) -> httpx.Client:
     )
 
 
+def not_answering(settings: Settings, doing: str) -> str:
+    """What to do when the stack's API did not answer a command that `doing`s."""
+    return (
+        f"the API at http://{settings.api_host}:{settings.api_port} is not "
+        "answering; start the stack with `make run` (one started on other ports "
+        "is reached with the same ORCH_API_HOST and ORCH_API_PORT), or pass "
+        f"--local to {doing} in this process"
+    )
+
+
 def refused_key(answer: httpx.Response) -> str | None:
     """What to do when the API refused the command's key, else None."""
     if answer.status_code not in (401, 403):

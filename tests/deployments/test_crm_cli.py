@@ -232,6 +232,7 @@ class TestLocalSync:
         assert result.stdout == ""
         assert result.stderr.strip().count("\n") == 0
         assert "is not answering" in result.stderr
+        assert "ORCH_API_PORT" in result.stderr
         assert "--local" in result.stderr
 
 

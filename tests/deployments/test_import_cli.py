@@ -202,16 +202,19 @@ class TestLocal:
 
 
 class TestThroughTheApi:
-    def test_without_a_running_api_names_make_run_and_local(
+    def test_without_a_running_api_names_make_run_the_port_and_local(
         self, settings_env, monkeypatch
     ):
-        monkeypatch.setenv("ORCH_API_PORT", str(free_port()))
+        port = free_port()
+        monkeypatch.setenv("ORCH_API_PORT", str(port))
         get_settings.cache_clear()
 
         result = orchestrator("import", str(SALESFORCE_LEADS))
 
         assert result.exit_code == 1
         assert result.stderr.startswith("error: ")
-        assert "`make run`" in result.stderr
+        assert f"http://127.0.0.1:{port} is not answering" in result.stderr
+        # A stack started on other ports is found through the same settings.
+        assert "`make run`" in result.stderr and "ORCH_API_PORT" in result.stderr
         assert "--local" in result.stderr
         assert result.stderr.strip().count("\n") == 0
