@@ -32,12 +32,13 @@ queues).
 
 TODO(#8): the latency half of the claim is not met on the two-core reference
 machine. Alone, 200/s are all answered and stored with p99 about 25-30 ms on
-the last runs' machine; while the import and the sync run, the two cores are
-busy and the p99 was 103-160 ms in the last runs (103 and 117 ms with one API
-process, 143 ms with two, 160 ms with one on a slower machine), against 0.4-0.8 s before single leads lingered
-for company (`api.group_commit`) on another machine. Lingering cut the API's
-CPU a lead by 24 % (30 % with one process) in a side-by-side run; the
-API then needs about half a core (2.3-2.6 ms of CPU a lead). The
+the machine of the README's first three runs (107 ms on a slower one); while the
+import and the sync run, the two cores are busy and the p99 was 103-160 ms in
+the last runs (103 and 117 ms with one API process, 143 ms with two, 160 ms
+with one on the slower machine), against 0.4-0.8 s before single leads
+lingered for company (`api.group_commit`) on another machine. Lingering cut
+the API's CPU a lead by 24 % (30 % with one process) in a side-by-side run;
+the API then needs about half a core (2.3-2.6 ms of CPU a lead). The
 database's sessions wait most often on the WAL's flush at COMMIT, which the
 import's large transactions fill; the import's and the sync's PostgreSQL
 sessions are out of reach of the background's CPU priority.
