@@ -242,7 +242,7 @@ def _finish(
 ) -> bool:
     """Ends the claim as `status`; a row changed meanwhile is made due again."""
     with store.write(held.tenant_id) as scope:
-        return finish_in(scope.session, held, status, last_error, now)
+        return finish_in(scope.session, held, status, last_error, now=now)
 
 
 def finish_in(
@@ -250,6 +250,7 @@ def finish_in(
     held: Claim,
     status: str,
     last_error: str | None = None,
+    *,
     now: datetime | None = None,
 ) -> bool:
     """Ends the claim as `done` or `parked` inside the caller's transaction.
@@ -280,6 +281,7 @@ def finish_all_in(
     session: Session,
     claims: list[Claim],
     status: str,
+    *,
     now: datetime | None = None,
 ) -> set[int]:
     """`finish_in` for many claims of one owner, in two statements however many.

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
-from leads import clock
-from leads.store.database import Store
+from leads.store import lease_time
+from leads.store.database import Store, TenantScope
 from leads.store.inserts import insert_if_absent
 from leads.store.tables import TriggerKey
 
@@ -35,10 +35,14 @@ class Hold:
 def try_hold(
     store: Store, tenant_id: str, key: str, now: datetime | None = None
 ) -> Hold | None:
-    """Holds `key` for this request, or None while another request holds it."""
-    now = now or clock.now()
+    """Holds `key` for this request, or None while another request holds it.
+
+    Holds are stamped and judged by the database server's clock where it can
+    be (`lease_time`): replicas whose clocks disagree never take a live hold.
+    """
     holder = uuid.uuid4().hex
     with store.write(tenant_id) as scope:
+        now = lease_time.read(scope.session, now)
         inserted = insert_if_absent(
             scope,
             TriggerKey,
@@ -56,26 +60,27 @@ def try_hold(
 
 def note_lead(store: Store, tenant_id: str, hold: Hold, lead_id: str) -> None:
     """Records the lead this hold's request took in, for a request taking over."""
-    _set(store, tenant_id, hold, lead_id=lead_id)
+    with store.write(tenant_id) as scope:
+        _set(scope, hold, lead_id=lead_id)
 
 
 def release(
     store: Store, tenant_id: str, hold: Hold, now: datetime | None = None
 ) -> None:
     """Ends the hold, so the next request with the key goes on at once."""
-    _set(store, tenant_id, hold, held_until=now or clock.now())
+    with store.write(tenant_id) as scope:
+        _set(scope, hold, held_until=lease_time.now(scope.session, now))
 
 
-def _set(store: Store, tenant_id: str, hold: Hold, **values: object) -> None:
+def _set(scope: TenantScope, hold: Hold, **values: object) -> None:
     # Only while still the holder: a request that outlived its hold must not
     # change what the request that took over has written.
-    with store.write(tenant_id) as scope:
-        scope.session.execute(
-            update(TriggerKey)
-            .where(
-                TriggerKey.tenant_id == tenant_id,
-                TriggerKey.key == hold.key,
-                TriggerKey.holder == hold.holder,
-            )
-            .values(**values)
+    scope.session.execute(
+        update(TriggerKey)
+        .where(
+            TriggerKey.tenant_id == scope.tenant_id,
+            TriggerKey.key == hold.key,
+            TriggerKey.holder == hold.holder,
         )
+        .values(**values)
+    )

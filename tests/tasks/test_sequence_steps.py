@@ -1,7 +1,8 @@
 """Dispatching sequences on a real store into real `.eml` files, with time moved.
 
-Every test runs on a `ManualClock`: delays and send windows are crossed by
-moving it, never by sleeping. The last ones run the task in a real flow run.
+Almost every test runs on a `ManualClock`: delays and send windows are crossed
+by moving it, never by sleeping (one runs a machine whose own clock is wrong).
+The last ones run the task in a real flow run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from prefect import flow, runtime
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from connectors.email.errors import (
     EmailDeliveryError,
@@ -293,6 +294,7 @@ class TestSchedule:
         clock.set(thursday_opening)
         assert run(store, context) == DispatchSummary(sent=1)
 
+    @pytest.mark.postgres
     def test_a_dispatcher_whose_clock_runs_behind_sends_what_its_claim_found_due(
         self, postgres_store, context, folder
     ):
@@ -301,6 +303,16 @@ class TestSchedule:
         # clock, it would be handed back and claimed again at once, in a loop.
         store = postgres_store
         lead = take(store, {"email": f"behind.{time.time_ns()}@example.com"})
+        # Due a second ago: the row's time is this process's, and a database
+        # clock a hair behind it must not make the step not yet due.
+        with store.engine.begin() as connection:
+            connection.execute(
+                update(OutboxItem)
+                .where(OutboxItem.lead_id == lead.id)
+                .values(
+                    available_at=OutboxItem.available_at - text("interval '1 second'")
+                )
+            )
 
         with use_clock(OffClock(-timedelta(hours=1))):
             claims = [

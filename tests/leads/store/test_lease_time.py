@@ -13,18 +13,18 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from leads import importer
 from leads.clock import ManualClock, use_clock
 from leads.intake import submit
-from leads.store import Store, lease_time
+from leads.store import Store, lease_time, trigger_keys
 from leads.store import imports as stored_imports
 from leads.store import webhooks as deliveries
 from leads.store.claims import claim, complete, extend
 from leads.store.outbox import CRM_SYNC
 from leads.store.presence import VALID_FOR, all_present, announce
-from leads.store.tables import DrainPresence, LeadImport, OutboxItem
+from leads.store.tables import DrainPresence, LeadImport, OutboxItem, TriggerKey
 from tests.skewed_clock import OffClock
 
 pytestmark = pytest.mark.postgres
@@ -45,11 +45,14 @@ def server_now(store: Store) -> datetime:
 def new_sync_row(store: Store) -> int:
     data = {"email": f"{time.time_ns()}@example.com"}
     lead = submit(store, "default", data, channel="api", region="US").lead
-    with store.engine.connect() as connection:
+    with store.engine.begin() as connection:
+        # Due a second ago: the row's time is this process's, and a database
+        # clock a hair behind it must not make the row not yet due.
         return connection.scalar(
-            select(OutboxItem.id).where(
-                OutboxItem.lead_id == lead.id, OutboxItem.topic == CRM_SYNC
-            )
+            update(OutboxItem)
+            .where(OutboxItem.lead_id == lead.id, OutboxItem.topic == CRM_SYNC)
+            .values(available_at=OutboxItem.available_at - text("interval '1 second'"))
+            .returning(OutboxItem.id)
         )
 
 
@@ -299,6 +302,31 @@ class TestWebhookDeliveries:
             assert pk in [found for _, found in deliveries.due(postgres_store, 1000)]
             with postgres_store.write("default") as scope:
                 assert deliveries.claim(scope, pk) is not None
+
+
+class TestTriggerKeyHolds:
+    def test_a_replica_ahead_takes_no_hold_still_running(self, postgres_store):
+        key = f"trigger-{time.time_ns()}"
+        before = server_now(postgres_store)
+        with use_clock(OffClock(-HOUR)):
+            assert trigger_keys.try_hold(postgres_store, "default", key) is not None
+        with postgres_store.engine.connect() as connection:
+            until = connection.scalar(
+                select(TriggerKey.held_until).where(TriggerKey.key == key)
+            ).astimezone(UTC)
+        assert before + trigger_keys.HOLD <= until <= before + trigger_keys.HOLD + SLACK
+
+        with use_clock(OffClock(HOUR)):
+            assert trigger_keys.try_hold(postgres_store, "default", key) is None
+
+    def test_a_released_hold_is_taken_at_once_by_a_replica_behind(self, postgres_store):
+        key = f"trigger-{time.time_ns()}"
+        with use_clock(OffClock(HOUR)):
+            held = trigger_keys.try_hold(postgres_store, "default", key)
+            trigger_keys.release(postgres_store, "default", held)
+
+        with use_clock(OffClock(-HOUR)):
+            assert trigger_keys.try_hold(postgres_store, "default", key) is not None
 
 
 class TestDrainPresence:
