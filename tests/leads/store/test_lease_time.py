@@ -17,6 +17,8 @@ from sqlalchemy import func, select, text, update
 
 from leads import importer
 from leads.clock import ManualClock, use_clock
+from leads.encryption import SecretBox
+from leads.erasure import erase
 from leads.intake import submit
 from leads.store import Store, lease_time, trigger_keys
 from leads.store import imports as stored_imports
@@ -302,6 +304,40 @@ class TestWebhookDeliveries:
             assert pk in [found for _, found in deliveries.due(postgres_store, 1000)]
             with postgres_store.write("default") as scope:
                 assert deliveries.claim(scope, pk) is not None
+
+
+class TestErasure:
+    def test_a_deletion_waits_for_a_sync_in_flight_by_the_servers_clock(
+        self, postgres_store
+    ):
+        row_id = new_sync_row(postgres_store)
+        (held,) = [
+            held
+            for held in claim(
+                postgres_store, CRM_SYNC, "syncing", limit=1000, lease=LEASE
+            )
+            if held.id == row_id
+        ]
+        ends = lease_of(postgres_store, OutboxItem, row_id)
+
+        # Erased on a machine an hour ahead, which would take the lease for
+        # long run out and let the deletion wait an hour too long.
+        with use_clock(OffClock(HOUR)), postgres_store.write("default") as scope:
+            erase(
+                scope,
+                held.lead_id,
+                actor="key-1",
+                seal=SecretBox("test secret key").seal,
+                trigger={"via": "test"},
+            )
+
+        with postgres_store.engine.connect() as connection:
+            due = connection.scalar(
+                select(OutboxItem.available_at).where(
+                    OutboxItem.key == f"erase:{held.lead_id}"
+                )
+            ).astimezone(UTC)
+        assert due == ends
 
 
 class TestTriggerKeyHolds:
